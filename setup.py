@@ -1,0 +1,67 @@
+"""Build the Cython kernels of fastnn.
+
+OpenMP is used when the compiler accepts it; otherwise the kernels are built
+without it and run single-threaded (``fastnn._kernels.openmp_enabled()`` tells).
+Set ``FASTNN_NO_OPENMP=1`` to force the fallback.
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def compiler_accepts_openmp():
+    if os.environ.get("FASTNN_NO_OPENMP") == "1" or sys.platform == "win32":
+        return False
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    tmp = tempfile.mkdtemp()
+    try:
+        src = os.path.join(tmp, "t.c")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n")
+        cmd = cc.split() + ["-fopenmp", src, "-o", os.path.join(tmp, "t")]
+        return subprocess.run(cmd, capture_output=True).returncode == 0
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+openmp = compiler_accepts_openmp()
+compile_args = ["-O3"]
+link_args = []
+if openmp:
+    compile_args.append("-fopenmp")
+    link_args.append("-fopenmp")
+
+extensions = [
+    Extension(
+        "fastnn._kernels." + os.path.splitext(os.path.basename(path))[0],
+        [path],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+    for path in sorted(glob.glob(os.path.join("fastnn", "_kernels", "*.pyx")))
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    ),
+)
