@@ -1,0 +1,173 @@
+"""Backend registry: which kernel modules exist, which one an op uses, thread counts.
+
+A backend is a module that provides some of the kernel functions described in
+``docs/KERNELS.md``. ``backend=None`` resolves to the process default set with
+:func:`set_backend` (or the ``FASTNN_BACKEND`` environment variable) when there is
+one, otherwise to the fastest available backend for that op family.
+"""
+import importlib
+import os
+import threading
+
+_MODULES = {
+    "cython": "fastnn._kernels.cython_backend",
+    "numba": "fastnn._kernels.numba_backend",
+    "reference": "fastnn.reference.kernels",
+}
+
+# Which family each kernel belongs to, and the order in which backend=None tries
+# backends for that family (fastest first, as measured by `python -m fastnn.bench`).
+_FAMILY = {
+    "conv2d_forward": "conv", "conv2d_backward": "conv", "im2col": "conv", "col2im": "conv",
+    "pool2d_forward": "pool", "pool2d_backward": "pool",
+    "bmm": "bmm", "bmm_backward": "bmm",
+}
+for _cell in ("rnn", "gru", "lstm"):
+    for _suffix in ("_cell_forward", "_cell_backward", "_forward", "_backward"):
+        _FAMILY[_cell + _suffix] = "recurrent"
+
+_PREFERENCE = {
+    "conv": ("cython", "numba", "reference"),
+    "pool": ("cython", "numba", "reference"),
+    "bmm": ("cython", "numba", "reference"),
+    "recurrent": ("numba", "cython", "reference"),
+}
+
+_loaded = {}
+_import_errors = {}
+_lock = threading.Lock()
+_default = None
+_num_threads = None
+_WORKSPACE_DEFAULT = 64 * 2**20
+_workspace_bytes = _WORKSPACE_DEFAULT
+
+
+def _load(name):
+    """Import a backend module once; remember why it failed if it did."""
+    if name in _loaded:
+        return _loaded[name]
+    with _lock:
+        if name not in _loaded:
+            try:
+                module = importlib.import_module(_MODULES[name])
+                if not getattr(module, "AVAILABLE", True):
+                    raise ImportError(getattr(module, "UNAVAILABLE_REASON", "not available"))
+            except ImportError as exc:
+                module = None
+                _import_errors[name] = f"{type(exc).__name__}: {exc}"
+            _loaded[name] = module
+            if module is not None and _num_threads is not None and hasattr(module, "set_num_threads"):
+                module.set_num_threads(_num_threads)
+    return _loaded[name]
+
+
+def available_backends():
+    """Names of the backends that import on this installation, fastest first."""
+    return [name for name in _MODULES if _load(name) is not None]
+
+
+def unavailable_backends():
+    """{name: reason} for the backends that failed to import."""
+    available_backends()
+    return dict(_import_errors)
+
+
+def _check_name(fn, name):
+    if not isinstance(name, str) or name not in _MODULES or _load(name) is None:
+        raise ValueError(
+            f"{fn}: unknown or unavailable backend {name!r}; available backends: {available_backends()}"
+        )
+
+
+def set_backend(name):
+    """Set the process-wide default backend (None: the fastest per op)."""
+    global _default
+    if name is not None:
+        _check_name("set_backend", name)
+    _default = name
+
+
+def get_backend():
+    """The process-wide default backend name, or None (fastest per op)."""
+    return _default
+
+
+def resolve(fn, kernel, backend):
+    """Return (backend_name, kernel_function) for public function `fn`."""
+    if backend is None:
+        backend = _default
+    if backend is not None:
+        _check_name(fn, backend)
+        func = getattr(_loaded[backend], kernel, None)
+        if func is None:
+            having = [n for n in available_backends() if hasattr(_loaded[n], kernel)]
+            raise ValueError(f"{fn}: backend {backend!r} has no {kernel} kernel; backends that have it: {having}")
+        return backend, func
+    for name in _PREFERENCE[_FAMILY[kernel]]:
+        module = _load(name)
+        if module is not None and hasattr(module, kernel):
+            return name, getattr(module, kernel)
+    raise ValueError(f"{fn}: no available backend provides {kernel}")  # reference always does
+
+
+def kernel_of(name, kernel):
+    """The kernel function of an already-used backend (for backward passes)."""
+    return getattr(_load(name), kernel)
+
+
+def set_num_threads(n):
+    """Use n threads in the compiled kernels (OpenMP, Numba) and in BLAS."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
+    _num_threads = n
+    _limit_blas(n)
+    for module in list(_loaded.values()):
+        if module is not None and hasattr(module, "set_num_threads"):
+            module.set_num_threads(n)
+
+
+def get_num_threads():
+    """The thread count set with set_num_threads (default: the number of CPUs)."""
+    if _num_threads is not None:
+        return _num_threads
+    return os.cpu_count() or 1
+
+
+_blas_limiter = None
+
+
+def _limit_blas(n):
+    global _blas_limiter
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional at run time: BLAS then keeps its own setting
+        return
+    import numpy  # noqa: F401  (make sure NumPy's BLAS is loaded)
+    try:
+        import scipy.linalg  # noqa: F401  (and SciPy's, which Numba and Cython kernels call)
+    except ImportError:
+        pass
+    _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+
+
+def set_workspace_limit(nbytes):
+    """Cap the scratch memory (im2col buffers) one convolution call may allocate."""
+    global _workspace_bytes
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 1:
+        raise ValueError(f"set_workspace_limit: nbytes must be an int >= 1, got {nbytes!r}")
+    _workspace_bytes = nbytes
+
+
+def get_workspace_limit():
+    """The scratch-memory cap of one convolution call, in bytes (default 64 MiB)."""
+    return _workspace_bytes
+
+
+def _init_from_environment():
+    name = os.environ.get("FASTNN_BACKEND")
+    if name:
+        set_backend(name)
+
+
+_init_from_environment()

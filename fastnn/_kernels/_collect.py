@@ -1,0 +1,33 @@
+"""Gather the kernel functions of a backend from its per-family modules."""
+import importlib
+
+KERNEL_NAMES = (
+    "conv2d_forward", "conv2d_backward", "im2col", "col2im",
+    "pool2d_forward", "pool2d_backward",
+    "bmm", "bmm_backward",
+    "rnn_cell_forward", "rnn_cell_backward", "gru_cell_forward", "gru_cell_backward",
+    "lstm_cell_forward", "lstm_cell_backward",
+    "rnn_forward", "rnn_backward", "gru_forward", "gru_backward", "lstm_forward", "lstm_backward",
+)
+
+
+def collect(namespace, package, module_names):
+    """Copy the kernels found in package.<module> into namespace; return the modules loaded.
+
+    A family module that is missing is skipped (the backend then lacks that family);
+    any other import error propagates, so a broken build is not silently hidden.
+    """
+    modules = []
+    for short in module_names:
+        full = f"{package}.{short}"
+        try:
+            module = importlib.import_module(full)
+        except ModuleNotFoundError as exc:
+            if exc.name != full:
+                raise
+            continue
+        modules.append(module)
+        for name in KERNEL_NAMES:
+            if hasattr(module, name):
+                namespace[name] = getattr(module, name)
+    return modules
