@@ -1,0 +1,262 @@
+"""The one place where user arguments become normalised ones.
+
+Every public function validates and normalises here — dtype promotion, layouts,
+stride/dilation pairs, the padding forms, output sizes — and every error a user can
+provoke is raised here, as a ValueError/TypeError naming the function, the
+parameter and the offending values. Kernels receive only what passes.
+"""
+import math
+import numbers
+
+import numpy as np
+
+LAYOUTS = ("NHWC", "NCHW")
+
+
+# ---------------------------------------------------------------- arrays and dtypes
+
+def _kind_dtype(fn, name, arr):
+    """The float dtype an input asks for, or a TypeError for non-real data."""
+    kind = arr.dtype.kind
+    if kind == "f":
+        if arr.dtype.itemsize <= 2:
+            return np.dtype(np.float32)  # float16 computes in float32
+        if arr.dtype.itemsize == 4:
+            return np.dtype(np.float32)
+        return np.dtype(np.float64)  # float64 and longdouble
+    if kind in "iub":
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{fn}: {name} must hold real numbers (float, int or bool), got dtype {arr.dtype}"
+    )
+
+
+def as_arrays(fn, **values):
+    """np.asarray every non-None value; return (arrays dict, common float dtype).
+
+    float32 stays float32, float64 stays float64, a mix computes in float64;
+    integers and bools become float64; complex, object and string data are a TypeError.
+    """
+    arrays = {}
+    dtypes = []
+    for name, value in values.items():
+        if value is None:
+            arrays[name] = None
+            continue
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+            raise TypeError(f"{fn}: {name} cannot be read as a numeric array ({exc})") from None
+        dtypes.append(_kind_dtype(fn, name, arr))
+        arrays[name] = arr
+    dtype = np.result_type(*dtypes) if dtypes else np.dtype(np.float64)
+    return arrays, dtype
+
+
+def contiguous(arr, dtype):
+    """A C-contiguous, native-byte-order array of `dtype` (no copy when `arr` already is one)."""
+    if arr is None:
+        return None
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_ndim(fn, name, arr, ndim, shape_doc):
+    if arr.ndim != ndim:
+        raise ValueError(f"{fn}: {name} must be {ndim}-D {shape_doc}, got shape {arr.shape}")
+
+
+def check_layout(fn, layout):
+    if layout not in LAYOUTS:
+        raise ValueError(f"{fn}: layout must be one of {LAYOUTS}, got {layout!r}")
+    return layout
+
+
+def to_nhwc(arr, layout):
+    """View an NCHW activation as NHWC (a view; `contiguous` copies it once)."""
+    return arr if layout == "NHWC" else arr.transpose(0, 2, 3, 1)
+
+
+def from_nhwc(arr, layout):
+    """Give an NHWC result back in the caller's layout, C-contiguous."""
+    return arr if layout == "NHWC" else np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+
+
+# ---------------------------------------------------------------- scalar parameters
+
+def _is_int(value):
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def as_int(fn, name, value, minimum):
+    if not _is_int(value):
+        raise ValueError(f"{fn}: {name} must be an int, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def pair(fn, name, value, minimum=1):
+    """int or (a, b) -> (a, b) of ints >= minimum."""
+    if _is_int(value):
+        items = (value, value)
+    elif isinstance(value, (tuple, list, np.ndarray)) and len(value) == 2 and all(_is_int(v) for v in value):
+        items = tuple(value)
+    else:
+        raise ValueError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    items = tuple(int(v) for v in items)
+    if min(items) < minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
+    return items
+
+
+def choice(fn, name, value, options):
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{fn}: {name} must be one of {tuple(options)}, got {value!r}")
+    return value
+
+
+def flag(fn, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{fn}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+# ---------------------------------------------------------------- convolution geometry
+
+def conv_pads(fn, padding, in_hw, ksize, stride, dilation):
+    """Every padding form -> (top, bottom, left, right)."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return (0, 0, 0, 0)
+        if mode == "same":
+            pads = []
+            for n, k, s, d in zip(in_hw, ksize, stride, dilation):
+                out = -(-n // s)
+                total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
+                pads += [total // 2, total - total // 2]  # odd extra goes bottom/right
+            return tuple(pads)
+        raise ValueError(f"{fn}: padding must be an int, a pair, ((top, bottom), (left, right)), "
+                         f"'valid' or 'same', got {padding!r}")
+    if (isinstance(padding, (tuple, list)) and len(padding) == 2
+            and all(isinstance(p, (tuple, list)) for p in padding)):
+        if not all(len(p) == 2 and all(_is_int(v) for v in p) for p in padding):
+            raise ValueError(f"{fn}: padding ((top, bottom), (left, right)) must hold four ints, got {padding!r}")
+        pads = (padding[0][0], padding[0][1], padding[1][0], padding[1][1])
+    else:
+        try:
+            ph, pw = pair(fn, "padding", padding, minimum=0)
+        except ValueError:
+            raise ValueError(f"{fn}: padding must be an int, a pair, ((top, bottom), (left, right)), "
+                             f"'valid' or 'same', got {padding!r}") from None
+        pads = (ph, ph, pw, pw)
+    pads = tuple(int(p) for p in pads)
+    if min(pads) < 0:
+        raise ValueError(f"{fn}: padding must be >= 0, got {padding!r}")
+    return pads
+
+
+def conv_out_hw(fn, in_hw, pads, ksize, stride, dilation):
+    """H_out = floor((H + pad_top + pad_bottom - dh (kh - 1) - 1) / sh) + 1, and the same for W."""
+    out = (
+        (in_hw[0] + pads[0] + pads[1] - dilation[0] * (ksize[0] - 1) - 1) // stride[0] + 1,
+        (in_hw[1] + pads[2] + pads[3] - dilation[1] * (ksize[1] - 1) - 1) // stride[1] + 1,
+    )
+    if min(out) < 1:
+        raise ValueError(
+            f"{fn}: output would be empty (H_out, W_out) = {out} for input (H, W) = {tuple(in_hw)}, "
+            f"kernel {ksize}, stride {stride}, padding (top, bottom, left, right) = {pads}, dilation {dilation}"
+        )
+    return out
+
+
+def check_workspace(fn, backend, n_rows, n_cols, dtype, limit):
+    """Fail fast when one image's im2col buffer cannot fit in the workspace limit."""
+    if backend == "reference":
+        return
+    need = n_rows * n_cols * np.dtype(dtype).itemsize
+    if need > limit:
+        raise ValueError(
+            f"{fn}: one image needs a {need / 2**20:.1f} MiB im2col workspace "
+            f"({n_rows} x {n_cols} {np.dtype(dtype).name}), above the limit of {limit / 2**20:.1f} MiB; "
+            f"raise it with fastnn.set_workspace_limit(nbytes)"
+        )
+
+
+# ---------------------------------------------------------------- pooling geometry
+
+def pool_geometry(fn, in_hw, kernel_size, stride, padding, dilation, ceil_mode):
+    """-> (ksize, stride, (ph, pw), dilation, out_hw), PyTorch's rules."""
+    ksize = pair(fn, "kernel_size", kernel_size)
+    stride = ksize if stride is None else pair(fn, "stride", stride)
+    pads = pair(fn, "padding", padding, minimum=0)
+    dilation = pair(fn, "dilation", dilation)
+    ceil_mode = flag(fn, "ceil_mode", ceil_mode)
+    out = []
+    for n, k, s, p, d in zip(in_hw, ksize, stride, pads, dilation):
+        span = d * (k - 1) + 1
+        if p > span // 2:
+            raise ValueError(
+                f"{fn}: padding {pads} must be at most half the (dilated) kernel {ksize} "
+                f"(dilation {dilation}), i.e. <= {span // 2} along this axis"
+            )
+        size = n + 2 * p - span
+        o = (-(-size // s) if ceil_mode else size // s) + 1
+        if ceil_mode and (o - 1) * s >= n + p:
+            o -= 1  # the last window must start inside the input or the left padding
+        out.append(o)
+    if min(out) < 1:
+        raise ValueError(
+            f"{fn}: output would be empty (H_out, W_out) = {tuple(out)} for input (H, W) = {tuple(in_hw)}, "
+            f"kernel {ksize}, stride {stride}, padding {pads}, dilation {dilation}"
+        )
+    return ksize, stride, pads, dilation, tuple(out)
+
+
+# ---------------------------------------------------------------- caches
+
+class Cache:
+    """What a forward pass hands to its backward pass. Opaque to users."""
+
+    __slots__ = ("op", "backend", "state", "meta")
+
+    def __init__(self, op, backend, state, **meta):
+        self.op = op
+        self.backend = backend
+        self.state = state
+        self.meta = meta
+
+    def __repr__(self):
+        return f"<fastnn {self.op} cache ({self.backend} backend)>"
+
+
+def check_cache(fn, cache, op):
+    if not isinstance(cache, Cache) or cache.op != op:
+        got = repr(cache) if isinstance(cache, Cache) else type(cache).__name__
+        raise TypeError(f"{fn}: cache must be the cache returned by {op}_forward, got {got}")
+    return cache
+
+
+def grad_array(fn, name, value, shape):
+    """A gradient argument of a backward pass, checked to have the forward output's shape.
+
+    Returned as an array, not yet converted: the caller converts it to the forward's
+    dtype (gradients come back in the dtype the forward pass computed in).
+    """
+    arrays, _ = as_arrays(fn, **{name: value})
+    arr = arrays[name]
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{fn}: {name} must have the forward output's shape {tuple(shape)}, got {arr.shape}")
+    return arr
+
+
+def bias_vector(fn, name, b, size, what):
+    """Any shape holding exactly `size` values -> (size,) (the caller keeps b's shape for db)."""
+    if b.size != size:
+        raise ValueError(f"{fn}: {name} must hold exactly {size} values ({what}), got shape {b.shape}")
+    return b.reshape(size)
+
+
+def prod(values):
+    return math.prod(int(v) for v in values)
