@@ -15,7 +15,7 @@ LAYOUTS = ("NHWC", "NCHW")
 
 # ---------------------------------------------------------------- arrays and dtypes
 
-def _kind_dtype(fn, name, arr):
+def float_dtype(fn, name, arr):
     """The float dtype an input asks for, or a TypeError for non-real data."""
     kind = arr.dtype.kind
     if kind == "f":
@@ -47,7 +47,7 @@ def as_arrays(fn, **values):
             arr = np.asarray(value)
         except (ValueError, TypeError) as exc:  # ragged nested lists and the like
             raise TypeError(f"{fn}: {name} cannot be read as a numeric array ({exc})") from None
-        dtypes.append(_kind_dtype(fn, name, arr))
+        dtypes.append(float_dtype(fn, name, arr))
         arrays[name] = arr
     dtype = np.result_type(*dtypes) if dtypes else np.dtype(np.float64)
     return arrays, dtype
