@@ -1,0 +1,53 @@
+"""Fixtures shared by every test file: the backend parametrisation and state resets."""
+import numpy as np
+import pytest
+
+import fastnn
+
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # Hypothesis is optional; the tests using it skip
+    pass
+else:
+    settings.register_profile(
+        "fastnn", max_examples=25, deadline=None, derandomize=True, print_blob=True,
+        # the function-scoped fixtures used with @given are an immutable backend name
+        # and a reset of global settings, both fine to share between examples
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                               HealthCheck.function_scoped_fixture],
+    )
+    settings.load_profile("fastnn")
+
+BACKENDS = fastnn.available_backends()
+COMPILED = [b for b in BACKENDS if b != "reference"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Every backend that imports on this installation (the reference included)."""
+    return request.param
+
+
+@pytest.fixture(params=COMPILED or [pytest.param(None, marks=pytest.mark.skip(reason="no compiled backend"))])
+def compiled_backend(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state():
+    """Tests may change the process-wide settings; put them back afterwards."""
+    backend = fastnn.get_backend()
+    limit = fastnn.get_workspace_limit()
+    threads = fastnn.get_num_threads()
+    yield
+    fastnn.set_backend(backend)
+    fastnn.set_workspace_limit(limit)
+    if fastnn.get_num_threads() != threads:
+        fastnn.set_num_threads(threads)
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's name: reproducible, different per test."""
+    seed = sum(ord(ch) * (i + 1) for i, ch in enumerate(request.node.nodeid)) % (2**32)
+    return np.random.default_rng(seed)

@@ -1,0 +1,106 @@
+"""Shapes big enough for the compiled kernels' parallel paths, at 1 and 2 threads."""
+import numpy as np
+import pytest
+
+import fastnn
+import naive
+from helpers import assert_close, need, nonzero, on, randn, tie_free
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    fastnn.set_num_threads(request.param)
+    return request.param
+
+
+def _twice(func):
+    """Run func twice; the results must be bit-identical (no order-dependent sums)."""
+    first, second = func(), func()
+    for a, b in zip(first, second):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    return first
+
+
+def test_conv_parallel_paths(compiled_backend, threads, rng):
+    need(compiled_backend, "conv2d_forward", "conv2d_backward")
+    x, w, b = randn(rng, (8, 14, 13, 8)), randn(rng, (3, 3, 4, 16)), nonzero(rng, (16,))
+    kw = dict(stride=(1, 2), padding="same", groups=2)
+    y, cache = fastnn.conv2d_forward(x, w, b, **kw, **on(compiled_backend))
+    pads = naive.conv_pads("same", (14, 13), (3, 3), (1, 2), (1, 1))
+    assert_close(y, naive.conv2d_nhwc(x, w, b, (1, 2), pads, (1, 1), 2))
+    dy = randn(rng, y.shape)
+    grads = _twice(lambda: fastnn.conv2d_backward(dy, cache))
+    y_ref, cache_ref = fastnn.reference.conv2d_forward(x, w, b, **kw)
+    for g, r in zip(grads, fastnn.reference.conv2d_backward(dy, cache_ref)):
+        assert_close(g, r)
+    _twice(lambda: (fastnn.conv2d(x, w, b, **kw, **on(compiled_backend)),))
+
+
+def test_conv_float32_wide_reduction(compiled_backend, threads, rng):
+    """float32 with a 3*3*48 = 432-term reduction stays within float32 rounding of float64."""
+    need(compiled_backend, "conv2d_forward")
+    x, w = randn(rng, (4, 9, 9, 48), np.float32), randn(rng, (3, 3, 48, 8), np.float32)
+    y = fastnn.conv2d(x, w, padding=1, **on(compiled_backend))
+    want = naive.conv2d_nhwc(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_pool_parallel_paths(compiled_backend, threads, mode, rng):
+    need(compiled_backend, "pool2d_forward", "pool2d_backward")
+    x = tie_free(rng, (8, 15, 14, 12))
+    y, cache = fastnn.pool2d_forward(x, 3, 2, 1, mode=mode, ceil_mode=True, **on(compiled_backend))
+    y_ref, cache_ref = fastnn.reference.pool2d_forward(x, 3, 2, 1, mode=mode, ceil_mode=True)
+    assert_close(y, y_ref)
+    dy = randn(rng, y.shape)
+    (dx,) = _twice(lambda: (fastnn.pool2d_backward(dy, cache),))
+    assert_close(dx, fastnn.reference.pool2d_backward(dy, cache_ref))
+
+
+def test_bmm_parallel_paths(compiled_backend, threads, rng):
+    need(compiled_backend, "bmm", "bmm_backward")
+    a, b = randn(rng, (6, 1, 33, 17)), randn(rng, (5, 17, 29))
+    c = fastnn.bmm(a, b, **on(compiled_backend))
+    assert_close(c, np.matmul(a, b))
+    dc = randn(rng, c.shape)
+    da, db = _twice(lambda: fastnn.bmm_backward(dc, a, b, **on(compiled_backend)))
+    assert_close(da, np.matmul(dc, np.swapaxes(b, -1, -2)).sum(axis=1, keepdims=True))
+    assert_close(db, np.matmul(np.swapaxes(a, -1, -2), dc).sum(axis=0))
+
+
+def test_lstm_parallel_paths(compiled_backend, threads, rng):
+    need(compiled_backend, "lstm_forward", "lstm_backward")
+    T, m, n_x, n_a = 5, 64, 12, 16
+    x, h0, c0 = randn(rng, (T, m, n_x)), randn(rng, (m, n_a)), randn(rng, (m, n_a))
+    W, b = randn(rng, (4 * n_a, n_a + n_x)) * 0.3, nonzero(rng, (4 * n_a,))
+    h, c, cache = fastnn.lstm_forward(x, h0, c0, W, b, **on(compiled_backend))
+    h_ref, c_ref, cache_ref = fastnn.reference.lstm_forward(x, h0, c0, W, b)
+    assert_close(h, h_ref)
+    assert_close(c, c_ref)
+    dh, dc = randn(rng, h.shape), randn(rng, c.shape)
+    grads = _twice(lambda: fastnn.lstm_backward(dh, cache, dc_last=dc))
+    for g, r in zip(grads, fastnn.reference.lstm_backward(dh, cache_ref, dc_last=dc)):
+        assert_close(g, r)
+
+
+def test_aliased_arguments(backend, rng):
+    """The same array passed as several arguments is read, never written."""
+    need(backend, "bmm", "bmm_backward", "lstm_cell_forward", "lstm_cell_backward")
+    a = randn(rng, (3, 4, 4))
+    keep = a.copy()
+    c = fastnn.bmm(a, a, **on(backend))
+    assert_close(c, np.matmul(keep, keep))
+    da, db = fastnn.bmm_backward(a, a, a, **on(backend))
+    assert_close(da, np.matmul(keep, np.swapaxes(keep, -1, -2)))
+    assert_close(db, np.matmul(np.swapaxes(keep, -1, -2), keep))
+    np.testing.assert_array_equal(a, keep)
+    s = randn(rng, (2, 3))
+    W, b = randn(rng, (12, 6)), nonzero(rng, (12,))
+    s_keep = s.copy()
+    h, cn, cache = fastnn.lstm_cell_forward(s, s, s, W, b, **on(backend))
+    want_h, want_c = naive.lstm_cell(s_keep, s_keep, s_keep, W, b)
+    assert_close(h, want_h)
+    assert_close(cn, want_c)
+    fastnn.lstm_cell_backward(s, s, cache)
+    np.testing.assert_array_equal(s, s_keep)
