@@ -28,8 +28,8 @@ for _cell in ("rnn", "gru", "lstm"):
 
 _PREFERENCE = {
     "conv": ("cython", "numba", "reference"),
-    "pool": ("cython", "numba", "reference"),
-    "bmm": ("cython", "numba", "reference"),
+    "pool": ("numba", "cython", "reference"),
+    "bmm": ("numba", "cython", "reference"),
     "recurrent": ("numba", "cython", "reference"),
 }
 
