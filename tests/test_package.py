@@ -125,7 +125,9 @@ def _run(code, **env):
     full = dict(os.environ)
     full.pop("FASTNN_BACKEND", None)
     full.update(env)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # Run beside the fastnn under test (the installed one, or an in-place build), not in
+    # the source checkout, whose uncompiled tree `python -c` would import first.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, cwd=root,
                           timeout=300)
 
