@@ -7,6 +7,7 @@ parameter and the offending values. Kernels receive only what passes.
 """
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -31,16 +32,19 @@ def float_dtype(fn, name, arr):
     )
 
 
-def as_arrays(fn, **values):
-    """np.asarray every non-None value; return (arrays dict, common float dtype).
+def as_arrays(fn, optional=(), **values):
+    """np.asarray every value; return (arrays dict, common float dtype).
 
-    float32 stays float32, float64 stays float64, a mix computes in float64;
-    integers and bools become float64; complex, object and string data are a TypeError.
+    Only the names in `optional` may be None (they stay None). float32 stays float32,
+    float64 stays float64, a mix computes in float64; integers and bools become
+    float64; complex, object and string data are a TypeError.
     """
     arrays = {}
     dtypes = []
     for name, value in values.items():
         if value is None:
+            if name not in optional:
+                raise TypeError(f"{fn}: {name} must be an array, got None")
             arrays[name] = None
             continue
         try:
@@ -83,8 +87,18 @@ def from_nhwc(arr, layout):
 
 # ---------------------------------------------------------------- scalar parameters
 
+# Geometry integers reach the kernels as C integers (ssize_t, int64) and are
+# multiplied there; beyond this bound they could overflow instead of being used.
+MAX_GEOMETRY = 2**31 - 1
+
+
 def _is_int(value):
     return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_max(fn, name, values, original):
+    if max(values) > MAX_GEOMETRY:
+        raise ValueError(f"{fn}: {name} must be at most {MAX_GEOMETRY}, got {original!r}")
 
 
 def as_int(fn, name, value, minimum):
@@ -93,6 +107,7 @@ def as_int(fn, name, value, minimum):
     value = int(value)
     if value < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
+    _check_max(fn, name, (value,), value)
     return value
 
 
@@ -107,6 +122,7 @@ def pair(fn, name, value, minimum=1):
     items = tuple(int(v) for v in items)
     if min(items) < minimum:
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
+    _check_max(fn, name, items, value)
     return items
 
 
@@ -145,15 +161,16 @@ def conv_pads(fn, padding, in_hw, ksize, stride, dilation):
             raise ValueError(f"{fn}: padding ((top, bottom), (left, right)) must hold four ints, got {padding!r}")
         pads = (padding[0][0], padding[0][1], padding[1][0], padding[1][1])
     else:
-        try:
-            ph, pw = pair(fn, "padding", padding, minimum=0)
-        except ValueError:
+        if not (_is_int(padding) or (isinstance(padding, (tuple, list, np.ndarray)) and len(padding) == 2
+                                     and all(_is_int(v) for v in padding))):
             raise ValueError(f"{fn}: padding must be an int, a pair, ((top, bottom), (left, right)), "
-                             f"'valid' or 'same', got {padding!r}") from None
+                             f"'valid' or 'same', got {padding!r}")
+        ph, pw = pair(fn, "padding", padding, minimum=0)
         pads = (ph, ph, pw, pw)
     pads = tuple(int(p) for p in pads)
     if min(pads) < 0:
         raise ValueError(f"{fn}: padding must be >= 0, got {padding!r}")
+    _check_max(fn, "padding", pads, padding)
     return pads
 
 
@@ -182,6 +199,27 @@ def check_workspace(fn, backend, n_rows, n_cols, dtype, limit):
             f"({n_rows} x {n_cols} {np.dtype(dtype).name}), above the limit of {limit / 2**20:.1f} MiB; "
             f"raise it with fastnn.set_workspace_limit(nbytes)"
         )
+
+
+def _memory_bytes():
+    """Physical memory of this machine: no single output can be larger."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): the address space bounds it
+        return 2**47
+
+
+def check_output_size(fn, what, shape, dtype):
+    """Refuse an output that no machine like this one could hold, before allocating it.
+
+    Without this, NumPy fails with a message that does not name the function, or
+    overcommitted memory lets the allocation succeed and the process is killed later.
+    """
+    need = prod(shape) * np.dtype(dtype).itemsize
+    have = _memory_bytes()
+    if need > have:
+        raise ValueError(f"{fn}: {what} of shape {tuple(int(s) for s in shape)} would need {need / 2**30:.4g} GiB, "
+                         f"more than this machine's {have / 2**30:.4g} GiB of memory")
 
 
 # ---------------------------------------------------------------- pooling geometry

@@ -20,7 +20,7 @@ def _w_from_kernel(w, layout):
 
 def _conv_forward(fn, x, w, b, stride, padding, dilation, groups, layout, backend):
     layout = A.check_layout(fn, layout)
-    arrays, dtype = A.as_arrays(fn, x=x, w=w, b=b)
+    arrays, dtype = A.as_arrays(fn, optional=("b",), x=x, w=w, b=b)
     x, w, b = arrays["x"], arrays["w"], arrays["b"]
     A.check_ndim(fn, "x", x, 4, _X_DOC[layout])
     A.check_ndim(fn, "w", w, 4, _W_DOC[layout])
@@ -47,6 +47,7 @@ def _conv_forward(fn, x, w, b, stride, padding, dilation, groups, layout, backen
     ksize = (kh, kw)
     pads = A.conv_pads(fn, padding, (h, wd), ksize, stride, dilation)
     out_hw = A.conv_out_hw(fn, (h, wd), pads, ksize, stride, dilation)
+    A.check_output_size(fn, "y", (n,) + out_hw + (c_out,), dtype)
     name, kernel = _backends.resolve(fn, "conv2d_forward", backend)
     limit = _backends.get_workspace_limit()
     if not (ksize == (1, 1) and stride == (1, 1) and pads == (0, 0, 0, 0)):
@@ -109,6 +110,8 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, layout="NHWC", ba
     A.check_ndim(fn, "x", x, 4, _X_DOC[layout].replace("C_in", "C"))
     x = A.to_nhwc(x, layout)
     geometry = _patch_geometry(fn, x.shape, kernel_size, stride, padding, dilation)
+    (kh, kw), out_hw = geometry[0], geometry[4]
+    A.check_output_size(fn, "cols", (x.shape[0] * out_hw[0] * out_hw[1], kh * kw * x.shape[3]), dtype)
     name, kernel = _backends.resolve(fn, "im2col", backend)
     cols = kernel(A.contiguous(x, dtype), *geometry)
     if layout == "NCHW":
@@ -130,6 +133,7 @@ def col2im(cols, x_shape, kernel_size, *, stride=1, padding=0, dilation=1, layou
     if len(x_shape) != 4:
         raise ValueError(f"{fn}: x_shape must be a 4-tuple {_X_DOC[layout].replace('C_in', 'C')}, got {x_shape!r}")
     nhwc = x_shape if layout == "NHWC" else (x_shape[0], x_shape[2], x_shape[3], x_shape[1])
+    A.check_output_size(fn, "x", x_shape, dtype)
     geometry = _patch_geometry(fn, nhwc, kernel_size, stride, padding, dilation)
     (kh, kw), out_hw = geometry[0], geometry[4]
     expected = (nhwc[0] * out_hw[0] * out_hw[1], kh * kw * nhwc[3])

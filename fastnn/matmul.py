@@ -45,6 +45,9 @@ def _prepare(fn, a, b, extra=None):
         out_shape = out_shape[:-2] + (n,)
     if b.ndim == 1:
         out_shape = out_shape[:-1]
+    # the result, and the two int64 batch index arrays built below
+    A.check_output_size(fn, "the result", out_shape, dtype)
+    A.check_output_size(fn, "the broadcast batch", batch + (2,), np.int64)
     index = {}
     for name, arr in (("a", a2), ("b", b2)):
         own = arr.shape[:-2]

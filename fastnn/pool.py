@@ -22,6 +22,7 @@ def _pool_forward(fn, x, kernel_size, stride, padding, mode, dilation, ceil_mode
         fn, x.shape[1:3], kernel_size, stride, padding, dilation, ceil_mode)
     if mode == "avg" and dilation != (1, 1):
         raise ValueError(f"{fn}: average pooling has no dilation, got dilation={dilation}")
+    A.check_output_size(fn, "y", (x.shape[0],) + out_hw + (x.shape[3],), dtype)
     name, kernel = _backends.resolve(fn, "pool2d_forward", backend)
     y, state = kernel(A.contiguous(x, dtype), mode, ksize, stride, pads, dilation, out_hw, count_include_pad)
     y = A.from_nhwc(y, layout)

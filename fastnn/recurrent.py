@@ -22,9 +22,9 @@ _ACTIVATIONS = ("tanh", "relu")
 def _prepare(fn, kind, x, h, c, W, b, sequence):
     """Validate and normalise the arguments of one recurrent forward call."""
     gates = _GATES[kind]
-    arrays, dtype = A.as_arrays(fn, x=x, h=h, c=c, W=W, b=b)
-    x, h, c, W, b = (arrays[k] for k in ("x", "h", "c", "W", "b"))
     xname, hname, cname = ("x", "h0", "c0") if sequence else ("x_t", "h_prev", "c_prev")
+    arrays, dtype = A.as_arrays(fn, optional=(hname, cname), **{xname: x, hname: h, cname: c, "W": W, "b": b})
+    x, h, c, W, b = (arrays[k] for k in (xname, hname, cname, "W", "b"))
     if sequence:
         A.check_ndim(fn, xname, x, 3, "(T, m, n_x)")
         if x.shape[0] < 1:
@@ -41,6 +41,8 @@ def _prepare(fn, kind, x, h, c, W, b, sequence):
             f"{fn}: W must have shape ({gates * n_a}, n_a + n_x) = ({gates * n_a}, {n_a + n_x}) "
             f"for n_a={n_a} and {xname} {x.shape}, got {W.shape}"
         )
+    if sequence:
+        A.check_output_size(fn, "h", (x.shape[0], m, n_a), dtype)
     states = {}
     for name, arr in ((hname, h), (cname, c)):
         if name == cname and kind != "lstm":
