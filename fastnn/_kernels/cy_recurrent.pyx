@@ -25,7 +25,13 @@ float32 sequences on x86-64 with AVX2 or AVX-512 and batches of up to
 _PACKED_MAX_ROWS rows run the per-step GEMMs (and the input projection) on a small
 GEMM kernel of this module instead of BLAS: it packs W_h once per sequence, where
 BLAS repacks the whole block at every call, and has no per-call overhead (at m = 1
-a step is a few hundred nanoseconds). Everything else goes to BLAS.
+a step is a few hundred nanoseconds); its panels go alternately forwards and
+backwards so that the half read last is still cached for the next step. Small
+calls (under _SERIAL_MACS multiply-adds in all) run on one thread throughout and
+do their float32 weight-gradient products on that kernel too, since a BLAS call
+may wake BLAS's threads, whose hand-offs cost more than such products (and can
+stall behind OpenMP threads still spinning from the forward). Everything else
+goes to BLAS.
 
 The elementwise passes are C functions written once for float and double (macros
 below). float uses a branch-free exp that the compiler vectorises; on x86-64 with
@@ -38,6 +44,7 @@ independent and every sum is taken in a fixed order.
 import numpy as np
 
 from cython cimport floating
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from ._blas cimport gemm
@@ -47,6 +54,7 @@ cdef extern from *:
     #include <math.h>
     #include <stddef.h>
     #include <stdint.h>
+    #include <stdlib.h>
     #include <string.h>
 
     #ifdef _OPENMP
@@ -85,8 +93,9 @@ cdef extern from *:
     #endif
 
     /* e^x = 2^n * e^r with n = round(x / ln 2) and |r| <= ln2 / 2, e^r by its Taylor
-       polynomial (truncation below 1e-8 relative); branch-free so that loops
-       calling it vectorise. Saturates to 0 and inf like expf; NaN stays NaN. */
+       polynomial of degree 7 (truncation below 6e-9 relative, under float32's
+       rounding; a higher degree only costs time); branch-free so that loops calling
+       it vectorise. Saturates to 0 and inf like expf; NaN stays NaN. */
     static inline float fn_exp_f(float x)
     {
         const float shift = 12582912.0f;  /* 1.5 * 2^23: x + shift - shift rounds x */
@@ -94,8 +103,7 @@ cdef extern from *:
         float n = (xc * 1.44269504088896341f + shift) - shift;
         float r = xc - n * 0.693359375f;      /* ln 2 split in two: the first part */
         r = r + n * 2.12194440e-4f;           /* is exact in float, so r keeps its bits */
-        float p = 1.0f / 5040.0f + r * (1.0f / 40320.0f);
-        p = 1.0f / 720.0f + r * p;
+        float p = 1.0f / 720.0f + r * (1.0f / 5040.0f);
         p = 1.0f / 120.0f + r * p;
         p = 1.0f / 24.0f + r * p;
         p = 1.0f / 6.0f + r * p;
@@ -316,6 +324,27 @@ cdef extern from *:
        holding B[k, p * FN_PANEL + j] at (p * K + k) * FN_PANEL + j, zero-padded. */
     #define FN_PANEL 32
 
+    /* dst (cols, rows) = src (rows, cols)^T, in 8 x 8 blocks (whole ones unrolled) */
+    static void fn_transpose_f(ptrdiff_t rows, ptrdiff_t cols, const float *restrict src, ptrdiff_t lds,
+                               float *restrict dst, ptrdiff_t ldd)
+    {
+        ptrdiff_t i0, j0, i, j;
+        for (i0 = 0; i0 < rows; i0 += 8)
+            for (j0 = 0; j0 < cols; j0 += 8) {
+                const float *s = src + i0 * lds + j0;
+                float *d = dst + j0 * ldd + i0;
+                if (i0 + 8 <= rows && j0 + 8 <= cols) {
+                    for (j = 0; j < 8; j++)
+                        for (i = 0; i < 8; i++)
+                            d[j * ldd + i] = s[i * lds + j];
+                } else {
+                    for (j = 0; j < 8 && j0 + j < cols; j++)
+                        for (i = 0; i < 8 && i0 + i < rows; i++)
+                            d[j * ldd + i] = s[i * lds + j];
+                }
+            }
+    }
+
     static void fn_pack_f(ptrdiff_t K, ptrdiff_t N, const float *src, ptrdiff_t sk, ptrdiff_t sn,
                           float *restrict packed)
     {
@@ -328,6 +357,16 @@ cdef extern from *:
                         col = p * FN_PANEL + j;
                         packed[(p * K + k) * FN_PANEL + j] = col < N ? src[k * sk + col] : 0.0f;
                     }
+        } else if (sk == 1) {
+            /* a panel of a transposed source is a block transpose */
+            for (p = 0; p < panels; p++) {
+                ptrdiff_t width = N - p * FN_PANEL < FN_PANEL ? N - p * FN_PANEL : FN_PANEL;
+                float *out = packed + p * K * FN_PANEL;
+                fn_transpose_f(width, K, src + p * FN_PANEL * sn, sn, out, FN_PANEL);
+                if (width < FN_PANEL)
+                    for (k = 0; k < K; k++)
+                        for (j = width; j < FN_PANEL; j++) out[k * FN_PANEL + j] = 0.0f;
+            }
         } else {
             for (col = 0; col < panels * FN_PANEL; col++) {
                 float *out = packed + (col / FN_PANEL) * K * FN_PANEL + col % FN_PANEL;
@@ -389,23 +428,35 @@ cdef extern from *:
                         acc[i][v] += a[k + i] * *(const VU *)(Pp + (k + i) * FN_PANEL + v * VW); \\
             for (i = 0; k < K; k++, i++) \\
                 for (v = 0; v < FN_PANEL / VW; v++) acc[i][v] += a[k] * *(const VU *)(Pp + k * FN_PANEL + v * VW); \\
-            for (v = 0; v < FN_PANEL / VW; v++) \\
-                *(VU *)(tmp + v * VW) = (acc[0][v] + acc[1][v]) + (acc[2][v] + acc[3][v]); \\
-            for (j = 0; j < width; j++) c[j] += tmp[j]; \\
+            if (width == FN_PANEL) { \\
+                for (v = 0; v < FN_PANEL / VW; v++) \\
+                    *(VU *)(c + v * VW) += (acc[0][v] + acc[1][v]) + (acc[2][v] + acc[3][v]); \\
+            } else { \\
+                for (v = 0; v < FN_PANEL / VW; v++) \\
+                    *(VU *)(tmp + v * VW) = (acc[0][v] + acc[1][v]) + (acc[2][v] + acc[3][v]); \\
+                for (j = 0; j < width; j++) c[j] += tmp[j]; \\
+            } \\
         } \\
     } \\
     \\
+    /* Panels go alternately forwards and backwards (flipped by `reverse`, which the \\
+       time loops toggle every step): the panels read last are still in cache when \\
+       the next pass starts, where a fixed order would evict every one of them first \\
+       once the packed block outgrows the cache. Panels are independent, so the order \\
+       changes no result. */ \\
     __attribute__((target(TARGET))) static void fn_packed_gemm_##SUF(ptrdiff_t m, ptrdiff_t K, \\
             ptrdiff_t N, const float *A, ptrdiff_t lda, const float *packed, float *C, \\
-            ptrdiff_t ldc, int threads) \\
+            ptrdiff_t ldc, int threads, int reverse) \\
     { \\
-        ptrdiff_t r0; \\
-        for (r0 = 0; r0 < m; r0 += FN_ROW_BLOCK) { \\
+        ptrdiff_t r0, panels = (N + FN_PANEL - 1) / FN_PANEL; \\
+        for (r0 = 0; r0 < m; r0 += FN_ROW_BLOCK, reverse = !reverse) { \\
             ptrdiff_t rows = m - r0 < FN_ROW_BLOCK ? m - r0 : FN_ROW_BLOCK; \\
-            FN_FOR((N + FN_PANEL - 1) / FN_PANEL, \\
-                ptrdiff_t width = N - i * FN_PANEL < FN_PANEL ? N - i * FN_PANEL : FN_PANEL; \\
-                fn_panel_##SUF(rows, K, width, A + r0 * lda, lda, packed + i * K * FN_PANEL, \\
-                               C + r0 * ldc + i * FN_PANEL, ldc); \\
+            int back = reverse; \\
+            FN_FOR(panels, \\
+                ptrdiff_t p = back ? panels - 1 - i : i; \\
+                ptrdiff_t width = N - p * FN_PANEL < FN_PANEL ? N - p * FN_PANEL : FN_PANEL; \\
+                fn_panel_##SUF(rows, K, width, A + r0 * lda, lda, packed + p * K * FN_PANEL, \\
+                               C + r0 * ldc + p * FN_PANEL, ldc); \\
             ); \\
         } \\
     }
@@ -432,22 +483,58 @@ cdef extern from *:
     }
 
     static void fn_packed_gemm_f(int level, ptrdiff_t m, ptrdiff_t K, ptrdiff_t N, const float *A,
-                                 ptrdiff_t lda, const float *packed, float *C, ptrdiff_t ldc, int threads)
+                                 ptrdiff_t lda, const float *packed, float *C, ptrdiff_t ldc, int threads,
+                                 int reverse)
     {
         if (level == 4)
-            fn_packed_gemm_v4(m, K, N, A, lda, packed, C, ldc, threads);
+            fn_packed_gemm_v4(m, K, N, A, lda, packed, C, ldc, threads, reverse);
         else
-            fn_packed_gemm_v3(m, K, N, A, lda, packed, C, ldc, threads);
+            fn_packed_gemm_v3(m, K, N, A, lda, packed, C, ldc, threads, reverse);
     }
     #else
     static int fn_packed_level(void) { return 0; }
     static void fn_packed_gemm_f(int level, ptrdiff_t m, ptrdiff_t K, ptrdiff_t N, const float *A,
-                                 ptrdiff_t lda, const float *packed, float *C, ptrdiff_t ldc, int threads)
+                                 ptrdiff_t lda, const float *packed, float *C, ptrdiff_t ldc, int threads,
+                                 int reverse)
     {
         (void)level; (void)m; (void)K; (void)N; (void)A; (void)lda; (void)packed; (void)C;
-        (void)ldc; (void)threads;
+        (void)ldc; (void)threads; (void)reverse;
     }
     #endif
+
+    /* C (M, N) = op(A) @ op(B) (+ C when accumulate) on one thread through the packed
+       kernel, for the products of small calls: a BLAS call there may wake BLAS's own
+       threads, whose hand-offs cost more than the product (and stall outright next to
+       OpenMP threads still spinning). op(A) is A (M, K) or, when trans_a, A^T with A
+       (K, M); op(B) likewise (K, N) or B^T. All sizes >= 1. Returns 0 (and does
+       nothing) when its scratch cannot be allocated. */
+    static int fn_small_gemm_f(int level, int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
+                               ptrdiff_t K, const float *A, ptrdiff_t lda, const float *B,
+                               ptrdiff_t ldb, int accumulate, float *C, ptrdiff_t ldc)
+    {
+        size_t nb = (size_t)((N + FN_PANEL - 1) / FN_PANEL) * FN_PANEL * (size_t)K;
+        size_t na = trans_a ? (size_t)M * (size_t)K : 0;
+        float *buf = (float *)malloc((nb + na) * sizeof(float));
+        ptrdiff_t i;
+        if (buf == NULL)
+            return 0;
+        if (trans_b)
+            fn_pack_f(K, N, B, 1, ldb, buf);
+        else
+            fn_pack_f(K, N, B, ldb, 1, buf);
+        if (trans_a) {
+            float *at = buf + nb;
+            fn_transpose_f(K, M, A, lda, at, K);
+            A = at;
+            lda = K;
+        }
+        if (!accumulate)
+            for (i = 0; i < M; i++)
+                memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+        fn_packed_gemm_f(level, M, K, N, A, lda, buf, C, ldc, 1, 0);
+        free(buf);
+        return 1;
+    }
     """
     int fastnn_recurrent_openmp() noexcept nogil
     int fastnn_recurrent_max_threads() noexcept nogil
@@ -456,7 +543,12 @@ cdef extern from *:
                    float* packed) noexcept nogil
     void fn_packed_gemm_f(int level, Py_ssize_t m, Py_ssize_t K, Py_ssize_t N, const float* A,
                           Py_ssize_t lda, const float* packed, float* C, Py_ssize_t ldc,
-                          int threads) noexcept nogil
+                          int threads, int reverse) noexcept nogil
+    int fn_small_gemm_f(int level, int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                        const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb, int accumulate,
+                        float* C, Py_ssize_t ldc) noexcept nogil
+    void fn_transpose_f(Py_ssize_t rows, Py_ssize_t cols, const float* src, Py_ssize_t lds, float* dst,
+                        Py_ssize_t ldd) noexcept nogil
     void fn_rnn_forward_rows_f(Py_ssize_t rows, Py_ssize_t n, float* h, int relu, int threads) noexcept nogil
     void fn_rnn_forward_rows_d(Py_ssize_t rows, Py_ssize_t n, double* h, int relu, int threads) noexcept nogil
     void fn_rnn_backward_rows_f(Py_ssize_t rows, Py_ssize_t n, const float* h, const float* dh,
@@ -499,6 +591,17 @@ cdef int _num_threads = max(1, fastnn_recurrent_max_threads())
 cdef Py_ssize_t _PARALLEL_ELEMENTS = 65536
 cdef double _PARALLEL_MACS = 1048576.0
 
+# A whole call (forward, or backward) below this many multiply-adds runs on one
+# thread, its float32 products on the packed kernel instead of BLAS: at that size
+# waking threads costs more than they save, and on a busy machine a parallel region
+# or a threaded BLAS call can wait milliseconds for a thread to be scheduled. The
+# choice depends on the sizes only, so small calls give the same bits at any thread
+# count.
+cdef double _SERIAL_MACS = 16777216.0
+# OpenBLAS keeps a GEMM of at most this many multiply-adds on the calling thread,
+# and its call is then cheaper than packing the operand for the kernel here.
+cdef double _BLAS_SERIAL_MACS = 262144.0
+
 # The packed step GEMM (float32, x86-64 with AVX2 or AVX-512) is used for batches of
 # up to this many rows; larger batches amortise BLAS's own packing and go to BLAS.
 cdef int _packed_level = fn_packed_level()
@@ -517,15 +620,24 @@ def openmp_enabled():
     return bool(fastnn_recurrent_openmp())
 
 
-cdef int _row_threads(Py_ssize_t m, Py_ssize_t elements) noexcept nogil:
-    if _num_threads <= 1 or m < 2 or elements < _PARALLEL_ELEMENTS:
+cdef bint _serial(int T, int m, int gates, int n_a, int n_x) noexcept nogil:
+    """Whether a call of this size stays on one thread (the forward and the backward
+    of a sequence do about the same multiply-adds, so one rule serves both)."""
+    return <double>T * m * gates * n_a * (n_a + n_x) < _SERIAL_MACS
+
+
+cdef int _row_threads(Py_ssize_t m, Py_ssize_t elements, bint serial) noexcept nogil:
+    # `serial` is also passed when BLAS does the call's products (no packed weights):
+    # an OpenMP team there would alternate with BLAS's own threads, each waiting for
+    # the other's to stop spinning, which costs far more than the elementwise pass.
+    if serial or _num_threads <= 1 or m < 2 or elements < _PARALLEL_ELEMENTS:
         return 1
     return _num_threads if m > _num_threads else <int>m
 
 
-cdef int _gemm_threads(Py_ssize_t m, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
+cdef int _gemm_threads(Py_ssize_t m, Py_ssize_t N, Py_ssize_t K, bint serial) noexcept nogil:
     cdef Py_ssize_t panels = (N + _PANEL - 1) // _PANEL
-    if _num_threads <= 1 or panels < 2 or <double>m * N * K < _PARALLEL_MACS:
+    if serial or _num_threads <= 1 or panels < 2 or <double>m * N * K < _PARALLEL_MACS:
         return 1
     return _num_threads if panels > _num_threads else <int>panels
 
@@ -552,18 +664,36 @@ cdef void _pack(const floating* W, int ldw, bint trans_w, int K, int N, float* p
                 fn_pack_f(K, N, W, ldw, 1, packed)
 
 
+cdef void _gemm_any(bint serial, bint trans_a, bint trans_b, int M, int N, int K,
+                    const floating* A, int lda, const floating* B, int ldb, bint accumulate,
+                    floating* C, int ldc) noexcept nogil:
+    """C (M, N) = op(A) @ op(B) (+ C when accumulate): on the packed kernel, single
+    threaded, for float32 parts of small calls; by BLAS otherwise."""
+    if floating is float:
+        if (serial and _packed_level != 0 and M > 0 and N > 0 and K > 0
+                and <double>M * N * K > _BLAS_SERIAL_MACS):
+            if fn_small_gemm_f(_packed_level, trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate,
+                               C, ldc):
+                return
+    gemm(trans_a, trans_b, M, N, K, <floating>1, A, lda, B, ldb, <floating>(1 if accumulate else 0),
+         C, ldc)
+
+
 cdef void _step_gemm(int m, int N, int K, const floating* A, int lda, const floating* W, int ldw,
-                     bint trans_w, const float* packed, bint accumulate, floating* C, int ldc) noexcept nogil:
-    """C (m, N) = A (m, K) @ op(W) (+ C when accumulate), from op(W)'s packed copy when given."""
+                     bint trans_w, const float* packed, bint accumulate, floating* C, int ldc,
+                     bint serial, int reverse) noexcept nogil:
+    """C (m, N) = A (m, K) @ op(W) (+ C when accumulate), from op(W)'s packed copy when
+    given; `reverse` (toggled by the time loops) flips the order of its panels."""
     cdef Py_ssize_t r
     if floating is float:
         if packed != NULL:
             if not accumulate:
                 for r in range(m):
                     memset(C + r * ldc, 0, N * sizeof(float))
-            fn_packed_gemm_f(_packed_level, m, K, N, A, lda, packed, C, ldc, _gemm_threads(m, N, K))
+            fn_packed_gemm_f(_packed_level, m, K, N, A, lda, packed, C, ldc,
+                             _gemm_threads(m, N, K, serial), reverse)
             return
-    gemm(False, trans_w, m, N, K, <floating>1, A, lda, W, ldw, <floating>(1 if accumulate else 0), C, ldc)
+    _gemm_any(serial, False, trans_w, m, N, K, A, lda, W, ldw, accumulate, C, ldc)
 
 
 cdef void _fill_rows(floating* out, const floating* row, Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
@@ -584,24 +714,38 @@ cdef void _column_sums(const floating* a, Py_ssize_t rows, Py_ssize_t n, floatin
 
 cdef void _input_projection(const floating* x, const floating* W, const floating* b,
                             int rows, int n_x, int n_a, int width, floating* z,
-                            float* packed) noexcept nogil:
+                            float* packed, bint serial) noexcept nogil:
     """z (rows, width) = x (rows, n_x) @ W[:width, n_a:]^T + b[:width]; `packed` (when
     given) is room for the packed W_x^T."""
     _fill_rows(z, b, rows, width)
     _pack(W + n_a, n_a + n_x, True, n_x, width, packed)
-    _step_gemm(rows, width, n_x, x, n_x, W + n_a, n_a + n_x, True, packed, True, z, width)
+    _step_gemm(rows, width, n_x, x, n_x, W + n_a, n_a + n_x, True, packed, True, z, width, serial, 0)
 
 
 cdef void _weight_gradients(const floating* dz, const floating* h_stack, const floating* x,
                             int rows, int n_x, int n_a, int gates, floating* dW,
-                            floating* db, floating* dx, const floating* W) noexcept nogil:
+                            floating* db, floating* dx, const floating* W, bint serial) noexcept nogil:
     """dW[:, n_a:] = dz^T @ x, db = column sums of dz, dx = dz @ W_x; and when h_stack
     is given, dW[:, :n_a] = dz^T @ h_stack (all gates see the same h_prev)."""
     cdef int width = gates * n_a, ld = n_a + n_x
+    cdef float* dzT
+    if floating is float:
+        # both dW blocks read dz^T: transpose it once rather than once per product
+        if serial and _packed_level != 0 and rows > 0 and <double>rows * width * n_x > _BLAS_SERIAL_MACS:
+            dzT = <float*>malloc(<size_t>rows * width * sizeof(float))
+            if dzT != NULL:
+                fn_transpose_f(rows, width, dz, width, dzT, rows)
+                if h_stack != NULL:
+                    _gemm_any(serial, False, False, width, n_a, rows, dzT, rows, h_stack, n_a, False, dW, ld)
+                _gemm_any(serial, False, False, width, n_x, rows, dzT, rows, x, n_x, False, dW + n_a, ld)
+                free(dzT)
+                _gemm_any(serial, False, False, rows, n_x, width, dz, width, W + n_a, ld, False, dx, n_x)
+                _column_sums(dz, rows, width, db)
+                return
     if h_stack != NULL:
-        gemm(True, False, width, n_a, rows, <floating>1, dz, width, h_stack, n_a, <floating>0, dW, ld)
-    gemm(True, False, width, n_x, rows, <floating>1, dz, width, x, n_x, <floating>0, dW + n_a, ld)
-    gemm(False, False, rows, n_x, width, <floating>1, dz, width, W + n_a, ld, <floating>0, dx, n_x)
+        _gemm_any(serial, True, False, width, n_a, rows, dz, width, h_stack, n_a, False, dW, ld)
+    _gemm_any(serial, True, False, width, n_x, rows, dz, width, x, n_x, False, dW + n_a, ld)
+    _gemm_any(serial, False, False, rows, n_x, width, dz, width, W + n_a, ld, False, dx, n_x)
     _column_sums(dz, rows, width, db)
 
 
@@ -614,15 +758,16 @@ def _rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const fl
     cdef Py_ssize_t step = <Py_ssize_t>m * n_a, t
     cdef floating* ph = &hs[0, 0, 0]
     cdef const floating* pW = &W[0, 0]
-    cdef int threads = _row_threads(m, step)
+    cdef bint serial = _serial(T, m, 1, n_a, n_x)
     cdef float* pk = <float*>_packed_ptr(packed)
     cdef float* pkx = <float*>_packed_ptr(packed_x)
+    cdef int threads = _row_threads(m, step, serial or pk == NULL)
     with nogil:
         _pack(pW, n_a + n_x, True, n_a, n_a, pk)
-        _input_projection(&x[0, 0, 0], pW, &b[0], T * m, n_x, n_a, n_a, ph + step, pkx)
+        _input_projection(&x[0, 0, 0], pW, &b[0], T * m, n_x, n_a, n_a, ph + step, pkx, serial)
         for t in range(T):
             _step_gemm(m, n_a, n_a, ph + t * step, n_a, pW, n_a + n_x, True, pk, True,
-                       ph + (t + 1) * step, n_a)
+                       ph + (t + 1) * step, n_a, serial, t & 1)
             if floating is float:
                 fn_rnn_forward_rows_f(m, n_a, ph + (t + 1) * step, relu, threads)
             else:
@@ -641,7 +786,8 @@ def _rnn_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef const floating* ph = &hs[0, 0, 0]
     cdef floating* pdz = &dz[0, 0, 0]
     cdef floating* acc = &dh0[0, 0]   # dLoss/dh of the current step, ends as dh0
-    cdef int threads = _row_threads(m, step)
+    cdef bint serial = _serial(T, m, 1, n_a, n_x)
+    cdef int threads = _row_threads(m, step, serial or pk == NULL)
     with nogil:
         _pack(pW, n_a + n_x, False, n_a, n_a, pk)
         memcpy(acc, pdh + (T - 1) * step, step * sizeof(floating))
@@ -652,9 +798,10 @@ def _rnn_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                 fn_rnn_backward_rows_d(m, n_a, ph + (t + 1) * step, acc, pdz + t * step, relu, threads)
             if t > 0:
                 memcpy(acc, pdh + (t - 1) * step, step * sizeof(floating))
-            _step_gemm(m, n_a, n_a, pdz + t * step, n_a, pW, n_a + n_x, False, pk, t > 0, acc, n_a)
+            _step_gemm(m, n_a, n_a, pdz + t * step, n_a, pW, n_a + n_x, False, pk, t > 0, acc, n_a,
+                       serial, t & 1)
         _weight_gradients(pdz, ph, &x[0, 0, 0], T * m, n_x, n_a, 1, &dW[0, 0], &db[0],
-                          &dx[0, 0, 0], pW)
+                          &dx[0, 0, 0], pW, serial)
 
 
 def _dtype_of(a):
@@ -723,23 +870,24 @@ def _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const fl
     cdef floating* pg = &g[0, 0, 0]
     cdef floating* prh = &rh[0, 0, 0]
     cdef const floating* pW = &W[0, 0]
-    cdef int threads = _row_threads(m, gstep)
+    cdef bint serial = _serial(T, m, 3, n_a, n_x)
     cdef float* pk_gates = <float*>_packed_ptr(packed_gates)
     cdef float* pk_cand = <float*>_packed_ptr(packed_candidate)
     cdef float* pkx = <float*>_packed_ptr(packed_x)
+    cdef int threads = _row_threads(m, gstep, serial or pk_gates == NULL)
     with nogil:
         _pack(pW, ld, True, n_a, 2 * n_a, pk_gates)
         _pack(pW + 2 * n_a * ld, ld, True, n_a, n_a, pk_cand)
-        _input_projection(&x[0, 0, 0], pW, &b[0], T * m, n_x, n_a, 3 * n_a, pg, pkx)
+        _input_projection(&x[0, 0, 0], pW, &b[0], T * m, n_x, n_a, 3 * n_a, pg, pkx, serial)
         for t in range(T):
             _step_gemm(m, 2 * n_a, n_a, ph + t * step, n_a, pW, ld, True, pk_gates, True,
-                       pg + t * gstep, 3 * n_a)
+                       pg + t * gstep, 3 * n_a, serial, t & 1)
             if floating is float:
                 fn_gru_gates_rows_f(m, n_a, pg + t * gstep, ph + t * step, prh + t * step, threads)
             else:
                 fn_gru_gates_rows_d(m, n_a, pg + t * gstep, ph + t * step, prh + t * step, threads)
             _step_gemm(m, n_a, n_a, prh + t * step, n_a, pW + 2 * n_a * ld, ld, True, pk_cand, True,
-                       pg + t * gstep + 2 * n_a, 3 * n_a)
+                       pg + t * gstep + 2 * n_a, 3 * n_a, serial, t & 1)
             if floating is float:
                 fn_gru_output_rows_f(m, n_a, pg + t * gstep, ph + t * step, ph + (t + 1) * step, threads)
             else:
@@ -765,9 +913,10 @@ def _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef floating* nxt = &acc_next[0, 0]   # dLoss/dh<t-1>, being accumulated
     cdef floating* swap
     cdef floating* pdW = &dW[0, 0]
-    cdef int threads = _row_threads(m, gstep)
+    cdef bint serial = _serial(T, m, 3, n_a, n_x)
     cdef float* pk_gates = <float*>_packed_ptr(packed_gates)
     cdef float* pk_cand = <float*>_packed_ptr(packed_candidate)
+    cdef int threads = _row_threads(m, gstep, serial or pk_cand == NULL)
     with nogil:
         _pack(pW, ld, False, 2 * n_a, n_a, pk_gates)
         _pack(pW + 2 * n_a * ld, ld, False, n_a, n_a, pk_cand)
@@ -784,7 +933,7 @@ def _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                 fn_gru_backward_out_rows_d(m, n_a, pg + t * gstep, ph + t * step, acc, nxt,
                                            pdz + t * gstep, threads)
             _step_gemm(m, n_a, n_a, pdz + t * gstep + 2 * n_a, 3 * n_a, pW + 2 * n_a * ld, ld, False,
-                       pk_cand, False, pdrh, n_a)
+                       pk_cand, False, pdrh, n_a, serial, t & 1)
             if floating is float:
                 fn_gru_backward_reset_rows_f(m, n_a, pg + t * gstep, ph + t * step, pdrh, nxt,
                                              pdz + t * gstep, threads)
@@ -792,17 +941,18 @@ def _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                 fn_gru_backward_reset_rows_d(m, n_a, pg + t * gstep, ph + t * step, pdrh, nxt,
                                              pdz + t * gstep, threads)
             _step_gemm(m, n_a, 2 * n_a, pdz + t * gstep, 3 * n_a, pW, ld, False, pk_gates, True,
-                       nxt, n_a)
+                       nxt, n_a, serial, t & 1)
             swap = acc
             acc = nxt
             nxt = swap
         if acc != &dh0[0, 0]:
             memcpy(&dh0[0, 0], acc, step * sizeof(floating))
         # dW_h of the update and reset gates sees h_prev, the candidate's sees Γr * h_prev.
-        gemm(True, False, 2 * n_a, n_a, T * m, <floating>1, pdz, 3 * n_a, ph, n_a, <floating>0, pdW, ld)
-        gemm(True, False, n_a, n_a, T * m, <floating>1, pdz + 2 * n_a, 3 * n_a, &rh[0, 0, 0], n_a,
-             <floating>0, pdW + 2 * n_a * ld, ld)
-        _weight_gradients(pdz, NULL, &x[0, 0, 0], T * m, n_x, n_a, 3, pdW, &db[0], &dx[0, 0, 0], pW)
+        _gemm_any(serial, True, False, 2 * n_a, n_a, T * m, pdz, 3 * n_a, ph, n_a, False, pdW, ld)
+        _gemm_any(serial, True, False, n_a, n_a, T * m, pdz + 2 * n_a, 3 * n_a, &rh[0, 0, 0], n_a,
+                  False, pdW + 2 * n_a * ld, ld)
+        _weight_gradients(pdz, NULL, &x[0, 0, 0], T * m, n_x, n_a, 3, pdW, &db[0], &dx[0, 0, 0], pW,
+                          serial)
 
 
 def gru_forward(x, h0, W, b):
@@ -855,15 +1005,16 @@ def _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const f
     cdef floating* pg = &g[0, 0, 0]
     cdef floating* ptc = &tanh_c[0, 0, 0]
     cdef const floating* pW = &W[0, 0]
-    cdef int threads = _row_threads(m, gstep)
+    cdef bint serial = _serial(T, m, 4, n_a, n_x)
     cdef float* pk = <float*>_packed_ptr(packed)
     cdef float* pkx = <float*>_packed_ptr(packed_x)
+    cdef int threads = _row_threads(m, gstep, serial or pk == NULL)
     with nogil:
         _pack(pW, n_a + n_x, True, n_a, 4 * n_a, pk)
-        _input_projection(&x[0, 0, 0], pW, &b[0], T * m, n_x, n_a, 4 * n_a, pg, pkx)
+        _input_projection(&x[0, 0, 0], pW, &b[0], T * m, n_x, n_a, 4 * n_a, pg, pkx, serial)
         for t in range(T):
             _step_gemm(m, 4 * n_a, n_a, ph + t * step, n_a, pW, n_a + n_x, True, pk, True,
-                       pg + t * gstep, 4 * n_a)
+                       pg + t * gstep, 4 * n_a, serial, t & 1)
             if floating is float:
                 fn_lstm_forward_rows_f(m, n_a, pg + t * gstep, pc + t * step, pc + (t + 1) * step,
                                        ptc + t * step, ph + (t + 1) * step, threads)
@@ -889,8 +1040,9 @@ def _lstm_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef floating* pdz = &dz[0, 0, 0]
     cdef floating* pdc = &dc[0, 0]
     cdef floating* acc = &dh0[0, 0]   # dLoss/dh of the current step, ends as dh0
-    cdef int threads = _row_threads(m, gstep)
+    cdef bint serial = _serial(T, m, 4, n_a, n_x)
     cdef float* pk = <float*>_packed_ptr(packed)
+    cdef int threads = _row_threads(m, gstep, serial or pk == NULL)
     with nogil:
         _pack(pW, n_a + n_x, False, 4 * n_a, n_a, pk)
         memcpy(acc, pdh + (T - 1) * step, step * sizeof(floating))
@@ -904,9 +1056,9 @@ def _lstm_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
             if t > 0:
                 memcpy(acc, pdh + (t - 1) * step, step * sizeof(floating))
             _step_gemm(m, n_a, 4 * n_a, pdz + t * gstep, 4 * n_a, pW, n_a + n_x, False, pk, t > 0,
-                       acc, n_a)
+                       acc, n_a, serial, t & 1)
         _weight_gradients(pdz, &hs[0, 0, 0], &x[0, 0, 0], T * m, n_x, n_a, 4, &dW[0, 0], &db[0],
-                          &dx[0, 0, 0], pW)
+                          &dx[0, 0, 0], pW, serial)
 
 
 def lstm_forward(x, h0, c0, W, b):
