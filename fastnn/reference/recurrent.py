@@ -121,52 +121,46 @@ def lstm_cell_backward(dh_next, dc_next, state):
 
 # ---------------------------------------------------------------------------- sequences
 
-def rnn_forward(x, h0, W, b, activation):
+def _sequence_forward(cell_forward, x, h0, W, b, *cell_options):
+    """Run a cell over every time step, the course's rnn_forward loop."""
     h = np.zeros((x.shape[0],) + h0.shape, dtype=x.dtype)
     states = []
     h_prev = h0
     for t in range(x.shape[0]):
-        h_prev, state = rnn_cell_forward(x[t], h_prev, W, b, activation)
+        h_prev, state = cell_forward(x[t], h_prev, W, b, *cell_options)
         h[t] = h_prev
         states.append(state)
     return h, (states, x.shape, W.shape, b.shape)
+
+
+def _sequence_backward(cell_backward, dh, state):
+    """Backward through time: each step receives dh<t> from outside plus dh_prev from the step after it."""
+    states, x_shape, W_shape, b_shape = state
+    dx = np.zeros(x_shape, dtype=dh.dtype)
+    dW = np.zeros(W_shape, dtype=dh.dtype)
+    db = np.zeros(b_shape, dtype=dh.dtype)
+    dh_prev = np.zeros(dh.shape[1:], dtype=dh.dtype)
+    for t in reversed(range(x_shape[0])):
+        dx[t], dh_prev, dW_t, db_t = cell_backward(dh[t] + dh_prev, states[t])
+        dW += dW_t
+        db += db_t
+    return dx, dh_prev, dW, db
+
+
+def rnn_forward(x, h0, W, b, activation):
+    return _sequence_forward(rnn_cell_forward, x, h0, W, b, activation)
 
 
 def rnn_backward(dh, state):
-    states, x_shape, W_shape, b_shape = state
-    dx = np.zeros(x_shape, dtype=dh.dtype)
-    dW = np.zeros(W_shape, dtype=dh.dtype)
-    db = np.zeros(b_shape, dtype=dh.dtype)
-    dh_prev = np.zeros(dh.shape[1:], dtype=dh.dtype)
-    for t in reversed(range(x_shape[0])):
-        dx[t], dh_prev, dW_t, db_t = rnn_cell_backward(dh[t] + dh_prev, states[t])
-        dW += dW_t
-        db += db_t
-    return dx, dh_prev, dW, db
+    return _sequence_backward(rnn_cell_backward, dh, state)
 
 
 def gru_forward(x, h0, W, b):
-    h = np.zeros((x.shape[0],) + h0.shape, dtype=x.dtype)
-    states = []
-    h_prev = h0
-    for t in range(x.shape[0]):
-        h_prev, state = gru_cell_forward(x[t], h_prev, W, b)
-        h[t] = h_prev
-        states.append(state)
-    return h, (states, x.shape, W.shape, b.shape)
+    return _sequence_forward(gru_cell_forward, x, h0, W, b)
 
 
 def gru_backward(dh, state):
-    states, x_shape, W_shape, b_shape = state
-    dx = np.zeros(x_shape, dtype=dh.dtype)
-    dW = np.zeros(W_shape, dtype=dh.dtype)
-    db = np.zeros(b_shape, dtype=dh.dtype)
-    dh_prev = np.zeros(dh.shape[1:], dtype=dh.dtype)
-    for t in reversed(range(x_shape[0])):
-        dx[t], dh_prev, dW_t, db_t = gru_cell_backward(dh[t] + dh_prev, states[t])
-        dW += dW_t
-        db += db_t
-    return dx, dh_prev, dW, db
+    return _sequence_backward(gru_cell_backward, dh, state)
 
 
 def lstm_forward(x, h0, c0, W, b):
