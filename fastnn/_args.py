@@ -5,6 +5,7 @@ stride/dilation pairs, the padding forms, output sizes — and every error a use
 provoke is raised here, as a ValueError/TypeError naming the function, the
 parameter and the offending values. Kernels receive only what passes.
 """
+import functools
 import math
 import numbers
 import os
@@ -201,6 +202,7 @@ def check_workspace(fn, backend, n_rows, n_cols, dtype, limit):
         )
 
 
+@functools.lru_cache(maxsize=None)
 def _memory_bytes():
     """Physical memory of this machine: no single output can be larger."""
     try:
