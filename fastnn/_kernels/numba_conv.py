@@ -1,15 +1,26 @@
 """Numba convolution kernels, NHWC (see docs/KERNELS.md).
 
-Dense and grouped convolutions are im2col + BLAS GEMM. The im2col buffer is filled
-and consumed in chunks of whole output rows ``(n, oh)``, sized to stay in cache
-(and never above ``workspace_bytes``): OpenBLAS runs these tall-and-thin GEMMs
-markedly faster on a few thousand rows than on the whole batch at once, and the
-buffer is still hot when the GEMM reads it. The GEMMs are NumPy calls made from
-Python, so BLAS threads never nest inside Numba's ``prange`` threads.
+Dense and grouped convolutions are im2col + BLAS GEMM. The output rows ``(n, oh)``
+are split into one contiguous range ("slot") per thread. A slot fills its own im2col
+buffer chunk by chunk, each chunk of about ``_CHUNK_BYTES`` (OpenBLAS runs these
+tall-and-thin GEMMs markedly faster on a few thousand rows than on the whole batch),
+and multiplies it with a single-threaded NumPy GEMM while the buffer is still hot.
+
+Slots run on plain Python threads: the im2col/col2im kernels are serial and release
+the GIL, and so does BLAS, which is held to one thread (threadpoolctl) while slots
+run. Alternating Numba ``prange`` kernels with multi-threaded BLAS calls instead made
+two threads ten times slower than one: after its part, each of the two thread pools
+keeps its workers spinning, and on a small machine they take the cores the other
+pool needs. NumPy's BLAS is used rather than SciPy's (the one Numba can call from
+compiled code) because it can be the faster build of the two.
+
+Determinism: slot and chunk boundaries depend only on the shape and the thread
+count, and the slots' partial weight gradients are summed in slot order.
 
 im2col column order, as in the contract: column ``(i * kw + j) * C + c`` holds
 ``xpad[n, oh*sh + i*dh, ow*sw + j*dw, c]``, so ``cols @ w.reshape(kh*kw*C, C_out)``
-is the convolution. A group's columns follow the same order over its own channels.
+is the convolution. A group's columns follow the same order over its own channels,
+and its GEMM reads its columns of ``w`` in place (leading dimension ``C_out``).
 
 Depthwise convolutions (``groups == C_in``) skip im2col: each output is a short dot
 product over the window, and a direct loop vectorised over channels beats
@@ -18,6 +29,12 @@ product over the window, and a direct loop vectorised over channels beats
 The state keeps only ``x`` and ``w`` (already alive in the caller); backward
 rebuilds each im2col chunk instead of holding the whole buffer.
 """
+import contextlib
+import threading
+import types
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -87,6 +104,58 @@ def _im2col_rows(x, geom, r0, r1, c0, cg, cols):
                             d[c] = s[c]
 
 
+def _serial(kernel, name):
+    """A serial, GIL-releasing compilation of a prange kernel, for one slot's thread.
+
+    Compiled from the same source (prange is range there) under its own name, so
+    its on-disk cache entry is its own.
+    """
+    fn = types.FunctionType(kernel.py_func.__code__.replace(co_name=name, co_qualname=name),
+                            kernel.py_func.__globals__, name)
+    fn.__qualname__ = name
+    return njit(cache=True, nogil=True)(fn)
+
+
+_im2col_chunk = _serial(_im2col_rows, "_im2col_chunk")
+
+
+@njit(cache=True)
+def _col2im_row(cols, geom, r0, r1, c0, cg, dx, n, h):
+    """Add into dx[n, h] what cols (output rows r0..r1, laid out as im2col) holds for it."""
+    width, chans = dx.shape[2], dx.shape[3]
+    kh, kw, sh, sw, top, left, dh, dw, h_out, w_out = (
+        geom[0], geom[1], geom[2], geom[3], geom[4], geom[5], geom[6], geom[7], geom[8], geom[9])
+    run = kw * cg
+    contiguous = dw == 1 and cg == chans
+    dst_row = dx[n, h].reshape(width * chans)
+    for i in range(kh):
+        t = h + top - i * dh
+        if t < 0 or t % sh != 0:
+            continue
+        oh = t // sh
+        r = n * h_out + oh
+        if oh >= h_out or r < r0 or r >= r1:
+            continue
+        for ow in range(w_out):
+            src = cols[(r - r0) * w_out + ow, i * run:(i + 1) * run]
+            w0 = ow * sw - left
+            if contiguous:
+                jlo = min(kw, max(0, -w0))
+                jhi = max(jlo, min(kw, width - w0))
+                d = dst_row[(w0 + jlo) * chans:(w0 + jhi) * chans]
+                s = src[jlo * cg:jhi * cg]
+                for u in range(d.size):
+                    d[u] += s[u]
+            else:
+                for j in range(kw):
+                    wc = w0 + j * dw
+                    if wc >= 0 and wc < width:
+                        d = dst_row[wc * chans + c0:wc * chans + c0 + cg]
+                        s = src[j * cg:(j + 1) * cg]
+                        for c in range(cg):
+                            d[c] += s[c]
+
+
 @njit(cache=True, parallel=True)
 def _col2im_rows(cols, geom, r0, r1, c0, cg, dx):
     """Add cols (output rows r0..r1, as _im2col_rows lays them out) into dx.
@@ -94,43 +163,22 @@ def _col2im_rows(cols, geom, r0, r1, c0, cg, dx):
     Parallel over input rows (n, h): each thread owns the dx rows it writes, so
     no two threads touch one cell and the summation order is fixed.
     """
-    height, width, chans = dx.shape[1], dx.shape[2], dx.shape[3]
-    kh, kw, sh, sw, top, left, dh, dw, h_out, w_out = (
-        geom[0], geom[1], geom[2], geom[3], geom[4], geom[5], geom[6], geom[7], geom[8], geom[9])
-    run = kw * cg
-    contiguous = dw == 1 and cg == chans
+    height = dx.shape[1]
+    h_out = geom[8]
     n_first = r0 // h_out
     n_last = (r1 - 1) // h_out
     for q in prange((n_last - n_first + 1) * height):
         n = n_first + q // height
-        h = q - (n - n_first) * height
-        dst_row = dx[n, h].reshape(width * chans)
-        for i in range(kh):
-            t = h + top - i * dh
-            if t < 0 or t % sh != 0:
-                continue
-            oh = t // sh
-            r = n * h_out + oh
-            if oh >= h_out or r < r0 or r >= r1:
-                continue
-            for ow in range(w_out):
-                src = cols[(r - r0) * w_out + ow, i * run:(i + 1) * run]
-                w0 = ow * sw - left
-                if contiguous:
-                    jlo = min(kw, max(0, -w0))
-                    jhi = max(jlo, min(kw, width - w0))
-                    d = dst_row[(w0 + jlo) * chans:(w0 + jhi) * chans]
-                    s = src[jlo * cg:jhi * cg]
-                    for u in range(d.size):
-                        d[u] += s[u]
-                else:
-                    for j in range(kw):
-                        wc = w0 + j * dw
-                        if wc >= 0 and wc < width:
-                            d = dst_row[wc * chans + c0:wc * chans + c0 + cg]
-                            s = src[j * cg:(j + 1) * cg]
-                            for c in range(cg):
-                                d[c] += s[c]
+        _col2im_row(cols, geom, r0, r1, c0, cg, dx, n, q - (n - n_first) * height)
+
+
+@njit(cache=True, nogil=True)
+def _col2im_chunk(cols, geom, r0, r1, c0, cg, dx):
+    """Serial _col2im_rows, for a thread that owns the dx images of rows r0..r1."""
+    h_out = geom[8]
+    for n in range(r0 // h_out, (r1 - 1) // h_out + 1):
+        for h in range(dx.shape[1]):
+            _col2im_row(cols, geom, r0, r1, c0, cg, dx, n, h)
 
 
 @njit(cache=True, parallel=True)
@@ -152,6 +200,11 @@ def _column_sums(a, nblocks):
             s += partial[blk, c]
         out[c] = s
     return out
+
+
+# Same blocks, same sums: serially for when BLAS threads are to follow (see the
+# module docstring), so no Numba workers are left spinning beside them.
+_column_sums_serial = _serial(_column_sums, "_column_sums_serial")
 
 
 @njit(cache=True, parallel=True)
@@ -281,11 +334,75 @@ def _geometry(ksize, stride, pads, dilation, out_hw):
                      dilation[0], dilation[1], out_hw[0], out_hw[1]), dtype=np.int64)
 
 
-def _rows_per_chunk(w_out, kcols, itemsize, total_rows, workspace_bytes):
-    """Output rows (n, oh) per im2col chunk: about _CHUNK_BYTES, at most the workspace."""
-    row_bytes = w_out * kcols * itemsize
-    budget = min(_CHUNK_BYTES, workspace_bytes)
-    return int(max(1, min(total_rows, budget // row_bytes)))
+_blas_controller = None
+
+
+def _blas_on_one_thread():
+    """A context holding BLAS to the calling thread, or None when that cannot be done."""
+    global _blas_controller
+    if _blas_controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _blas_controller = ThreadpoolController()
+        except Exception:  # optional dependency
+            _blas_controller = False
+    if _blas_controller is False:
+        return None
+    return _blas_controller.limit(limits=1, user_api="blas")
+
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _run_slots(work, nslots):
+    """work(s) for s < nslots, slot 0 on the calling thread, the others on the pool."""
+    global _pool
+    if nslots == 1:
+        work(0)
+        return
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < nslots - 1:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=nslots - 1, thread_name_prefix="fastnn-numba-conv")
+        pool = _pool
+    futures = [pool.submit(work, s) for s in range(1, nslots)]
+    try:
+        work(0)
+    finally:
+        for f in futures:
+            f.result()
+
+
+def _plan(total, unit, row_bytes, workspace_bytes):
+    """(slot bounds, rows per chunk, context, (im2col, col2im) kernels) for a pass over ``total`` output rows (n, oh).
+
+    One slot per thread; ``unit``: slots hold whole multiples of this many rows (H_out
+    when slots scatter into dx, so that no two write one cell). A slot's chunks are of
+    equal size, about _CHUNK_BYTES of im2col rows, and all slots' buffers together stay
+    within workspace_bytes (one row always fits: the public layer checked one image).
+    """
+    row_bytes = max(1, row_bytes)  # zero input channels make empty rows
+    threads = min(numba.get_num_threads(), max(1, total // unit), max(1, workspace_bytes // row_bytes))
+    context = contextlib.nullcontext()
+    if threads > 1:
+        context = _blas_on_one_thread()
+        if context is None:  # BLAS threads started from every slot would oversubscribe
+            threads, context = 1, contextlib.nullcontext()
+    units = total // unit
+    bounds = [(s * units // threads) * unit for s in range(threads + 1)]
+    bounds[-1] = total
+    per = max(hi - lo for lo, hi in zip(bounds, bounds[1:]))
+    budget = min(_CHUNK_BYTES, workspace_bytes // threads)
+    chunks = max(1, -(-per // max(1, min(per, budget // row_bytes))))
+    if numba.get_num_threads() == 1:
+        # Numba compiles these loops faster as (one-thread) parallel loops than serially;
+        # with one thread nothing else runs beside them.
+        kernels = _im2col_rows, _col2im_rows
+    else:
+        kernels = _im2col_chunk, _col2im_chunk
+    return bounds, -(-per // chunks), context, kernels
 
 
 def _is_pointwise(w, stride, pads, groups):
@@ -300,6 +417,35 @@ def _group_weights(w, groups):
     cog = c_out // groups
     return [np.ascontiguousarray(w[:, :, :, g * cog:(g + 1) * cog]).reshape(kh * kw * cg, cog)
             for g in range(groups)]
+
+
+def _gemm_conv(x, geom, cg, wmats, bias, out2, row_bytes, workspace_bytes):
+    """out2 = im2col(x) @ W (+ bias), group by group, im2col channels cg and W = wmats[g] per group.
+
+    ``out2`` is (rows, C) with rows ordered like im2col's; each slot fills and
+    consumes its own buffer chunk by chunk.
+    """
+    n_img, chans = x.shape[0], x.shape[3]
+    w_out = int(geom[9])
+    kcols = wmats[0].shape[0]
+    cog = wmats[0].shape[1]
+    groups = len(wmats)
+    bounds, step, context, (to_cols, _) = _plan(n_img * int(geom[8]), 1, row_bytes, workspace_bytes)
+
+    def slot(s):
+        buf = np.empty((step * w_out, kcols), dtype=x.dtype)
+        for r0 in range(bounds[s], bounds[s + 1], step):
+            r1 = min(bounds[s + 1], r0 + step)
+            cols = buf[:(r1 - r0) * w_out]
+            outs = out2[r0 * w_out:r1 * w_out]
+            for g in range(groups):
+                to_cols(x, geom, r0, r1, g * cg, cg, cols)
+                np.matmul(cols, wmats[g], out=outs[:, g * cog:(g + 1) * cog] if groups > 1 else outs)
+            if bias is not None:
+                outs += bias
+
+    with context:
+        _run_slots(slot, len(bounds) - 1)
 
 
 def conv2d_forward(x, w, b, stride, pads, dilation, groups, out_hw, workspace_bytes):
@@ -317,25 +463,13 @@ def conv2d_forward(x, w, b, stride, pads, dilation, groups, out_hw, workspace_by
         return y, state
     y2 = y.reshape(n_img * h_out * w_out, c_out)
     if _is_pointwise(w, stride, pads, groups):
+        # x is its own im2col matrix: one GEMM on BLAS's own threads, no Numba threads.
         np.matmul(x.reshape(n_img * height * width, chans), w.reshape(chans, c_out), out=y2)
         if b is not None:
             y2 += b
         return y, state
-    cog = c_out // groups
-    kcols = kh * kw * cg
-    total = n_img * h_out
-    step = _rows_per_chunk(w_out, kcols, x.itemsize, total, workspace_bytes)
-    buf = np.empty((step * w_out, kcols), dtype=x.dtype)
-    wmats = _group_weights(w, groups)
-    for r0 in range(0, total, step):
-        r1 = min(total, r0 + step)
-        cols = buf[:(r1 - r0) * w_out]
-        ys = y2[r0 * w_out:r1 * w_out]
-        for g in range(groups):
-            _im2col_rows(x, geom, r0, r1, g * cg, cg, cols)
-            np.matmul(cols, wmats[g], out=ys[:, g * cog:(g + 1) * cog] if groups > 1 else ys)
-        if b is not None:
-            ys += b
+    _gemm_conv(x, geom, cg, _group_weights(w, groups), b, y2, w_out * kh * kw * cg * x.itemsize,
+               workspace_bytes)
     return y, state
 
 
@@ -345,7 +479,8 @@ def conv2d_backward(dy, state):
     kh, kw, cg, c_out = w.shape
     h_out, w_out = out_hw
     dy2 = dy.reshape(n_img * h_out * w_out, c_out)
-    db = _column_sums(dy2, _REDUCE_BLOCKS) if has_bias else None
+    sums = _column_sums if numba.get_num_threads() == 1 else _column_sums_serial
+    db = sums(dy2, _REDUCE_BLOCKS) if has_bias else None
     if n_img == 0:
         return np.zeros(x.shape, dtype=x.dtype), np.zeros(w.shape, dtype=x.dtype), db
     geom = _geometry((kh, kw), stride, pads, dilation, out_hw)
@@ -355,6 +490,7 @@ def conv2d_backward(dy, state):
         dw = _depthwise_backward_weight(x, dy, geom, kh, kw, min(_REDUCE_BLOCKS, n_img * h_out))
         return dx, dw, db
     if _is_pointwise(w, stride, pads, groups):
+        # Two GEMMs on BLAS's own threads.
         x2 = x.reshape(n_img * height * width, chans)
         w2 = w.reshape(chans, c_out)
         dw = np.matmul(x2.T, dy2).reshape(w.shape)
@@ -363,33 +499,46 @@ def conv2d_backward(dy, state):
     cog = c_out // groups
     kcols = kh * kw * cg
     wmats = _group_weights(w, groups)
-    dw = np.empty((kcols, c_out), dtype=x.dtype)
     transposed = (_dx_by_transposed_conv(stride, cg, cog)
                   and width * kh * kw * cog * x.itemsize <= workspace_bytes)
     dx = np.empty(x.shape, dtype=x.dtype) if transposed else np.zeros(x.shape, dtype=x.dtype)
-    total = n_img * h_out
-    step = _rows_per_chunk(w_out, kcols, x.itemsize, total, workspace_bytes)
-    buf = np.empty((step * w_out, kcols), dtype=x.dtype)
-    tmp = np.empty((kcols, cog), dtype=x.dtype)
-    for r0 in range(0, total, step):
-        r1 = min(total, r0 + step)
-        cols = buf[:(r1 - r0) * w_out]
-        dys = dy2[r0 * w_out:r1 * w_out]
-        for g in range(groups):
-            dyg = dys[:, g * cog:(g + 1) * cog]
-            dwg = dw[:, g * cog:(g + 1) * cog]
-            _im2col_rows(x, geom, r0, r1, g * cg, cg, cols)
-            if r0 == 0:
-                np.matmul(cols.T, dyg, out=dwg)
-            else:
-                np.matmul(cols.T, dyg, out=tmp)
-                dwg += tmp
-            if not transposed:
-                # cols has served dw; it now receives this chunk's column gradients.
-                np.matmul(dyg, wmats[g].T, out=cols)
-                _col2im_rows(cols, geom, r0, r1, g * cg, cg, dx)
+    # Slots scatter into dx through col2im, so each must own whole images.
+    bounds, step, context, (to_cols, from_cols) = _plan(n_img * h_out, 1 if transposed else h_out,
+                                  w_out * kcols * x.itemsize, workspace_bytes)
+    dw_parts = np.empty((len(bounds) - 1, kcols, c_out), dtype=x.dtype)
+
+    def slot(s):
+        part = dw_parts[s]
+        if bounds[s] == bounds[s + 1]:
+            part[...] = 0
+        buf = np.empty((step * w_out, kcols), dtype=x.dtype)
+        tmp = np.empty((kcols, cog), dtype=x.dtype)
+        for r0 in range(bounds[s], bounds[s + 1], step):
+            r1 = min(bounds[s + 1], r0 + step)
+            cols = buf[:(r1 - r0) * w_out]
+            dys = dy2[r0 * w_out:r1 * w_out]
+            for g in range(groups):
+                dyg = dys[:, g * cog:(g + 1) * cog]
+                dwg = part[:, g * cog:(g + 1) * cog]
+                to_cols(x, geom, r0, r1, g * cg, cg, cols)
+                if r0 == bounds[s]:
+                    np.matmul(cols.T, dyg, out=dwg)
+                else:
+                    np.matmul(cols.T, dyg, out=tmp)
+                    dwg += tmp
+                if not transposed:
+                    # cols has served dw; it now receives this chunk's column gradients.
+                    np.matmul(dyg, wmats[g].T, out=cols)
+                    from_cols(cols, geom, r0, r1, g * cg, cg, dx)
+
+    with context:
+        _run_slots(slot, len(bounds) - 1)
     if transposed:
         _transposed_conv(dy, w, groups, pads, dilation, workspace_bytes, dx)
+    # Slot order: a fixed summation order for a given thread count.
+    dw = dw_parts[0] if len(dw_parts) == 1 else dw_parts[0].copy()
+    for part in dw_parts[1:]:
+        dw += part
     return dx, dw.reshape(w.shape), db
 
 
@@ -411,28 +560,18 @@ def _transposed_conv(dy, w, groups, pads, dilation, workspace_bytes, dx):
     dy row h - (dh*(kh-1) - top) + i'*dh, i.e. padding dh*(kh-1) - top (which may
     be negative: im2col only bounds-checks) and output size (H, W).
     """
-    n_img, height, width, _ = dx.shape
+    n_img, height, width, chans = dx.shape
     kh, kw, cg, c_out = w.shape
     cog = c_out // groups
     dh, dw_ = dilation
     top, left = pads[0], pads[2]
     geom = _geometry((kh, kw), (1, 1), (dh * (kh - 1) - top, 0, dw_ * (kw - 1) - left, 0),
                      dilation, (height, width))
-    kcols = kh * kw * cog
-    total = n_img * height
-    step = _rows_per_chunk(width, kcols, dx.itemsize, total, workspace_bytes)
-    buf = np.empty((step * width, kcols), dtype=dx.dtype)
     flipped = w[::-1, ::-1].transpose(0, 1, 3, 2)
-    wmats = [np.ascontiguousarray(flipped[:, :, g * cog:(g + 1) * cog, :]).reshape(kcols, cg)
+    wmats = [np.ascontiguousarray(flipped[:, :, g * cog:(g + 1) * cog, :]).reshape(kh * kw * cog, cg)
              for g in range(groups)]
-    dx2 = dx.reshape(n_img * height * width, dx.shape[3])
-    for r0 in range(0, total, step):
-        r1 = min(total, r0 + step)
-        cols = buf[:(r1 - r0) * width]
-        dxs = dx2[r0 * width:r1 * width]
-        for g in range(groups):
-            _im2col_rows(dy, geom, r0, r1, g * cog, cog, cols)
-            np.matmul(cols, wmats[g], out=dxs[:, g * cg:(g + 1) * cg] if groups > 1 else dxs)
+    _gemm_conv(dy, geom, cog, wmats, None, dx.reshape(n_img * height * width, chans),
+               width * kh * kw * cog * dx.itemsize, workspace_bytes)
 
 
 def im2col(x, ksize, stride, pads, dilation, out_hw):
