@@ -365,6 +365,10 @@ def run_backward(draw, fwd_name, got, want):
         check_same(bwd_name, res, ref)
         assert_fresh(_outputs(res)[0], inputs, bwd_name)
     assert_unchanged(before, inputs, bwd_name)
+    # Every backward must refuse what is not a cache of its own forward, whatever the gradients.
+    junk_args, junk_kwargs = call(draw(st.sampled_from([None, "cache", (1, 2), {}]), label="junk probe"))
+    _, junk_err = attempt(bwd_name, func, junk_args, junk_kwargs)
+    assert junk_err is not None, f"{bwd_name} accepted a junk cache"
 
 
 def one_example(data):
