@@ -25,6 +25,8 @@ import contextlib
 
 import numpy as np
 
+from ._threads import blas_on_one_thread as _blas_on_one_thread
+
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
@@ -73,21 +75,6 @@ def openmp_enabled():
     return bool(fastnn_conv_openmp())
 
 
-_blas_controller = None
-
-
-def _blas_on_one_thread():
-    """A context holding BLAS to the calling thread, or None when that cannot be done."""
-    global _blas_controller
-    if _blas_controller is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _blas_controller = ThreadpoolController()
-        except Exception:  # optional dependency; without it the chunks run in turn
-            _blas_controller = False
-    if _blas_controller is False:
-        return None
-    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 cdef struct Geometry:

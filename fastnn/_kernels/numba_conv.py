@@ -38,6 +38,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ._threads import blas_on_one_thread as _blas_on_one_thread
+
 # Target size of one im2col chunk. GEMM throughput with the narrow (C_out <= 256)
 # right operand peaks for chunks of about this size (they stay in L2/L3 next to w).
 _CHUNK_BYTES = 2 * 2**20
@@ -334,21 +336,6 @@ def _geometry(ksize, stride, pads, dilation, out_hw):
                      dilation[0], dilation[1], out_hw[0], out_hw[1]), dtype=np.int64)
 
 
-_blas_controller = None
-
-
-def _blas_on_one_thread():
-    """A context holding BLAS to the calling thread, or None when that cannot be done."""
-    global _blas_controller
-    if _blas_controller is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _blas_controller = ThreadpoolController()
-        except Exception:  # optional dependency
-            _blas_controller = False
-    if _blas_controller is False:
-        return None
-    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 _pool = None
