@@ -292,6 +292,8 @@ def test_ceil_mode_sizes_by_hand(backend):
         (5, 2, 2, 1, 3, 3),  # a 4th window would start in the right padding: dropped
         (6, 3, 2, 1, 3, 4),
         (7, 3, 3, 0, 2, 3),
+        (4, 1, 2, 0, 2, 2),  # kernel 1, stride 2: a 3rd window would start past the input
+        (5, 1, 2, 0, 3, 3),
     ]
     for H, k, s, p, floor_size, ceil_size in cases:
         x = np.zeros((1, H, H, 1))
