@@ -5,12 +5,17 @@ one behind ``np.dot``), called with explicit transposes and leading dimensions, 
 transposed and broadcast operands are multiplied in place, and accumulation uses
 BLAS's ``beta`` instead of a temporary.
 """
+import contextlib
+
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
 import scipy.linalg.cython_blas  # noqa: F401  (numba_xxgemm looks its functions up there)
+
+from ._threads import blas_on_one_thread
 
 _xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
     types.char,                                  # kind: 's' or 'd'
@@ -27,6 +32,9 @@ _NOTRANS = np.int8(ord("N"))
 # OpenBLAS runs a GEMM on one thread when m * n * k is at most this; below it a
 # prange over the batch cannot oversubscribe, above it BLAS's own threads do better.
 SMALL_GEMM = 65536 * 4
+# Up to this size a GEMM gains little from OpenBLAS's threads (128^3 barely does), so a
+# batch of them is better split over the threads; larger ones keep BLAS's own threads.
+MEDIUM_GEMM = 2**24
 
 
 @intrinsic
@@ -77,8 +85,29 @@ def gemm(trans_a, trans_b, M, N, K, A, a_off, lda, B, b_off, ldb, accumulate, C,
             _address(C, c_off), max(ldc, 1))
 
 
+def _batch_plan(mnk, count):
+    """(run the batch in a prange?, context to call the kernel in).
+
+    OpenBLAS keeps GEMMs up to SMALL_GEMM on one thread, so a prange over those cannot
+    oversubscribe. Larger GEMMs also go one per thread when BLAS can be held to one
+    thread and the batch splits evenly over the threads: independent matrices scale
+    better than OpenBLAS's split of one medium GEMM (a 128^3 product barely gains
+    from a second thread). Otherwise they run in turn on BLAS's own threads.
+    """
+    if count < 2:
+        return False, contextlib.nullcontext()
+    if mnk <= SMALL_GEMM:
+        return True, contextlib.nullcontext()
+    threads = numba.get_num_threads()
+    if threads > 1 and mnk <= MEDIUM_GEMM and (count % threads == 0 or count >= 4 * threads):
+        context = blas_on_one_thread()
+        if context is not None:
+            return True, context
+    return False, contextlib.nullcontext()
+
+
 @njit(cache=True, parallel=True)
-def _bmm(a, b, a_index, b_index, trans_a, trans_b, c):
+def _bmm(a, b, a_index, b_index, trans_a, trans_b, c, batch_parallel):
     B, M, N = c.shape
     K = a.shape[1] if trans_a else a.shape[2]
     sa = a.shape[1] * a.shape[2]
@@ -89,7 +118,7 @@ def _bmm(a, b, a_index, b_index, trans_a, trans_b, c):
     bf = b.reshape(-1)
     cf = c.reshape(-1)
     one_zero = scalars(c)
-    if M * N * K <= SMALL_GEMM and B > 1:
+    if batch_parallel:
         for p in prange(B):
             gemm(trans_a, trans_b, M, N, K, af, a_index[p] * sa, lda, bf, b_index[p] * sb, ldb,
                  False, cf, p * M * N, N, one_zero)
@@ -104,7 +133,10 @@ def bmm(a, b, a_index, b_index, trans_a, trans_b):
     N = b.shape[1] if trans_b else b.shape[2]
     c = np.empty((a_index.shape[0], M, N), dtype=a.dtype)
     if c.size:
-        _bmm(a, b, a_index, b_index, bool(trans_a), bool(trans_b), c)
+        K = a.shape[1] if trans_a else a.shape[2]
+        batch_parallel, context = _batch_plan(M * N * K, c.shape[0])
+        with context:
+            _bmm(a, b, a_index, b_index, bool(trans_a), bool(trans_b), c, batch_parallel)
     return c
 
 
@@ -141,13 +173,13 @@ def _grad_group(i, order, start, M, N, K, size, dest, first, second, ta, tb, lda
 
 @njit(cache=True, parallel=True)
 def _accumulate(order, start, count, M, N, K, dest, first, second, ta, tb, lda_first, ldb_second,
-                first_index, first_size, second_index, second_size, one_zero):
+                first_index, first_size, second_index, second_size, one_zero, batch_parallel):
     """dest[i] (M, N) = sum of op(first[.]) @ op(second[.]) over the batch entries of group i.
 
     An empty first_index/second_index means "the batch entry itself" (that operand is dc).
     """
     size = M * N
-    if M * N * K <= SMALL_GEMM and count > 1:
+    if batch_parallel:
         for i in prange(count):
             _grad_group(i, order, start, M, N, K, size, dest, first, second, ta, tb, lda_first,
                         ldb_second, first_index, first_size, second_index, second_size, one_zero)
@@ -178,19 +210,24 @@ def bmm_backward(dc, a, b, a_index, b_index, trans_a, trans_b):
     lda = a.shape[2]
     ldb = b.shape[2]
 
+    # Both passes do B products of M * N * K multiply-adds, grouped by operand.
     order, start = _groups(a_index, a.shape[0])
-    if trans_a:  # da[i] (K, M) += op(b) (K, N) @ dc^T (N, M)
-        _accumulate(order, start, a.shape[0], K, M, N, da.reshape(-1), bf, dcf, trans_b, True,
-                    ldb, N, b_index, sb, own, M * N, one_zero)
-    else:  # da[i] (M, K) += dc (M, N) @ op(b)^T (N, K)
-        _accumulate(order, start, a.shape[0], M, K, N, da.reshape(-1), dcf, bf, False, not trans_b,
-                    N, ldb, own, M * N, b_index, sb, one_zero)
+    parallel, context = _batch_plan(M * N * K, a.shape[0])
+    with context:
+        if trans_a:  # da[i] (K, M) += op(b) (K, N) @ dc^T (N, M)
+            _accumulate(order, start, a.shape[0], K, M, N, da.reshape(-1), bf, dcf, trans_b, True,
+                        ldb, N, b_index, sb, own, M * N, one_zero, parallel)
+        else:  # da[i] (M, K) += dc (M, N) @ op(b)^T (N, K)
+            _accumulate(order, start, a.shape[0], M, K, N, da.reshape(-1), dcf, bf, False, not trans_b,
+                        N, ldb, own, M * N, b_index, sb, one_zero, parallel)
 
     order, start = _groups(b_index, b.shape[0])
-    if trans_b:  # db[j] (N, K) += dc^T (N, M) @ op(a) (M, K)
-        _accumulate(order, start, b.shape[0], N, K, M, db.reshape(-1), dcf, af, True, trans_a,
-                    N, lda, own, M * N, a_index, sa, one_zero)
-    else:  # db[j] (K, N) += op(a)^T (K, M) @ dc (M, N)
-        _accumulate(order, start, b.shape[0], K, N, M, db.reshape(-1), af, dcf, not trans_a, False,
-                    lda, N, a_index, sa, own, M * N, one_zero)
+    parallel, context = _batch_plan(M * N * K, b.shape[0])
+    with context:
+        if trans_b:  # db[j] (N, K) += dc^T (N, M) @ op(a) (M, K)
+            _accumulate(order, start, b.shape[0], N, K, M, db.reshape(-1), dcf, af, True, trans_a,
+                        N, lda, own, M * N, a_index, sa, one_zero, parallel)
+        else:  # db[j] (K, N) += op(a)^T (K, M) @ dc (M, N)
+            _accumulate(order, start, b.shape[0], K, N, M, db.reshape(-1), af, dcf, not trans_a, False,
+                        lda, N, a_index, sa, own, M * N, one_zero, parallel)
     return da, db
