@@ -24,6 +24,7 @@ import sys
 import pytest
 
 import fastnn
+from helpers import CONVERTERS, OPS
 
 pytest.importorskip("hypothesis")
 
@@ -31,16 +32,7 @@ EXAMPLES = int(os.environ.get("FASTNN_FUZZ_EXAMPLES", "1500"))
 SEED = int(os.environ.get("FASTNN_FUZZ_SEED", "0"))
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
-PUBLIC = [
-    "conv2d", "conv2d_forward", "conv2d_backward", "im2col", "col2im",
-    "max_pool2d", "avg_pool2d", "pool2d_forward", "pool2d_backward", "global_avg_pool2d", "global_max_pool2d",
-    "bmm", "bmm_backward",
-    "rnn_cell_forward", "rnn_cell_backward", "gru_cell_forward", "gru_cell_backward",
-    "lstm_cell_forward", "lstm_cell_backward",
-    "rnn_forward", "rnn_backward", "gru_forward", "gru_backward", "lstm_forward", "lstm_backward",
-    "lstm_weights_from_course", "lstm_weights_from_torch", "rnn_weights_from_course",
-    "rnn_weights_from_torch", "gru_weights_from_course",
-]
+PUBLIC = OPS + CONVERTERS
 
 
 def test_fuzz_every_public_function(tmp_path):

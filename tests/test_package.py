@@ -9,18 +9,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from helpers import assert_close, need, on, randn
+from helpers import CONVERTERS, OPS, assert_close, need, on, randn
 
-OPS = [
-    "conv2d", "conv2d_forward", "conv2d_backward", "im2col", "col2im",
-    "max_pool2d", "avg_pool2d", "pool2d_forward", "pool2d_backward", "global_avg_pool2d", "global_max_pool2d",
-    "bmm", "bmm_backward",
-    "rnn_cell_forward", "rnn_cell_backward", "gru_cell_forward", "gru_cell_backward",
-    "lstm_cell_forward", "lstm_cell_backward",
-    "rnn_forward", "rnn_backward", "gru_forward", "gru_backward", "lstm_forward", "lstm_backward",
-]
-CONVERTERS = ["lstm_weights_from_course", "lstm_weights_from_torch", "rnn_weights_from_course",
-              "rnn_weights_from_torch", "gru_weights_from_course"]
 PACKAGE = ["available_backends", "set_backend", "get_backend", "set_num_threads", "get_num_threads",
            "set_workspace_limit", "get_workspace_limit"]
 
