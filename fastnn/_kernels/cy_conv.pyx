@@ -47,6 +47,24 @@ cdef extern from *:
     int fastnn_conv_openmp() noexcept nogil
     int fastnn_conv_max_threads() noexcept nogil
 
+cdef extern from "fn_sgemm.h":
+    ctypedef struct fn_conv_geom:
+        Py_ssize_t N, H, W, C, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, Cg
+    int FN_MR
+    int FN_TILES
+    int fn_sgemm_supported() noexcept nogil
+    size_t fn_sgemm_packed_size(Py_ssize_t K, Py_ssize_t N) noexcept nogil
+    void fn_sgemm_pack(Py_ssize_t K, Py_ssize_t N, const float* src, Py_ssize_t sk, Py_ssize_t sn,
+                       float* P) noexcept nogil
+    size_t fn_conv_scratch(const fn_conv_geom* g) noexcept nogil
+    size_t fn_conv_dw_scratch(Py_ssize_t rows) noexcept nogil
+    void fn_conv_forward(const fn_conv_geom* g, const float* x, Py_ssize_t c0, const float* P,
+                         Py_ssize_t Cog, const float* bias, float* y, Py_ssize_t ldy,
+                         Py_ssize_t m0, Py_ssize_t m1, const float* zeros, void** scratch) noexcept nogil
+    void fn_conv_weight_grad(const fn_conv_geom* g, const float* x, Py_ssize_t c0, const float* dy,
+                             Py_ssize_t ldy, Py_ssize_t co0, Py_ssize_t Cog, float* dw,
+                             Py_ssize_t ldw, Py_ssize_t q0, Py_ssize_t q1, void** scratch) noexcept nogil
+
 
 cdef int _num_threads = max(1, fastnn_conv_max_threads())
 
@@ -62,6 +80,31 @@ cdef Py_ssize_t _MIN_TRANSPOSED_CHANNELS = 8
 cdef Py_ssize_t _MAX_TRANSPOSED_OUT_CHANNELS = 128
 # BLAS takes int sizes; GEMMs over more rows than this are split.
 cdef Py_ssize_t _MAX_GEMM_ROWS = 2**30
+
+
+# float32 convolutions run on fastnn's own AVX-512 kernels (fn_sgemm.h: an implicit
+# GEMM, no im2col buffer) where the CPU has them; they need this many columns per
+# group in the product (output channels forward, input channels for dx) to fill
+# their 64-wide tiles well enough to beat BLAS.
+cdef bint _own_supported = fn_sgemm_supported() != 0
+cdef bint _own_enabled = _own_supported
+cdef Py_ssize_t _OWN_MIN_COLUMNS = 16
+# Output pixels per forward task and the size of a weight-gradient task's slice of dy.
+cdef Py_ssize_t _OWN_BLOCK_PIXELS = 96
+cdef Py_ssize_t _OWN_DW_CHUNK_BYTES = 256 * 1024
+
+
+def own_kernels(enabled=None):
+    """Whether float32 convolutions use the own AVX-512 kernels; ``enabled`` switches them.
+
+    Returns the setting in force before the call. They can only be enabled on a CPU
+    with AVX-512 (otherwise every call takes the BLAS route).
+    """
+    global _own_enabled
+    before = _own_enabled
+    if enabled is not None:
+        _own_enabled = bool(enabled) and _own_supported
+    return before
 
 
 def set_num_threads(n):
@@ -283,6 +326,110 @@ cdef tuple _plan(Py_ssize_t rows, Py_ssize_t row_bytes, Py_ssize_t weight_bytes,
 
 
 # ---------------------------------------------------------------------------
+# The own AVX-512 kernels (float32)
+
+cdef fn_conv_geom _fn_geometry(const Geometry* g):
+    cdef fn_conv_geom f
+    f.N, f.H, f.W, f.C, f.Ho, f.Wo = g.N, g.H, g.W, g.C, g.Ho, g.Wo
+    f.kh, f.kw, f.sh, f.sw, f.dh, f.dw = g.kh, g.kw, g.sh, g.sw, g.dh, g.dw
+    f.pt, f.pl, f.Cg = g.pt, g.pl, g.Cg
+    return f
+
+
+cdef void _own_forward_blocks(const fn_conv_geom* g, const float* x, const float* P,
+                              Py_ssize_t psize, Py_ssize_t groups, Py_ssize_t Cog,
+                              const float* bias, float* y, Py_ssize_t ldy, const float* zeros,
+                              void** scratch, Py_ssize_t sstride, int nthreads) noexcept nogil:
+    """Every output pixel of every group, in blocks of pixels spread over the threads."""
+    cdef Py_ssize_t rows = g.N * g.Ho * g.Wo
+    cdef Py_ssize_t nblocks = (rows + _OWN_BLOCK_PIXELS - 1) // _OWN_BLOCK_PIXELS
+    cdef Py_ssize_t blk, gi, m0, m1
+    cdef void** sc
+    cdef const float* bg
+    for blk in prange(nblocks, nogil=True, schedule="dynamic", num_threads=nthreads):
+        sc = scratch + threadid() * sstride
+        m0 = blk * _OWN_BLOCK_PIXELS
+        m1 = min(m0 + _OWN_BLOCK_PIXELS, rows)
+        for gi in range(groups):
+            bg = NULL
+            if bias != NULL:
+                bg = bias + gi * Cog
+            fn_conv_forward(g, x, gi * g.Cg, P + gi * psize, Cog, bg, y + gi * Cog, ldy,
+                            m0, m1, zeros, sc)
+
+
+cdef void _own_forward(const float* x, const float* w, Py_ssize_t w_group_off, Py_ssize_t w_sk,
+                       const float* bias, float* y, Py_ssize_t ldy, const Geometry* geo,
+                       Py_ssize_t groups, Py_ssize_t Cog) except *:
+    """y[:, g * Cog : (g + 1) * Cog] = bias + the convolution of x with group g's weights.
+
+    Group g's weights are the (kh * kw * Cg, Cog) matrix at w + g * w_group_off with
+    row stride w_sk (unit column stride); they are packed once here. bias may be NULL.
+    """
+    cdef fn_conv_geom g = _fn_geometry(geo)
+    cdef Py_ssize_t K = g.kh * g.kw * g.Cg
+    cdef Py_ssize_t psize = <Py_ssize_t>fn_sgemm_packed_size(K, Cog)
+    cdef Py_ssize_t rows = g.N * g.Ho * g.Wo
+    cdef int nthreads = _num_threads if fastnn_conv_openmp() else 1
+    nthreads = <int>max(1, min(nthreads, (rows + _OWN_BLOCK_PIXELS - 1) // _OWN_BLOCK_PIXELS))
+    cdef Py_ssize_t sstride = <Py_ssize_t>fn_conv_scratch(&g)
+    cdef float[::1] packed = np.empty(max(1, groups * psize), dtype=np.float32)
+    cdef float[::1] zeros = np.zeros(max(1, g.Cg), dtype=np.float32)
+    cdef Py_ssize_t[::1] scratch = np.empty(max(1, nthreads * sstride), dtype=np.intp)
+    cdef Py_ssize_t gi
+    with nogil:
+        for gi in range(groups):
+            fn_sgemm_pack(K, Cog, w + gi * w_group_off, w_sk, 1, &packed[gi * psize])
+        _own_forward_blocks(&g, x, &packed[0], psize, groups, Cog, bias, y, ldy, &zeros[0],
+                            <void**>&scratch[0], sstride, nthreads)
+
+
+cdef void _own_weight_grad_chunks(const fn_conv_geom* g, const float* x, const float* dy,
+                                  Py_ssize_t groups, Py_ssize_t C_out, float* dw_partial,
+                                  Py_ssize_t chunk, void** scratch, Py_ssize_t sstride,
+                                  int nthreads) noexcept nogil:
+    """dw_partial[t] (zeroed) += thread t's chunks of output rows; chunk c goes to thread
+    c % nthreads, which fixes every summation order."""
+    cdef Py_ssize_t rows = g.N * g.Ho
+    cdef Py_ssize_t n_chunks = (rows + chunk - 1) // chunk
+    cdef Py_ssize_t K = g.kh * g.kw * g.Cg
+    cdef Py_ssize_t Cog = C_out // groups
+    cdef Py_ssize_t c, gi
+    cdef int t
+    for c in prange(n_chunks, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
+        t = threadid()
+        for gi in range(groups):
+            fn_conv_weight_grad(g, x, gi * g.Cg, dy, C_out, gi * Cog, Cog,
+                                dw_partial + t * K * C_out + gi * Cog, C_out,
+                                c * chunk, min((c + 1) * chunk, rows), scratch + t * sstride)
+
+
+cdef object _own_weight_grad(const float* x, const float* dy, const Geometry* geo,
+                             Py_ssize_t groups, Py_ssize_t C_out):
+    """dw as a (kh * kw * Cg, C_out) array, summed over per-thread partials in order."""
+    cdef fn_conv_geom g = _fn_geometry(geo)
+    cdef Py_ssize_t K = g.kh * g.kw * g.Cg
+    cdef Py_ssize_t rows = g.N * g.Ho
+    cdef Py_ssize_t chunk = max(1, _OWN_DW_CHUNK_BYTES // max(1, g.Wo * C_out * 4))
+    cdef int nthreads = _num_threads if fastnn_conv_openmp() else 1
+    cdef Py_ssize_t t
+    if nthreads > 1:
+        chunk = min(chunk, max(1, (rows + nthreads - 1) // nthreads))
+    nthreads = <int>max(1, min(nthreads, (rows + chunk - 1) // chunk))
+    cdef Py_ssize_t sstride = <Py_ssize_t>fn_conv_dw_scratch(chunk)
+    cdef Py_ssize_t[::1] scratch = np.empty(max(1, nthreads * sstride), dtype=np.intp)
+    partial_arr = np.zeros((nthreads, K * C_out), dtype=np.float32)
+    cdef float[:, ::1] partial = partial_arr
+    with nogil:
+        _own_weight_grad_chunks(&g, x, dy, groups, C_out, &partial[0, 0], chunk,
+                                <void**>&scratch[0], sstride, nthreads)
+    dw = partial_arr[0]
+    for t in range(1, nthreads):
+        dw += partial_arr[t]
+    return dw
+
+
+# ---------------------------------------------------------------------------
 # Forward
 
 cdef inline bint _is_pointwise(const Geometry* g) noexcept nogil:
@@ -398,6 +545,12 @@ cdef object _conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :,
     if K == 0:
         y_arr[...] = np.asarray(b) if has_bias else 0
         return y_arr
+    if floating is float:
+        if _own_enabled and C_out // groups >= _OWN_MIN_COLUMNS:
+            _own_forward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], C_out // groups, C_out,
+                         &b[0] if has_bias else NULL, &y[0, 0, 0, 0], C_out, &g, groups,
+                         C_out // groups)
+            return y_arr
     nthreads, chunk, context = _plan(
         rows, K * sizeof(floating), K * (C_out // groups) * sizeof(floating),
         # pointwise needs no buffer, so the bound does not limit its chunks
@@ -417,8 +570,9 @@ cdef object _conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :,
 cdef void _backward_rows(const floating* x, const floating* w, const floating* dy,
                          floating* dx, floating* dw_acc, floating* buf, const Geometry* g,
                          Py_ssize_t groups, Py_ssize_t C_out, Py_ssize_t r0, Py_ssize_t r1,
-                         bint dx_by_col2im) noexcept nogil:
-    """Output rows r0 .. r1 on the calling thread: dw_acc += cols^T @ dy, and dx from them.
+                         bint want_dw, bint dx_by_col2im) noexcept nogil:
+    """Output rows r0 .. r1 on the calling thread: dw_acc += cols^T @ dy (with
+    ``want_dw``), and dx from them.
 
     dx: pointwise, its rows are dy @ w^T directly; with ``dx_by_col2im`` the chunk's
     dcols = dy @ w^T is gathered back into dx (zeroed; the chunk must cover whole
@@ -430,18 +584,21 @@ cdef void _backward_rows(const floating* x, const floating* w, const floating* d
     cdef Py_ssize_t gi, r, q
     for gi in range(groups):
         if _is_pointwise(g):
-            gemm(True, False, <int>K, <int>Cog, <int>(r1 - r0), <floating>1,
-                 x + r0 * g.C + gi * g.Cg, <int>g.C, dy + r0 * C_out + gi * Cog, <int>C_out,
-                 <floating>1, dw_acc + gi * Cog, <int>C_out)
-            gemm(False, True, <int>(r1 - r0), <int>K, <int>Cog, <floating>1,
-                 dy + r0 * C_out + gi * Cog, <int>C_out, w + gi * Cog, <int>C_out,
-                 <floating>0, dx + r0 * g.C + gi * g.Cg, <int>g.C)
+            if want_dw:
+                gemm(True, False, <int>K, <int>Cog, <int>(r1 - r0), <floating>1,
+                     x + r0 * g.C + gi * g.Cg, <int>g.C, dy + r0 * C_out + gi * Cog, <int>C_out,
+                     <floating>1, dw_acc + gi * Cog, <int>C_out)
+            if dx_by_col2im:
+                gemm(False, True, <int>(r1 - r0), <int>K, <int>Cog, <floating>1,
+                     dy + r0 * C_out + gi * Cog, <int>C_out, w + gi * Cog, <int>C_out,
+                     <floating>0, dx + r0 * g.C + gi * g.Cg, <int>g.C)
             continue
-        for r in range(r0, r1):
-            _im2col_row(x, buf + (r - r0) * K, g, r, gi * g.Cg)
-        gemm(True, False, <int>K, <int>Cog, <int>(r1 - r0), <floating>1,
-             buf, <int>K, dy + r0 * C_out + gi * Cog, <int>C_out,
-             <floating>1, dw_acc + gi * Cog, <int>C_out)
+        if want_dw:
+            for r in range(r0, r1):
+                _im2col_row(x, buf + (r - r0) * K, g, r, gi * g.Cg)
+            gemm(True, False, <int>K, <int>Cog, <int>(r1 - r0), <floating>1,
+                 buf, <int>K, dy + r0 * C_out + gi * Cog, <int>C_out,
+                 <floating>1, dw_acc + gi * Cog, <int>C_out)
         if dx_by_col2im:
             # the same buffer now takes the gradient of the columns
             gemm(False, True, <int>(r1 - r0), <int>K, <int>Cog, <floating>1,
@@ -475,8 +632,10 @@ cdef void _backward_gemm(const floating* x, const floating* w, const floating* w
                          const floating* dy, floating* dx, floating* dw_partial, floating* work,
                          const Geometry* g, const Geometry* gt, Py_ssize_t groups,
                          Py_ssize_t C_out, Py_ssize_t chunk, Py_ssize_t chunk_t,
-                         Py_ssize_t buf_stride, bint transposed, int nthreads) noexcept nogil:
-    """dw_partial[t] (zeroed, K * C_out each) gets thread t's share of dw; dx is filled.
+                         Py_ssize_t buf_stride, bint transposed, bint want_dw, bint want_dx,
+                         int nthreads) noexcept nogil:
+    """dw_partial[t] (zeroed, K * C_out each) gets thread t's share of dw (with
+    ``want_dw``); dx is filled (with ``want_dx``).
 
     Chunk c goes to thread c % nthreads (static), which fixes every summation order.
     """
@@ -490,8 +649,9 @@ cdef void _backward_gemm(const floating* x, const floating* w, const floating* w
     if nthreads == 1:
         for c in range(n_chunks):
             _backward_rows(x, w, dy, dx, dw_partial, work, g, groups, C_out,
-                           c * chunk, min((c + 1) * chunk, rows), not transposed)
-        if transposed:
+                           c * chunk, min((c + 1) * chunk, rows), want_dw,
+                           want_dx and not transposed)
+        if transposed and want_dx:
             for c in range(n_chunks_t):
                 _backward_dx_rows(dy, wflip, dx, work, gt, groups, g.C,
                                   c * chunk_t, min((c + 1) * chunk_t, rows_t))
@@ -499,8 +659,9 @@ cdef void _backward_gemm(const floating* x, const floating* w, const floating* w
     for c in prange(n_chunks, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
         t = threadid()
         _backward_rows(x, w, dy, dx, dw_partial + t * K * C_out, work + t * buf_stride, g,
-                       groups, C_out, c * chunk, min((c + 1) * chunk, rows), not transposed)
-    if transposed:
+                       groups, C_out, c * chunk, min((c + 1) * chunk, rows), want_dw,
+                       want_dx and not transposed)
+    if transposed and want_dx:
         for c in prange(n_chunks_t, nogil=True, schedule="dynamic", num_threads=nthreads):
             _backward_dx_rows(dy, wflip, dx, work + threadid() * buf_stride, gt, groups, g.C,
                               c * chunk_t, min((c + 1) * chunk_t, rows_t))
@@ -597,10 +758,17 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
     dtype = np.float32 if floating is float else np.float64
     cdef bint pointwise = _is_pointwise(&g)
     cdef bint depthwise = groups > 1 and g.Cg == 1
-    cdef bint transposed = (not pointwise and not depthwise and g.sh == 1 and g.sw == 1
-                            and g.Cg >= _MIN_TRANSPOSED_CHANNELS
+    # float32 on the own kernels: dw as an implicit product (no im2col), and stride-1
+    # dx as the forward convolution of dy with the flipped kernel
+    cdef bint own_dw = False, own_dx = False
+    if floating is float:
+        own_dw = _own_enabled and not depthwise and Cog >= _OWN_MIN_COLUMNS
+        own_dx = (_own_enabled and not depthwise and g.sh == 1 and g.sw == 1
+                  and g.Cg >= _OWN_MIN_COLUMNS)
+    cdef bint transposed = (not own_dx and not pointwise and not depthwise and g.sh == 1
+                            and g.sw == 1 and g.Cg >= _MIN_TRANSPOSED_CHANNELS
                             and Cog < _MAX_TRANSPOSED_OUT_CHANNELS)
-    dx_arr = (np.empty if (pointwise or depthwise or transposed) else np.zeros)(
+    dx_arr = (np.empty if (pointwise or depthwise or transposed or own_dx) else np.zeros)(
         (g.N, g.H, g.W, g.C), dtype=dtype)
     dw_arr = np.empty((g.kh, g.kw, g.Cg, C_out), dtype=dtype)
     db_arr = np.empty(C_out, dtype=dtype) if has_bias else None
@@ -616,49 +784,59 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
     cdef double[:, ::1] partial
     cdef floating[::1] work
     cdef const floating[:, :, ::1] wflip
-    cdef Geometry gt
+    cdef Geometry gt = g
+    if transposed or own_dx:
+        # dy seen as the input of a stride-1 convolution whose output is dx
+        gt.H, gt.W, gt.C = g.Ho, g.Wo, C_out
+        gt.Ho, gt.Wo = g.H, g.W
+        gt.pt = (g.kh - 1) * g.dh - g.pt
+        gt.pl = (g.kw - 1) * g.dw - g.pl
+        gt.Cg = Cog
+        # wflip[gi, (i, j, co), ci] = w[kh - 1 - i, kw - 1 - j, ci, gi * Cog + co]
+        wflip_arr = np.ascontiguousarray(
+            np.asarray(w)[::-1, ::-1].reshape(g.kh, g.kw, g.Cg, groups, Cog)
+            .transpose(3, 0, 1, 4, 2).reshape(groups, K_t, g.Cg))
+    else:
+        wflip_arr = np.zeros((1, 1, 1), dtype=dtype)
+    wflip = wflip_arr
+    if floating is float:
+        if own_dx:
+            _own_forward(&dy[0, 0, 0, 0], &wflip[0, 0, 0], K_t * g.Cg, g.Cg, NULL,
+                         &dx[0, 0, 0, 0], g.C, &gt, groups, g.Cg)
+        if own_dw:
+            dw_arr.reshape(-1)[...] = _own_weight_grad(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], &g,
+                                                       groups, C_out)
     if depthwise:
         partial = np.empty((nthreads, g.kh * g.kw * C_out), dtype=np.float64)
         with nogil:
             _backward_depthwise(x, w, dy, dx, partial, &g, nthreads)
         dw_arr[...] = np.asarray(partial).sum(axis=0).reshape(dw_arr.shape)
-    else:
+    elif not (own_dw and own_dx):
+        # the BLAS route for what the own kernels did not do
         nthreads, chunk, context = _plan(
             rows, K * sizeof(floating), K * Cog * sizeof(floating),
             _MAX_GEMM_ROWS * K * sizeof(floating) if pointwise else workspace_bytes,
-            g.Ho * g.Wo, not (pointwise or transposed))
+            g.Ho * g.Wo, not (pointwise or transposed or own_dx))
         buf_stride = 0 if pointwise else chunk * K
-        gt = g
         if transposed:
-            # dy seen as the input of a stride-1 convolution whose output is dx
-            gt.H, gt.W, gt.C = g.Ho, g.Wo, C_out
-            gt.Ho, gt.Wo = g.H, g.W
-            gt.pt = (g.kh - 1) * g.dh - g.pt
-            gt.pl = (g.kw - 1) * g.dw - g.pl
-            gt.Cg = Cog
             chunk_t = _chunk_rows(g.N * g.H * g.W, K_t * sizeof(floating),
                                   K_t * g.Cg * sizeof(floating), workspace_bytes, nthreads, 1)
             buf_stride = max(buf_stride, chunk_t * K_t)
-            # wflip[gi, (i, j, co), ci] = w[kh - 1 - i, kw - 1 - j, ci, gi * Cog + co]
-            wflip_arr = np.ascontiguousarray(
-                np.asarray(w)[::-1, ::-1].reshape(g.kh, g.kw, g.Cg, groups, Cog)
-                .transpose(3, 0, 1, 4, 2).reshape(groups, K_t, g.Cg))
-        else:
-            wflip_arr = np.zeros((1, 1, 1), dtype=dtype)
-        wflip = wflip_arr
         work_arr = np.empty(max(1, nthreads * buf_stride), dtype=dtype)
         work = work_arr
-        dw_partial = np.zeros((nthreads, K * C_out), dtype=dtype)
+        dw_partial = np.zeros((nthreads if not own_dw else 1, K * C_out), dtype=dtype)
         with context:
             with nogil:
                 _backward_gemm(&x[0, 0, 0, 0], &w[0, 0, 0, 0], &wflip[0, 0, 0], &dy[0, 0, 0, 0],
                                &dx[0, 0, 0, 0], &dw_partial[0, 0], &work[0], &g, &gt, groups,
-                               C_out, chunk, chunk_t, buf_stride, transposed, nthreads)
+                               C_out, chunk, chunk_t, buf_stride, transposed, not own_dw,
+                               not own_dx, nthreads)
         del work_arr
-        dw_flat = dw_arr.reshape(-1)
-        dw_flat[...] = dw_partial[0]
-        for t in range(1, nthreads):
-            dw_flat += dw_partial[t]
+        if not own_dw:
+            dw_flat = dw_arr.reshape(-1)
+            dw_flat[...] = dw_partial[0]
+            for t in range(1, nthreads):
+                dw_flat += dw_partial[t]
     if has_bias:
         db = db_arr
         nthreads = _num_threads

@@ -1,0 +1,403 @@
+/* fastnn's own float32 matrix-multiply kernels for x86-64 CPUs with AVX-512.
+ *
+ * Why not BLAS: the products of a convolution or a recurrent step are thin (64 to
+ * 256 output columns) and, for a convolution, their left operand is the im2col
+ * matrix, which BLAS needs written out in memory first. These kernels read the
+ * left operand through a table of row pointers instead, so a convolution reads its
+ * input pixels where they lie (an "implicit GEMM": no im2col buffer at all), and
+ * the right operand is packed once per call into panels of FN_NR columns.
+ *
+ * Two micro-kernels hold an FN_MR x FN_NR tile of the result in 24 vector registers:
+ *   fn_ukr_nn  C_tile = init + sum_k A[i][k] * P[k][j]    (A rows through pointers,
+ *              the reduction cut into segments, e.g. one per kernel tap)
+ *   fn_ukr_tn  C_tile += sum_r a_r[i] * b_r[j]             (both operands read along
+ *              the reduction in runs of fixed stride: a weight gradient)
+ * and the drivers below cut GEMMs and convolutions into tiles for them.
+ *
+ * Everything here is compiled for AVX-512 through function attributes, so the rest
+ * of the module keeps the baseline instruction set; callers must check
+ * fn_sgemm_supported() (the CPU's features, at run time) before calling anything
+ * else, and fall back to BLAS when it returns 0. No function reads or writes
+ * outside the rows, columns and pointers it is given: partial tiles use masked
+ * loads and stores, and rows past the end of a tile repeat the last valid row's
+ * pointer (their results are never stored).
+ */
+#ifndef FASTNN_FN_SGEMM_H
+#define FASTNN_FN_SGEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define FN_NR 64        /* columns per packed panel: four vectors of 16 floats */
+#define FN_MR 6         /* rows per tile: 6 x 4 accumulators of the 32 registers */
+#define FN_TILES 16     /* tiles per block of a convolution's pointer table */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FN_UNUSED __attribute__((unused))
+#else
+#define FN_UNUSED
+#endif
+
+/* The geometry of an NHWC convolution (the caller's arguments, normalised). */
+typedef struct {
+    ptrdiff_t N, H, W, C;   /* input; C is the pixel stride of x */
+    ptrdiff_t Ho, Wo;
+    ptrdiff_t kh, kw, sh, sw, dh, dw;
+    ptrdiff_t pt, pl;       /* top and left padding */
+    ptrdiff_t Cg;           /* input channels per group (the length of a tap) */
+} fn_conv_geom;
+
+/* Floats in the packed form of a (K, N) matrix. */
+static inline size_t fn_sgemm_packed_size(ptrdiff_t K, ptrdiff_t N)
+{
+    return (size_t)((N + FN_NR - 1) / FN_NR) * FN_NR * (size_t)(K > 0 ? K : 0);
+}
+
+/* Pack B (K, N), element (k, n) at src[k * sk + n * sn], into panels of FN_NR
+ * columns: panel p holds B[k, p * FN_NR + j] at P[(p * K + k) * FN_NR + j], the
+ * columns past N zero. Plain C: it runs on any CPU. */
+FN_UNUSED static void fn_sgemm_pack(ptrdiff_t K, ptrdiff_t N, const float *src, ptrdiff_t sk, ptrdiff_t sn,
+                          float *P)
+{
+    ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, p, k, j;
+    for (p = 0; p < panels; p++) {
+        ptrdiff_t width = N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR;
+        float *out = P + p * K * FN_NR;
+        if (sn == 1) {
+            for (k = 0; k < K; k++) {
+                memcpy(out + k * FN_NR, src + k * sk + p * FN_NR, (size_t)width * sizeof(float));
+                for (j = width; j < FN_NR; j++)
+                    out[k * FN_NR + j] = 0.0f;
+            }
+        } else {
+            /* column by column, so a transposed source is read along its rows */
+            for (j = 0; j < FN_NR; j++) {
+                if (j < width) {
+                    const float *col = src + (p * FN_NR + j) * sn;
+                    for (k = 0; k < K; k++)
+                        out[k * FN_NR + j] = col[k * sk];
+                } else {
+                    for (k = 0; k < K; k++)
+                        out[k * FN_NR + j] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__) && ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8) || \
+                            (defined(__clang__) && __clang_major__ >= 8))
+#define FN_SGEMM_AVX512 1
+#include <immintrin.h>
+#define FN_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,fma")))
+
+FN_UNUSED static int fn_sgemm_supported(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("fma");
+}
+
+/* The masks of the four vectors of a tile row holding nr (1 .. FN_NR) columns. */
+FN_AVX512 FN_UNUSED static inline void fn_masks(int nr, __mmask16 m[4])
+{
+    int v;
+    for (v = 0; v < 4; v++) {
+        int n = nr - 16 * v;
+        m[v] = n >= 16 ? (__mmask16)0xFFFF : (n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1));
+    }
+}
+
+#define FN_ACC_DECL(r) __m512 c##r##0, c##r##1, c##r##2, c##r##3;
+#define FN_ACC_SET(r, v0, v1, v2, v3) c##r##0 = v0; c##r##1 = v1; c##r##2 = v2; c##r##3 = v3;
+#define FN_ACC_FMA(r, a) \
+    c##r##0 = _mm512_fmadd_ps(a, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a, b1, c##r##1); \
+    c##r##2 = _mm512_fmadd_ps(a, b2, c##r##2); c##r##3 = _mm512_fmadd_ps(a, b3, c##r##3);
+/* C row r (+)= the accumulators, through the column masks */
+#define FN_ACC_STORE(r) \
+    if (r < mr) { \
+        float *cr = c + (ptrdiff_t)r * ldc; \
+        if (accumulate) { \
+            c##r##0 = _mm512_add_ps(c##r##0, _mm512_maskz_loadu_ps(m[0], cr)); \
+            c##r##1 = _mm512_add_ps(c##r##1, _mm512_maskz_loadu_ps(m[1], cr + 16)); \
+            c##r##2 = _mm512_add_ps(c##r##2, _mm512_maskz_loadu_ps(m[2], cr + 32)); \
+            c##r##3 = _mm512_add_ps(c##r##3, _mm512_maskz_loadu_ps(m[3], cr + 48)); \
+        } \
+        _mm512_mask_storeu_ps(cr, m[0], c##r##0); \
+        _mm512_mask_storeu_ps(cr + 16, m[1], c##r##1); \
+        _mm512_mask_storeu_ps(cr + 32, m[2], c##r##2); \
+        _mm512_mask_storeu_ps(cr + 48, m[3], c##r##3); \
+    }
+
+/* C[0:mr, 0:nr] (+= when accumulate) init + sum over segments s of
+ * sum_{k < seglen} a[s * FN_MR + i][k] * bp[boff[s] + k * FN_NR + j].
+ * a holds FN_MR row pointers per segment (rows >= mr repeat a valid one); bp is a
+ * packed panel (zero past nr); init is NULL (zeros) or a row of nr floats. */
+FN_AVX512 FN_UNUSED static void fn_ukr_nn(ptrdiff_t nseg, ptrdiff_t seglen, const float *const *a,
+                                const ptrdiff_t *boff, const float *bp, const float *init,
+                                float *c, ptrdiff_t ldc, int mr, int nr, int accumulate)
+{
+    __mmask16 m[4];
+    __m512 i0, i1, i2, i3;
+    ptrdiff_t s, k;
+    FN_ACC_DECL(0) FN_ACC_DECL(1) FN_ACC_DECL(2) FN_ACC_DECL(3) FN_ACC_DECL(4) FN_ACC_DECL(5)
+    fn_masks(nr, m);
+    if (init != NULL) {
+        i0 = _mm512_maskz_loadu_ps(m[0], init);
+        i1 = _mm512_maskz_loadu_ps(m[1], init + 16);
+        i2 = _mm512_maskz_loadu_ps(m[2], init + 32);
+        i3 = _mm512_maskz_loadu_ps(m[3], init + 48);
+    } else {
+        i0 = i1 = i2 = i3 = _mm512_setzero_ps();
+    }
+    FN_ACC_SET(0, i0, i1, i2, i3) FN_ACC_SET(1, i0, i1, i2, i3) FN_ACC_SET(2, i0, i1, i2, i3)
+    FN_ACC_SET(3, i0, i1, i2, i3) FN_ACC_SET(4, i0, i1, i2, i3) FN_ACC_SET(5, i0, i1, i2, i3)
+    for (s = 0; s < nseg; s++) {
+        const float *a0 = a[s * FN_MR], *a1 = a[s * FN_MR + 1], *a2 = a[s * FN_MR + 2];
+        const float *a3 = a[s * FN_MR + 3], *a4 = a[s * FN_MR + 4], *a5 = a[s * FN_MR + 5];
+        const float *b = bp + boff[s];
+        for (k = 0; k < seglen; k++, b += FN_NR) {
+            __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+            __m512 b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48);
+            __m512 av;
+            av = _mm512_set1_ps(a0[k]); FN_ACC_FMA(0, av)
+            av = _mm512_set1_ps(a1[k]); FN_ACC_FMA(1, av)
+            av = _mm512_set1_ps(a2[k]); FN_ACC_FMA(2, av)
+            av = _mm512_set1_ps(a3[k]); FN_ACC_FMA(3, av)
+            av = _mm512_set1_ps(a4[k]); FN_ACC_FMA(4, av)
+            av = _mm512_set1_ps(a5[k]); FN_ACC_FMA(5, av)
+        }
+    }
+    FN_ACC_STORE(0) FN_ACC_STORE(1) FN_ACC_STORE(2) FN_ACC_STORE(3) FN_ACC_STORE(4) FN_ACC_STORE(5)
+}
+
+/* C[0:mr, 0:nr] += sum over runs q of sum_{r < len[q]} A_r[i] * B_r[j], with
+ * A_r = ar[q] + aoff + r * sa and B_r = br[q] + boff + r * sb: a tile of a
+ * transposed product A^T B whose operands are read along the reduction. Only
+ * A_r[0:mr] and B_r[0:nr] are read. */
+FN_AVX512 FN_UNUSED static void fn_ukr_tn(ptrdiff_t nrun, const float *const *ar, const float *const *br,
+                                const ptrdiff_t *len, ptrdiff_t aoff, ptrdiff_t boff,
+                                ptrdiff_t sa, ptrdiff_t sb, float *c, ptrdiff_t ldc, int mr, int nr)
+{
+    __mmask16 m[4];
+    const int accumulate = 1;
+    const ptrdiff_t o1 = mr > 1 ? 1 : mr - 1, o2 = mr > 2 ? 2 : mr - 1, o3 = mr > 3 ? 3 : mr - 1;
+    const ptrdiff_t o4 = mr > 4 ? 4 : mr - 1, o5 = mr > 5 ? 5 : mr - 1;
+    ptrdiff_t q, r;
+    __m512 z = _mm512_setzero_ps();
+    FN_ACC_DECL(0) FN_ACC_DECL(1) FN_ACC_DECL(2) FN_ACC_DECL(3) FN_ACC_DECL(4) FN_ACC_DECL(5)
+    fn_masks(nr, m);
+    FN_ACC_SET(0, z, z, z, z) FN_ACC_SET(1, z, z, z, z) FN_ACC_SET(2, z, z, z, z)
+    FN_ACC_SET(3, z, z, z, z) FN_ACC_SET(4, z, z, z, z) FN_ACC_SET(5, z, z, z, z)
+    for (q = 0; q < nrun; q++) {
+        const float *ap = ar[q] + aoff, *b = br[q] + boff;
+        for (r = 0; r < len[q]; r++, ap += sa, b += sb) {
+            __m512 b0 = _mm512_maskz_loadu_ps(m[0], b), b1 = _mm512_maskz_loadu_ps(m[1], b + 16);
+            __m512 b2 = _mm512_maskz_loadu_ps(m[2], b + 32), b3 = _mm512_maskz_loadu_ps(m[3], b + 48);
+            __m512 av;
+            av = _mm512_set1_ps(ap[0]); FN_ACC_FMA(0, av)
+            av = _mm512_set1_ps(ap[o1]); FN_ACC_FMA(1, av)
+            av = _mm512_set1_ps(ap[o2]); FN_ACC_FMA(2, av)
+            av = _mm512_set1_ps(ap[o3]); FN_ACC_FMA(3, av)
+            av = _mm512_set1_ps(ap[o4]); FN_ACC_FMA(4, av)
+            av = _mm512_set1_ps(ap[o5]); FN_ACC_FMA(5, av)
+        }
+    }
+    FN_ACC_STORE(0) FN_ACC_STORE(1) FN_ACC_STORE(2) FN_ACC_STORE(3) FN_ACC_STORE(4) FN_ACC_STORE(5)
+}
+
+/* Long reductions are cut so that a tile's share of the packed panel stays in the
+ * level-2 cache. */
+#define FN_KC 2048
+
+/* C (M, N) = A (M, K) @ B (+ C when accumulate), B packed by fn_sgemm_pack; one
+ * thread. Rows go in blocks whose A rows stay cached across the panels. */
+FN_AVX512 FN_UNUSED static void fn_sgemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
+                                  ptrdiff_t lda, const float *P, float *C, ptrdiff_t ldc,
+                                  int accumulate)
+{
+    const ptrdiff_t MB = FN_MR * FN_TILES, zero = 0;
+    ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, m0, p, i, k0, r;
+    const float *rows[FN_MR];
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        if (!accumulate)
+            for (r = 0; r < M; r++)
+                memset(C + r * ldc, 0, (size_t)N * sizeof(float));
+        return;
+    }
+    for (m0 = 0; m0 < M; m0 += MB) {
+        ptrdiff_t m1 = M - m0 < MB ? M : m0 + MB;
+        for (k0 = 0; k0 < K; k0 += FN_KC) {
+            ptrdiff_t kc = K - k0 < FN_KC ? K - k0 : FN_KC;
+            for (p = 0; p < panels; p++) {
+                int nr = (int)(N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR);
+                for (i = m0; i < m1; i += FN_MR) {
+                    int mr = (int)(m1 - i < FN_MR ? m1 - i : FN_MR);
+                    for (r = 0; r < FN_MR; r++)
+                        rows[r] = A + (i + (r < mr ? r : mr - 1)) * lda + k0;
+                    fn_ukr_nn(1, kc, rows, &zero, P + (p * K + k0) * FN_NR, NULL,
+                              C + i * ldc + p * FN_NR, ldc, mr, nr, accumulate || k0 > 0);
+                }
+            }
+        }
+    }
+}
+
+/* Size of the per-thread scratch of fn_conv_forward, in pointers. */
+static inline size_t fn_conv_scratch(const fn_conv_geom *g)
+{
+    return (size_t)FN_TILES * (size_t)(g->kh * g->kw) * (FN_MR + 1) + FN_TILES;
+}
+
+/* Output pixels m0 .. m1 (m = (n * Ho + oh) * Wo + ow) of one group of an NHWC
+ * convolution as an implicit GEMM: y[m, 0:Cog] = bias + sum over taps (i, j) and
+ * channels c of x[n, ih, iw, c0 + c] * P[(i * kw + j) * Cg + c, :], with P the
+ * packed (kh * kw * Cg, Cog) weights. Taps falling in the padding read `zeros`
+ * (at least Cg floats); a tap in the padding for all pixels of a tile is skipped.
+ * scratch: fn_conv_scratch(g) pointers. */
+FN_AVX512 FN_UNUSED static void fn_conv_forward(const fn_conv_geom *g, const float *x, ptrdiff_t c0,
+                                      const float *P, ptrdiff_t Cog, const float *bias,
+                                      float *y, ptrdiff_t ldy, ptrdiff_t m0, ptrdiff_t m1,
+                                      const float *zeros, void **scratch)
+{
+    const ptrdiff_t taps = g->kh * g->kw, K = taps * g->Cg;
+    const ptrdiff_t panels = (Cog + FN_NR - 1) / FN_NR;
+    const float **ptrs = (const float **)scratch;
+    ptrdiff_t *boff = (ptrdiff_t *)(scratch + (size_t)FN_TILES * taps * FN_MR);
+    ptrdiff_t *nseg = boff + FN_TILES * taps;
+    ptrdiff_t b0, t, p, i, j, r;
+    for (b0 = m0; b0 < m1; b0 += FN_MR * FN_TILES) {
+        ptrdiff_t b1 = m1 - b0 < FN_MR * FN_TILES ? m1 : b0 + FN_MR * FN_TILES;
+        ptrdiff_t ntiles = (b1 - b0 + FN_MR - 1) / FN_MR;
+        /* the pointer table of the block's tiles */
+        for (t = 0; t < ntiles; t++) {
+            ptrdiff_t first = b0 + t * FN_MR;
+            int mr = (int)(b1 - first < FN_MR ? b1 - first : FN_MR);
+            ptrdiff_t ih0[FN_MR], iw0[FN_MR], base[FN_MR];
+            const float **tp = ptrs + t * taps * FN_MR;
+            ptrdiff_t *tb = boff + t * taps, ns = 0;
+            for (r = 0; r < FN_MR; r++) {
+                ptrdiff_t mm = first + (r < mr ? r : mr - 1);
+                ptrdiff_t ow = mm % g->Wo, q = mm / g->Wo, oh = q % g->Ho, n = q / g->Ho;
+                ih0[r] = oh * g->sh - g->pt;
+                iw0[r] = ow * g->sw - g->pl;
+                base[r] = n * g->H;
+            }
+            for (i = 0; i < g->kh; i++)
+                for (j = 0; j < g->kw; j++) {
+                    int any = 0;
+                    for (r = 0; r < FN_MR; r++) {
+                        ptrdiff_t ih = ih0[r] + i * g->dh, iw = iw0[r] + j * g->dw;
+                        if (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) {
+                            tp[ns * FN_MR + r] = x + ((base[r] + ih) * g->W + iw) * g->C + c0;
+                            any = 1;
+                        } else {
+                            tp[ns * FN_MR + r] = zeros;
+                        }
+                    }
+                    if (any)
+                        tb[ns++] = (i * g->kw + j) * g->Cg * FN_NR;
+                }
+            nseg[t] = ns;
+        }
+        for (p = 0; p < panels; p++) {
+            int nr = (int)(Cog - p * FN_NR < FN_NR ? Cog - p * FN_NR : FN_NR);
+            for (t = 0; t < ntiles; t++) {
+                ptrdiff_t first = b0 + t * FN_MR;
+                int mr = (int)(b1 - first < FN_MR ? b1 - first : FN_MR);
+                fn_ukr_nn(nseg[t], g->Cg, ptrs + t * taps * FN_MR, boff + t * taps,
+                          P + p * K * FN_NR, bias != NULL ? bias + p * FN_NR : NULL,
+                          y + first * ldy + p * FN_NR, ldy, mr, nr, 0);
+            }
+        }
+    }
+}
+
+/* Size of the scratch of fn_conv_weight_grad for `rows` output rows, in pointers. */
+static inline size_t fn_conv_dw_scratch(ptrdiff_t rows)
+{
+    return (size_t)(rows > 0 ? rows : 0) * 3;
+}
+
+/* dw[(i * kw + j) * Cg + c, 0:Cog] += sum over the output pixels of output rows
+ * q0 .. q1 (q = n * Ho + oh) of x[n, ih, iw, c0 + c] * dy[pixel, co0 : co0 + Cog],
+ * the taps in the padding left out: one group's weight gradient over a chunk of
+ * the batch, dw with row stride ldw. scratch: fn_conv_dw_scratch(q1 - q0). */
+FN_AVX512 FN_UNUSED static void fn_conv_weight_grad(const fn_conv_geom *g, const float *x, ptrdiff_t c0,
+                                          const float *dy, ptrdiff_t ldy, ptrdiff_t co0,
+                                          ptrdiff_t Cog, float *dw, ptrdiff_t ldw,
+                                          ptrdiff_t q0, ptrdiff_t q1, void **scratch)
+{
+    const ptrdiff_t rows = q1 - q0;
+    const float **ar = (const float **)scratch, **br = ar + rows;
+    ptrdiff_t *len = (ptrdiff_t *)(scratch + 2 * rows);
+    ptrdiff_t i, j, q, cb, p;
+    for (i = 0; i < g->kh; i++)
+        for (j = 0; j < g->kw; j++) {
+            /* output columns ow whose tap j lies inside the input: [lo, hi) */
+            ptrdiff_t num = g->pl - j * g->dw, lo, hi, nrun = 0;
+            lo = num <= 0 ? 0 : (num + g->sw - 1) / g->sw;
+            num = g->W + g->pl - j * g->dw;
+            hi = num <= 0 ? 0 : (num + g->sw - 1) / g->sw;
+            if (hi > g->Wo)
+                hi = g->Wo;
+            if (hi <= lo)
+                continue;
+            for (q = q0; q < q1; q++) {
+                ptrdiff_t n = q / g->Ho, oh = q % g->Ho;
+                ptrdiff_t ih = oh * g->sh - g->pt + i * g->dh;
+                if (ih < 0 || ih >= g->H)
+                    continue;
+                ar[nrun] = x + ((n * g->H + ih) * g->W + lo * g->sw - g->pl + j * g->dw) * g->C + c0;
+                br[nrun] = dy + (q * g->Wo + lo) * ldy + co0;
+                len[nrun] = hi - lo;
+                nrun++;
+            }
+            if (nrun == 0)
+                continue;
+            for (cb = 0; cb < g->Cg; cb += FN_MR) {
+                int mr = (int)(g->Cg - cb < FN_MR ? g->Cg - cb : FN_MR);
+                for (p = 0; p < Cog; p += FN_NR) {
+                    int nr = (int)(Cog - p < FN_NR ? Cog - p : FN_NR);
+                    fn_ukr_tn(nrun, ar, br, len, cb, p, g->sw * g->C, ldy,
+                              dw + ((i * g->kw + j) * g->Cg + cb) * ldw + p, ldw, mr, nr);
+                }
+            }
+        }
+}
+
+#else  /* no AVX-512 build: the callers take their BLAS paths */
+
+FN_UNUSED static int fn_sgemm_supported(void) { return 0; }
+
+static inline size_t fn_conv_scratch(const fn_conv_geom *g) { (void)g; return 1; }
+static inline size_t fn_conv_dw_scratch(ptrdiff_t rows) { (void)rows; return 1; }
+
+FN_UNUSED static void fn_sgemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda,
+                        const float *P, float *C, ptrdiff_t ldc, int accumulate)
+{
+    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)P; (void)C; (void)ldc; (void)accumulate;
+}
+
+FN_UNUSED static void fn_conv_forward(const fn_conv_geom *g, const float *x, ptrdiff_t c0, const float *P,
+                            ptrdiff_t Cog, const float *bias, float *y, ptrdiff_t ldy,
+                            ptrdiff_t m0, ptrdiff_t m1, const float *zeros, void **scratch)
+{
+    (void)g; (void)x; (void)c0; (void)P; (void)Cog; (void)bias; (void)y; (void)ldy;
+    (void)m0; (void)m1; (void)zeros; (void)scratch;
+}
+
+FN_UNUSED static void fn_conv_weight_grad(const fn_conv_geom *g, const float *x, ptrdiff_t c0,
+                                const float *dy, ptrdiff_t ldy, ptrdiff_t co0, ptrdiff_t Cog,
+                                float *dw, ptrdiff_t ldw, ptrdiff_t q0, ptrdiff_t q1, void **scratch)
+{
+    (void)g; (void)x; (void)c0; (void)dy; (void)ldy; (void)co0; (void)Cog; (void)dw; (void)ldw;
+    (void)q0; (void)q1; (void)scratch;
+}
+#endif
+
+#endif

@@ -1,0 +1,175 @@
+"""The cython backend's own AVX-512 float32 kernels (fastnn/_kernels/fn_sgemm.h).
+
+The general harness runs small channel counts, which stay on the BLAS route; these
+cases have enough channels per group for the own kernels (an implicit GEMM with
+64-wide tiles of 6 rows), with partial tiles, padding, strides, dilation and groups,
+and check them against the float64 naive twin and the reference, and against the
+BLAS route of the same backend with the own kernels switched off.
+"""
+import numpy as np
+import pytest
+
+import fastnn
+import naive
+from helpers import assert_close, assert_unchanged, randn, snapshot
+
+cy_conv = pytest.importorskip("fastnn._kernels.cy_conv")
+
+
+def cpu_has_avx512():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return None
+    return all(flag in flags for flag in ("avx512f", "avx512vl", "avx512dq", "avx512bw", "fma"))
+
+
+def test_own_kernels_are_on_where_the_cpu_has_avx512():
+    has = cpu_has_avx512()
+    if has is None:
+        pytest.skip("no /proc/cpuinfo to read the CPU's features from")
+    assert cy_conv.own_kernels() is has
+
+
+def test_own_kernels_switch():
+    before = cy_conv.own_kernels(False)
+    try:
+        assert cy_conv.own_kernels() is False
+        assert cy_conv.own_kernels(True) is False
+        assert cy_conv.own_kernels() is (cpu_has_avx512() is not False and before)
+    finally:
+        cy_conv.own_kernels(before)
+
+
+@pytest.fixture(params=[True, False], ids=["own", "blas"])
+def own(request):
+    """Run the test with the own kernels on (where the CPU has them) and off."""
+    if request.param and not cy_conv.own_kernels():
+        pytest.skip("this CPU has no AVX-512: the own kernels are off")
+    before = cy_conv.own_kernels(request.param)
+    yield request.param
+    cy_conv.own_kernels(before)
+
+
+def case(name, N=2, H=7, W=9, C_in=16, C_out=64, k=3, stride=1, padding=0, dilation=1, groups=1,
+         bias=True):
+    return pytest.param(dict(N=N, H=H, W=W, C_in=C_in, C_out=C_out, k=k, stride=stride,
+                             padding=padding, dilation=dilation, groups=groups, bias=bias), id=name)
+
+
+CASES = [
+    case("c2-like", padding=1),
+    case("partial-tiles", N=1, H=5, W=5, C_in=17, C_out=80, padding=1),
+    case("pointwise-3-panels", C_out=130, k=1),
+    case("strided", H=9, W=8, C_out=32, k=5, stride=2, padding=2),
+    case("dilated-asym-pad", C_in=24, C_out=48, k=(3, 2), dilation=(2, 1), padding=((2, 0), (1, 3))),
+    case("groups", C_in=32, C_out=64, groups=2, padding=1),
+    case("groups-3", C_in=48, C_out=96, groups=3, k=(2, 3), stride=(1, 2)),
+    case("small-c-in", C_in=3, C_out=64, padding=1),
+    case("thin-c-out", C_in=32, C_out=8, padding=1, bias=False),
+    case("big-pad", N=1, H=2, W=3, C_out=20, padding=3),
+    case("same-even-k", H=5, W=4, C_out=16, k=4, padding="same"),
+    case("kernel-covers-input", N=3, H=3, W=4, C_in=20, C_out=70, k=(3, 4)),
+    case("one-pixel", N=1, H=1, W=1, C_out=17, k=1, bias=False),
+]
+
+
+def arrays(c, rng):
+    kh, kw = naive.pair(c["k"])
+    x = randn(rng, (c["N"], c["H"], c["W"], c["C_in"]), np.float32)
+    w = randn(rng, (kh, kw, c["C_in"] // c["groups"], c["C_out"]), np.float32)
+    b = randn(rng, (c["C_out"],), np.float32) if c["bias"] else None
+    return x, w, b
+
+
+def kwargs_of(c):
+    return dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["groups"])
+
+
+def f64(a):
+    return None if a is None else a.astype(np.float64)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("c", CASES)
+def test_conv_float32_against_float64_twins(c, layout, own, rng):
+    x, w, b = arrays(c, rng)
+    kw = kwargs_of(c)
+    kh, kwid = w.shape[:2]
+    pads = naive.conv_pads(c["padding"], x.shape[1:3], (kh, kwid), naive.pair(c["stride"]),
+                           naive.pair(c["dilation"]))
+    want = naive.conv2d_nhwc(f64(x), f64(w), f64(b), naive.pair(c["stride"]), pads,
+                             naive.pair(c["dilation"]), c["groups"])
+    if layout == "NCHW":
+        x, w = np.ascontiguousarray(x.transpose(0, 3, 1, 2)), np.ascontiguousarray(w.transpose(3, 2, 0, 1))
+        want = want.transpose(0, 3, 1, 2)
+    before = snapshot(x, w, b)
+    y, cache = fastnn.conv2d_forward(x, w, b, layout=layout, backend="cython", **kw)
+    assert y.dtype == np.float32
+    assert_close(y, want, np.float32, "y vs the float64 naive twin")
+
+    dy = randn(rng, y.shape, np.float32)
+    dx, dw, db = fastnn.conv2d_backward(dy, cache)
+    _, cache_ref = fastnn.reference.conv2d_forward(f64(x), f64(w), f64(b), layout=layout, **kw)
+    dx_ref, dw_ref, db_ref = fastnn.reference.conv2d_backward(f64(dy), cache_ref)
+    assert dx.dtype == dw.dtype == np.float32
+    assert_close(dx, dx_ref, np.float32, "dx vs the float64 reference")
+    assert_close(dw, dw_ref, np.float32, "dw vs the float64 reference")
+    if b is None:
+        assert db is None
+    else:
+        assert_close(db, db_ref, np.float32, "db vs the float64 reference")
+    assert_unchanged(before, (x, w, b), "conv2d")
+
+
+@pytest.mark.parametrize("c", CASES[:6])
+def test_own_and_blas_routes_agree(c, rng):
+    if not cy_conv.own_kernels():
+        pytest.skip("this CPU has no AVX-512: the own kernels are off")
+    x, w, b = arrays(c, rng)
+    kw = kwargs_of(c)
+    results = []
+    for flag in (True, False):
+        before = cy_conv.own_kernels(flag)
+        try:
+            y, cache = fastnn.conv2d_forward(x, w, b, backend="cython", **kw)
+            dy = np.cos(np.arange(y.size, dtype=np.float32)).reshape(y.shape)
+            results.append((y,) + fastnn.conv2d_backward(dy, cache))
+        finally:
+            cy_conv.own_kernels(before)
+    for got, want, name in zip(results[0], results[1], ("y", "dx", "dw", "db")):
+        assert_close(got, want, np.float32, name)
+
+
+def test_own_kernels_threads_agree_and_repeat(rng):
+    c = dict(N=5, H=12, W=11, C_in=32, C_out=64, k=3, stride=1, padding=1, dilation=1, groups=1, bias=True)
+    x, w, b = arrays(c, rng)
+    dy = randn(rng, (5, 12, 11, 64), np.float32)
+    out = {}
+    for threads in (1, 2, 1, 2):
+        fastnn.set_num_threads(threads)
+        y, cache = fastnn.conv2d_forward(x, w, b, padding=1, backend="cython")
+        got = (y,) + fastnn.conv2d_backward(dy, cache)
+        if threads in out:
+            # the same thread count gives the same bits
+            for a, e in zip(got, out[threads]):
+                np.testing.assert_array_equal(a, e)
+        out[threads] = got
+    for a, e in zip(out[1], out[2]):
+        assert_close(a, e, np.float32, "1 vs 2 threads")
+    # the forward pass is the same sum in the same order at any thread count
+    np.testing.assert_array_equal(out[1][0], out[2][0])
+
+
+def test_own_kernels_nan_and_inf_propagate(rng):
+    x = randn(rng, (1, 6, 6, 16), np.float32)
+    w = randn(rng, (3, 3, 16, 32), np.float32)
+    x[0, 2, 3, 5] = np.nan
+    x[0, 0, 0, 0] = np.inf
+    y = fastnn.conv2d(x, w, padding=1, backend="cython")
+    # the output pixels whose window holds the NaN are NaN, the others finite or inf
+    assert np.isnan(y[0, 1:4, 2:5]).all()
+    assert not np.isnan(y[0, 4:, :]).any()
+    assert not np.isnan(y[0, :, :1]).any()
+    assert np.isinf(y[0, 0, 0]).any() or np.isnan(y[0, 0, 0]).any()
