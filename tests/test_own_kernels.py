@@ -14,6 +14,8 @@ import naive
 from helpers import assert_close, assert_unchanged, randn, snapshot
 
 cy_conv = pytest.importorskip("fastnn._kernels.cy_conv")
+cy_recurrent = pytest.importorskip("fastnn._kernels.cy_recurrent")
+MODULES = (cy_conv, cy_recurrent)
 
 
 def cpu_has_avx512():
@@ -29,17 +31,19 @@ def test_own_kernels_are_on_where_the_cpu_has_avx512():
     has = cpu_has_avx512()
     if has is None:
         pytest.skip("no /proc/cpuinfo to read the CPU's features from")
-    assert cy_conv.own_kernels() is has
+    for module in MODULES:
+        assert module.own_kernels() is has, module.__name__
 
 
-def test_own_kernels_switch():
-    before = cy_conv.own_kernels(False)
+@pytest.mark.parametrize("module", MODULES, ids=["conv", "recurrent"])
+def test_own_kernels_switch(module):
+    before = module.own_kernels(False)
     try:
-        assert cy_conv.own_kernels() is False
-        assert cy_conv.own_kernels(True) is False
-        assert cy_conv.own_kernels() is (cpu_has_avx512() is not False and before)
+        assert module.own_kernels() is False
+        assert module.own_kernels(True) is False
+        assert module.own_kernels() is (cpu_has_avx512() is not False and before)
     finally:
-        cy_conv.own_kernels(before)
+        module.own_kernels(before)
 
 
 @pytest.fixture(params=[True, False], ids=["own", "blas"])
@@ -47,9 +51,10 @@ def own(request):
     """Run the test with the own kernels on (where the CPU has them) and off."""
     if request.param and not cy_conv.own_kernels():
         pytest.skip("this CPU has no AVX-512: the own kernels are off")
-    before = cy_conv.own_kernels(request.param)
+    before = [module.own_kernels(request.param) for module in MODULES]
     yield request.param
-    cy_conv.own_kernels(before)
+    for module, flag in zip(MODULES, before):
+        module.own_kernels(flag)
 
 
 def case(name, N=2, H=7, W=9, C_in=16, C_out=64, k=3, stride=1, padding=0, dilation=1, groups=1,
@@ -173,3 +178,65 @@ def test_own_kernels_nan_and_inf_propagate(rng):
     assert not np.isnan(y[0, 4:, :]).any()
     assert not np.isnan(y[0, :, :1]).any()
     assert np.isinf(y[0, 0, 0]).any() or np.isnan(y[0, 0, 0]).any()
+
+
+# --------------------------------------------------------------------------- recurrent
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+def run_sequence(kind, x, h0, c0, W, b, dh, dc, backend):
+    """Forward and backward of a whole sequence: (outputs..., gradients...)."""
+    kw = dict(backend=backend)
+    if kind == "lstm":
+        h, c, cache = fastnn.lstm_forward(x, h0, c0, W, b, **kw)
+        return (h, c) + fastnn.lstm_backward(dh, cache, dc_last=dc)
+    if kind == "gru":
+        h, cache = fastnn.gru_forward(x, h0, W, b, **kw)
+        return (h,) + fastnn.gru_backward(dh, cache)
+    h, cache = fastnn.rnn_forward(x, h0, W, b, activation="tanh", **kw)
+    return (h,) + fastnn.rnn_backward(dh, cache)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("T, m, n_x, n_a", [
+    pytest.param(6, 1, 20, 70, id="batch-1-partial-panel"),
+    pytest.param(3, 7, 33, 40, id="partial-tiles"),
+    pytest.param(2, 50, 16, 64, id="several-row-blocks"),
+    pytest.param(1, 17, 30, 24, id="one-step"),
+])
+def test_sequences_float32_against_float64_reference(kind, T, m, n_x, n_a, own, rng):
+    gates = GATES[kind]
+    x = randn(rng, (T, m, n_x), np.float32)
+    h0 = randn(rng, (m, n_a), np.float32) * 0.5
+    c0 = randn(rng, (m, n_a), np.float32) * 0.5
+    W = randn(rng, (gates * n_a, n_a + n_x), np.float32) * np.float32((n_a + n_x) ** -0.5)
+    b = randn(rng, (gates * n_a,), np.float32) * 0.1
+    dh = randn(rng, (T, m, n_a), np.float32)
+    dc = randn(rng, (m, n_a), np.float32)
+    before = snapshot(x, h0, c0, W, b, dh, dc)
+    got = run_sequence(kind, x, h0, c0, W, b, dh, dc, "cython")
+    want = run_sequence(kind, f64(x), f64(h0), f64(c0), f64(W), f64(b), f64(dh), f64(dc), "reference")
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == np.float32
+        assert_close(g, w, np.float32, f"output {i} of the {kind} sequence")
+    assert_unchanged(before, (x, h0, c0, W, b, dh, dc), kind)
+
+
+def test_lstm_own_kernels_threads_agree_and_repeat(rng):
+    T, m, n_x, n_a = 4, 40, 48, 96
+    x = randn(rng, (T, m, n_x), np.float32)
+    W = randn(rng, (4 * n_a, n_a + n_x), np.float32) * np.float32(0.1)
+    b = randn(rng, (4 * n_a,), np.float32)
+    dh = randn(rng, (T, m, n_a), np.float32)
+    out = {}
+    for threads in (1, 2, 2, 1):
+        fastnn.set_num_threads(threads)
+        got = run_sequence("lstm", x, None, None, W, b, dh, None, "cython")
+        if threads in out:
+            for a, e in zip(got, out[threads]):
+                np.testing.assert_array_equal(a, e)
+        out[threads] = got
+    for a, e in zip(out[1], out[2]):
+        assert_close(a, e, np.float32, "1 vs 2 threads")

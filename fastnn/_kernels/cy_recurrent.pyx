@@ -583,7 +583,47 @@ cdef extern from *:
                                       const double* drh, double* dh_prev, double* dz, int threads) noexcept nogil
 
 
+cdef extern from "fn_sgemm.h":
+    int fn_sgemm_supported() noexcept nogil
+    size_t fn_sgemm_packed_size(Py_ssize_t K, Py_ssize_t N) noexcept nogil
+    void fn_sgemm_pack(Py_ssize_t K, Py_ssize_t N, const float* src, Py_ssize_t sk, Py_ssize_t sn,
+                       float* P) noexcept nogil
+    void fn_sgemm_nn_mt(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
+                        const float* P, float* C, Py_ssize_t ldc, int accumulate, int threads) noexcept nogil
+    void fn_sgemm_tn_mt(Py_ssize_t M, Py_ssize_t N, Py_ssize_t R, const float* A, Py_ssize_t lda,
+                        const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc, int accumulate,
+                        int threads) noexcept nogil
+
+
 cdef int _num_threads = max(1, fastnn_recurrent_max_threads())
+
+# float32 products run on fastnn's own AVX-512 kernels (fn_sgemm.h) where the CPU has
+# them: the per-step products from weights packed once per sequence, the input
+# projection, and the weight and input gradients (as A^T B read along the batch,
+# with no transposed copy). Other CPUs keep the packed AVX2 kernel below and BLAS.
+cdef bint _own_supported = fn_sgemm_supported() != 0
+cdef bint _own_enabled = _own_supported
+# below this many multiply-adds a product is not worth packing an operand for
+cdef double _OWN_MIN_MACS = 4096.0
+
+
+def own_kernels(enabled=None):
+    """Whether float32 products use the own AVX-512 kernels; ``enabled`` switches them.
+
+    Returns the setting in force before the call; they can only be enabled on a CPU
+    with AVX-512.
+    """
+    global _own_enabled
+    before = _own_enabled
+    if enabled is not None:
+        _own_enabled = bool(enabled) and _own_supported
+    return before
+
+
+cdef inline int _own_threads(bint serial) noexcept nogil:
+    if serial or not fastnn_recurrent_openmp():
+        return 1
+    return _num_threads
 
 # A step's elementwise pass is split over threads only from this many gate values
 # on, its packed GEMM from this many multiply-adds; below that waking the threads
@@ -645,6 +685,8 @@ cdef int _gemm_threads(Py_ssize_t m, Py_ssize_t N, Py_ssize_t K, bint serial) no
 def _packed_buffer(x, Py_ssize_t m, Py_ssize_t K, Py_ssize_t N):
     """Room for a packed (K, N) weight block when the packed step GEMM applies, else empty."""
     T = x.shape[0]
+    if _own_enabled and x.dtype == np.float32 and m >= 1 and (T >= 2 or m >= 16):
+        return np.empty(max(1, fn_sgemm_packed_size(K, N)), dtype=np.float32)
     if x.dtype != np.float32 or _packed_level == 0 or T < 2 or m < 1 or m > _PACKED_MAX_ROWS:
         return np.empty(0, dtype=np.float32)
     return np.empty(((N + _PANEL - 1) // _PANEL) * _PANEL * K, dtype=np.float32)
@@ -657,7 +699,12 @@ cdef inline const float* _packed_ptr(float[::1] packed) noexcept nogil:
 cdef void _pack(const floating* W, int ldw, bint trans_w, int K, int N, float* packed) noexcept nogil:
     """packed <- op(W) (K, N) in the packed GEMM's layout; op(W) = W^T (W is (N, K)) when trans_w."""
     if floating is float:
-        if packed != NULL:
+        if packed != NULL and _own_enabled:
+            if trans_w:
+                fn_sgemm_pack(K, N, W, 1, ldw, packed)
+            else:
+                fn_sgemm_pack(K, N, W, ldw, 1, packed)
+        elif packed != NULL:
             if trans_w:
                 fn_pack_f(K, N, W, 1, ldw, packed)
             else:
@@ -669,7 +716,22 @@ cdef void _gemm_any(bint serial, bint trans_a, bint trans_b, int M, int N, int K
                     floating* C, int ldc) noexcept nogil:
     """C (M, N) = op(A) @ op(B) (+ C when accumulate): on the packed kernel, single
     threaded, for float32 parts of small calls; by BLAS otherwise."""
+    cdef float* buf
     if floating is float:
+        if (_own_enabled and M > 0 and N > 0 and K > 0 and not (trans_a and trans_b)
+                and <double>M * N * K >= _OWN_MIN_MACS):
+            if trans_a:
+                fn_sgemm_tn_mt(M, N, K, A, lda, B, ldb, C, ldc, accumulate, _own_threads(serial))
+                return
+            buf = <float*>malloc(fn_sgemm_packed_size(K, N) * sizeof(float))
+            if buf != NULL:
+                if trans_b:
+                    fn_sgemm_pack(K, N, B, 1, ldb, buf)
+                else:
+                    fn_sgemm_pack(K, N, B, ldb, 1, buf)
+                fn_sgemm_nn_mt(M, N, K, A, lda, buf, C, ldc, accumulate, _own_threads(serial))
+                free(buf)
+                return
         if (serial and _packed_level != 0 and M > 0 and N > 0 and K > 0
                 and <double>M * N * K > _BLAS_SERIAL_MACS):
             if fn_small_gemm_f(_packed_level, trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate,
@@ -686,6 +748,9 @@ cdef void _step_gemm(int m, int N, int K, const floating* A, int lda, const floa
     given; `reverse` (toggled by the time loops) flips the order of its panels."""
     cdef Py_ssize_t r
     if floating is float:
+        if packed != NULL and _own_enabled:
+            fn_sgemm_nn_mt(m, N, K, A, lda, packed, C, ldc, accumulate, _own_threads(serial))
+            return
         if packed != NULL:
             if not accumulate:
                 for r in range(m):
@@ -731,7 +796,8 @@ cdef void _weight_gradients(const floating* dz, const floating* h_stack, const f
     cdef float* dzT
     if floating is float:
         # both dW blocks read dz^T: transpose it once rather than once per product
-        if serial and _packed_level != 0 and rows > 0 and <double>rows * width * n_x > _BLAS_SERIAL_MACS:
+        if (not _own_enabled and serial and _packed_level != 0 and rows > 0
+                and <double>rows * width * n_x > _BLAS_SERIAL_MACS):
             dzT = <float*>malloc(<size_t>rows * width * sizeof(float))
             if dzT != NULL:
                 fn_transpose_f(rows, width, dz, width, dzT, rows)

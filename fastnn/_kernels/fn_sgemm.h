@@ -144,6 +144,12 @@ FN_AVX512 FN_UNUSED static void fn_ukr_nn(ptrdiff_t nseg, ptrdiff_t seglen, cons
     ptrdiff_t s, k;
     FN_ACC_DECL(0) FN_ACC_DECL(1) FN_ACC_DECL(2) FN_ACC_DECL(3) FN_ACC_DECL(4) FN_ACC_DECL(5)
     fn_masks(nr, m);
+    /* the tile of C is read or written only at the end: fetch it while the FMAs run */
+    for (s = 0; s < mr; s++) {
+        const char *cr = (const char *)(c + s * ldc);
+        _mm_prefetch(cr, _MM_HINT_T0); _mm_prefetch(cr + 64, _MM_HINT_T0);
+        _mm_prefetch(cr + 128, _MM_HINT_T0); _mm_prefetch(cr + 192, _MM_HINT_T0);
+    }
     if (init != NULL) {
         i0 = _mm512_maskz_loadu_ps(m[0], init);
         i1 = _mm512_maskz_loadu_ps(m[1], init + 16);
@@ -243,6 +249,126 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t 
                               C + i * ldc + p * FN_NR, ldc, mr, nr, accumulate || k0 > 0);
                 }
             }
+        }
+    }
+}
+
+#ifdef _OPENMP
+#define FN_OMP_FOR _Pragma("omp parallel for num_threads(threads) schedule(static)")
+#else
+#define FN_OMP_FOR
+#endif
+
+/* One row of C (+)= a (K) @ P panel: two interleaved chains of four vectors keep
+ * eight FMAs in flight (a matrix-vector step, where a 6-row tile would waste 5/6). */
+FN_AVX512 FN_UNUSED static void fn_ukr_row(ptrdiff_t K, const float *a, const float *bp, float *c,
+                                           int nr, int accumulate)
+{
+    __mmask16 m[4];
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, d0 = c0, d1 = c0, d2 = c0, d3 = c0;
+    ptrdiff_t k = 0;
+    fn_masks(nr, m);
+    for (; k + 1 < K; k += 2, bp += 2 * FN_NR) {
+        __m512 a0 = _mm512_set1_ps(a[k]), a1 = _mm512_set1_ps(a[k + 1]);
+        c0 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(bp), c0);
+        c1 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(bp + 16), c1);
+        c2 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(bp + 32), c2);
+        c3 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(bp + 48), c3);
+        d0 = _mm512_fmadd_ps(a1, _mm512_loadu_ps(bp + 64), d0);
+        d1 = _mm512_fmadd_ps(a1, _mm512_loadu_ps(bp + 80), d1);
+        d2 = _mm512_fmadd_ps(a1, _mm512_loadu_ps(bp + 96), d2);
+        d3 = _mm512_fmadd_ps(a1, _mm512_loadu_ps(bp + 112), d3);
+    }
+    if (k < K) {
+        __m512 a0 = _mm512_set1_ps(a[k]);
+        c0 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(bp), c0);
+        c1 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(bp + 16), c1);
+        c2 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(bp + 32), c2);
+        c3 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(bp + 48), c3);
+    }
+    c0 = _mm512_add_ps(c0, d0); c1 = _mm512_add_ps(c1, d1);
+    c2 = _mm512_add_ps(c2, d2); c3 = _mm512_add_ps(c3, d3);
+    if (accumulate) {
+        c0 = _mm512_add_ps(c0, _mm512_maskz_loadu_ps(m[0], c));
+        c1 = _mm512_add_ps(c1, _mm512_maskz_loadu_ps(m[1], c + 16));
+        c2 = _mm512_add_ps(c2, _mm512_maskz_loadu_ps(m[2], c + 32));
+        c3 = _mm512_add_ps(c3, _mm512_maskz_loadu_ps(m[3], c + 48));
+    }
+    _mm512_mask_storeu_ps(c, m[0], c0);
+    _mm512_mask_storeu_ps(c + 16, m[1], c1);
+    _mm512_mask_storeu_ps(c + 32, m[2], c2);
+    _mm512_mask_storeu_ps(c + 48, m[3], c3);
+}
+
+/* fn_sgemm_nn on `threads` OpenMP threads (when the build has OpenMP): tasks of
+ * FN_MR * 8 rows by one panel, each written by one thread, so the result does not
+ * depend on the thread count. A single row takes the matrix-vector kernel. */
+#define FN_TASK_ROWS (FN_MR * 8)
+FN_AVX512 FN_UNUSED static void fn_sgemm_nn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
+                                               ptrdiff_t lda, const float *P, float *C, ptrdiff_t ldc,
+                                               int accumulate, int threads)
+{
+    const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, blocks = (M + FN_TASK_ROWS - 1) / FN_TASK_ROWS;
+    ptrdiff_t task, tasks = panels * blocks;
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0 || tasks < 2 || threads < 2) {
+        if (M == 1 && K > 0) {
+            ptrdiff_t p;
+            for (p = 0; p < panels; p++)
+                fn_ukr_row(K, A, P + p * K * FN_NR, C + p * FN_NR,
+                           (int)(N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR), accumulate);
+        } else {
+            fn_sgemm_nn(M, N, K, A, lda, P, C, ldc, accumulate);
+        }
+        return;
+    }
+    FN_OMP_FOR
+    for (task = 0; task < tasks; task++) {
+        ptrdiff_t p = task % panels, r0 = (task / panels) * FN_TASK_ROWS;
+        ptrdiff_t r1 = M - r0 < FN_TASK_ROWS ? M : r0 + FN_TASK_ROWS, width = N - p * FN_NR;
+        /* the panel as a (K, width) matrix of its own, packed with row stride FN_NR */
+        if (M == 1)
+            fn_ukr_row(K, A, P + p * K * FN_NR, C + p * FN_NR, (int)(width < FN_NR ? width : FN_NR),
+                       accumulate);
+        else
+            fn_sgemm_nn(r1 - r0, width < FN_NR ? width : FN_NR, K, A + r0 * lda, lda,
+                        P + p * K * FN_NR, C + r0 * ldc + p * FN_NR, ldc, accumulate);
+    }
+}
+
+/* C (M, N) (+)= A^T B with A (R, M) and B (R, N) read along their rows: tiles of
+ * FN_MR rows of C by one panel, the reduction cut into chunks of FN_RC rows so the
+ * chunk of B stays in cache across a row of tiles. Tiles go over `threads` threads,
+ * each written by one thread (the result does not depend on the thread count). */
+#define FN_RC 128
+FN_AVX512 FN_UNUSED static void fn_sgemm_tn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t R, const float *A,
+                                               ptrdiff_t lda, const float *B, ptrdiff_t ldb, float *C,
+                                               ptrdiff_t ldc, int accumulate, int threads)
+{
+    const ptrdiff_t blocks = (M + FN_MR - 1) / FN_MR;
+    ptrdiff_t blk;
+    if (M <= 0 || N <= 0)
+        return;
+    if (!accumulate) {
+        ptrdiff_t r;
+        for (r = 0; r < M; r++)
+            memset(C + r * ldc, 0, (size_t)N * sizeof(float));
+    }
+    if (R <= 0)
+        return;
+    if (threads < 2 || blocks < 2)
+        threads = 1;
+    FN_OMP_FOR
+    for (blk = 0; blk < blocks; blk++) {
+        ptrdiff_t i0 = blk * FN_MR, r0, p;
+        int mr = (int)(M - i0 < FN_MR ? M - i0 : FN_MR);
+        for (r0 = 0; r0 < R; r0 += FN_RC) {
+            ptrdiff_t len = R - r0 < FN_RC ? R - r0 : FN_RC;
+            const float *ar = A + r0 * lda, *br = B + r0 * ldb;
+            for (p = 0; p < N; p += FN_NR)
+                fn_ukr_tn(1, &ar, &br, &len, i0, p, lda, ldb, C + i0 * ldc + p, ldc, mr,
+                          (int)(N - p < FN_NR ? N - p : FN_NR));
         }
     }
 }
@@ -377,10 +503,20 @@ FN_UNUSED static int fn_sgemm_supported(void) { return 0; }
 static inline size_t fn_conv_scratch(const fn_conv_geom *g) { (void)g; return 1; }
 static inline size_t fn_conv_dw_scratch(ptrdiff_t rows) { (void)rows; return 1; }
 
-FN_UNUSED static void fn_sgemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda,
-                        const float *P, float *C, ptrdiff_t ldc, int accumulate)
+FN_UNUSED FN_UNUSED static void fn_sgemm_nn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
+                                     ptrdiff_t lda, const float *P, float *C, ptrdiff_t ldc,
+                                     int accumulate, int threads)
 {
     (void)M; (void)N; (void)K; (void)A; (void)lda; (void)P; (void)C; (void)ldc; (void)accumulate;
+    (void)threads;
+}
+
+FN_UNUSED static void fn_sgemm_tn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t R, const float *A,
+                                     ptrdiff_t lda, const float *B, ptrdiff_t ldb, float *C,
+                                     ptrdiff_t ldc, int accumulate, int threads)
+{
+    (void)M; (void)N; (void)R; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
+    (void)accumulate; (void)threads;
 }
 
 FN_UNUSED static void fn_conv_forward(const fn_conv_geom *g, const float *x, ptrdiff_t c0, const float *P,
