@@ -30,7 +30,7 @@ _PREFERENCE = {
     "conv": ("cython", "numba", "reference"),
     "pool": ("numba", "cython", "reference"),
     "bmm": ("numba", "cython", "reference"),
-    "recurrent": ("numba", "cython", "reference"),
+    "recurrent": ("cython", "numba", "reference"),
 }
 
 _loaded = {}
