@@ -115,6 +115,24 @@ FN_AVX512 FN_UNUSED static inline void fn_masks(int nr, __mmask16 m[4])
 #define FN_ACC_FMA(r, a) \
     c##r##0 = _mm512_fmadd_ps(a, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(a, b1, c##r##1); \
     c##r##2 = _mm512_fmadd_ps(a, b2, c##r##2); c##r##3 = _mm512_fmadd_ps(a, b3, c##r##3);
+/* one reduction step of the tile: row r gets the broadcast of x_r times b0..b3 */
+#define FN_TILE_FMA(x0, x1, x2, x3, x4, x5) \
+    { \
+        __m512 av; \
+        av = _mm512_set1_ps(x0); FN_ACC_FMA(0, av) \
+        av = _mm512_set1_ps(x1); FN_ACC_FMA(1, av) \
+        av = _mm512_set1_ps(x2); FN_ACC_FMA(2, av) \
+        av = _mm512_set1_ps(x3); FN_ACC_FMA(3, av) \
+        av = _mm512_set1_ps(x4); FN_ACC_FMA(4, av) \
+        av = _mm512_set1_ps(x5); FN_ACC_FMA(5, av) \
+    }
+#define FN_TILE_DECL FN_ACC_DECL(0) FN_ACC_DECL(1) FN_ACC_DECL(2) FN_ACC_DECL(3) FN_ACC_DECL(4) FN_ACC_DECL(5)
+#define FN_TILE_SET(v0, v1, v2, v3) \
+    FN_ACC_SET(0, v0, v1, v2, v3) FN_ACC_SET(1, v0, v1, v2, v3) FN_ACC_SET(2, v0, v1, v2, v3) \
+    FN_ACC_SET(3, v0, v1, v2, v3) FN_ACC_SET(4, v0, v1, v2, v3) FN_ACC_SET(5, v0, v1, v2, v3)
+#define FN_TILE_STORE \
+    FN_ACC_STORE(0) FN_ACC_STORE(1) FN_ACC_STORE(2) FN_ACC_STORE(3) FN_ACC_STORE(4) FN_ACC_STORE(5)
+
 /* C row r (+)= the accumulators, through the column masks */
 #define FN_ACC_STORE(r) \
     if (r < mr) { \
@@ -142,7 +160,7 @@ FN_AVX512 FN_UNUSED static void fn_ukr_nn(ptrdiff_t nseg, ptrdiff_t seglen, cons
     __mmask16 m[4];
     __m512 i0, i1, i2, i3;
     ptrdiff_t s, k;
-    FN_ACC_DECL(0) FN_ACC_DECL(1) FN_ACC_DECL(2) FN_ACC_DECL(3) FN_ACC_DECL(4) FN_ACC_DECL(5)
+    FN_TILE_DECL
     fn_masks(nr, m);
     /* the tile of C is read or written only at the end: fetch it while the FMAs run */
     for (s = 0; s < mr; s++) {
@@ -158,8 +176,7 @@ FN_AVX512 FN_UNUSED static void fn_ukr_nn(ptrdiff_t nseg, ptrdiff_t seglen, cons
     } else {
         i0 = i1 = i2 = i3 = _mm512_setzero_ps();
     }
-    FN_ACC_SET(0, i0, i1, i2, i3) FN_ACC_SET(1, i0, i1, i2, i3) FN_ACC_SET(2, i0, i1, i2, i3)
-    FN_ACC_SET(3, i0, i1, i2, i3) FN_ACC_SET(4, i0, i1, i2, i3) FN_ACC_SET(5, i0, i1, i2, i3)
+    FN_TILE_SET(i0, i1, i2, i3)
     for (s = 0; s < nseg; s++) {
         const float *a0 = a[s * FN_MR], *a1 = a[s * FN_MR + 1], *a2 = a[s * FN_MR + 2];
         const float *a3 = a[s * FN_MR + 3], *a4 = a[s * FN_MR + 4], *a5 = a[s * FN_MR + 5];
@@ -167,16 +184,10 @@ FN_AVX512 FN_UNUSED static void fn_ukr_nn(ptrdiff_t nseg, ptrdiff_t seglen, cons
         for (k = 0; k < seglen; k++, b += FN_NR) {
             __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
             __m512 b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48);
-            __m512 av;
-            av = _mm512_set1_ps(a0[k]); FN_ACC_FMA(0, av)
-            av = _mm512_set1_ps(a1[k]); FN_ACC_FMA(1, av)
-            av = _mm512_set1_ps(a2[k]); FN_ACC_FMA(2, av)
-            av = _mm512_set1_ps(a3[k]); FN_ACC_FMA(3, av)
-            av = _mm512_set1_ps(a4[k]); FN_ACC_FMA(4, av)
-            av = _mm512_set1_ps(a5[k]); FN_ACC_FMA(5, av)
+            FN_TILE_FMA(a0[k], a1[k], a2[k], a3[k], a4[k], a5[k])
         }
     }
-    FN_ACC_STORE(0) FN_ACC_STORE(1) FN_ACC_STORE(2) FN_ACC_STORE(3) FN_ACC_STORE(4) FN_ACC_STORE(5)
+    FN_TILE_STORE
 }
 
 /* C[0:mr, 0:nr] += sum over runs q of sum_{r < len[q]} A_r[i] * B_r[j], with
@@ -193,25 +204,18 @@ FN_AVX512 FN_UNUSED static void fn_ukr_tn(ptrdiff_t nrun, const float *const *ar
     const ptrdiff_t o4 = mr > 4 ? 4 : mr - 1, o5 = mr > 5 ? 5 : mr - 1;
     ptrdiff_t q, r;
     __m512 z = _mm512_setzero_ps();
-    FN_ACC_DECL(0) FN_ACC_DECL(1) FN_ACC_DECL(2) FN_ACC_DECL(3) FN_ACC_DECL(4) FN_ACC_DECL(5)
+    FN_TILE_DECL
     fn_masks(nr, m);
-    FN_ACC_SET(0, z, z, z, z) FN_ACC_SET(1, z, z, z, z) FN_ACC_SET(2, z, z, z, z)
-    FN_ACC_SET(3, z, z, z, z) FN_ACC_SET(4, z, z, z, z) FN_ACC_SET(5, z, z, z, z)
+    FN_TILE_SET(z, z, z, z)
     for (q = 0; q < nrun; q++) {
         const float *ap = ar[q] + aoff, *b = br[q] + boff;
         for (r = 0; r < len[q]; r++, ap += sa, b += sb) {
             __m512 b0 = _mm512_maskz_loadu_ps(m[0], b), b1 = _mm512_maskz_loadu_ps(m[1], b + 16);
             __m512 b2 = _mm512_maskz_loadu_ps(m[2], b + 32), b3 = _mm512_maskz_loadu_ps(m[3], b + 48);
-            __m512 av;
-            av = _mm512_set1_ps(ap[0]); FN_ACC_FMA(0, av)
-            av = _mm512_set1_ps(ap[o1]); FN_ACC_FMA(1, av)
-            av = _mm512_set1_ps(ap[o2]); FN_ACC_FMA(2, av)
-            av = _mm512_set1_ps(ap[o3]); FN_ACC_FMA(3, av)
-            av = _mm512_set1_ps(ap[o4]); FN_ACC_FMA(4, av)
-            av = _mm512_set1_ps(ap[o5]); FN_ACC_FMA(5, av)
+            FN_TILE_FMA(ap[0], ap[o1], ap[o2], ap[o3], ap[o4], ap[o5])
         }
     }
-    FN_ACC_STORE(0) FN_ACC_STORE(1) FN_ACC_STORE(2) FN_ACC_STORE(3) FN_ACC_STORE(4) FN_ACC_STORE(5)
+    FN_TILE_STORE
 }
 
 /* Long reductions are cut so that a tile's share of the packed panel stays in the
@@ -253,10 +257,22 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t 
     }
 }
 
+/* for (task = 0; task < count; task++) BODY, over `threads` OpenMP threads when
+ * above 1 (one thread enters no parallel region: a step may take a microsecond) */
 #ifdef _OPENMP
-#define FN_OMP_FOR _Pragma("omp parallel for num_threads(threads) schedule(static)")
+#define FN_TASKS(count, ...) \
+    do { \
+        ptrdiff_t task; \
+        if (threads > 1) { \
+            _Pragma("omp parallel for num_threads(threads) schedule(static)") \
+            for (task = 0; task < (count); task++) { __VA_ARGS__ } \
+        } else { \
+            for (task = 0; task < (count); task++) { __VA_ARGS__ } \
+        } \
+    } while (0)
 #else
-#define FN_OMP_FOR
+#define FN_TASKS(count, ...) \
+    do { ptrdiff_t task; for (task = 0; task < (count); task++) { __VA_ARGS__ } } while (0)
 #endif
 
 /* One row of C (+)= a (K) @ P panel: two interleaved chains of four vectors keep
@@ -309,32 +325,25 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_nn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff
                                                int accumulate, int threads)
 {
     const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, blocks = (M + FN_TASK_ROWS - 1) / FN_TASK_ROWS;
-    ptrdiff_t task, tasks = panels * blocks;
     if (M <= 0 || N <= 0)
         return;
-    if (K <= 0 || tasks < 2 || threads < 2) {
-        if (M == 1 && K > 0) {
-            ptrdiff_t p;
-            for (p = 0; p < panels; p++)
-                fn_ukr_row(K, A, P + p * K * FN_NR, C + p * FN_NR,
-                           (int)(N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR), accumulate);
-        } else {
-            fn_sgemm_nn(M, N, K, A, lda, P, C, ldc, accumulate);
-        }
+    if (K <= 0) {
+        fn_sgemm_nn(M, N, K, A, lda, P, C, ldc, accumulate);
         return;
     }
-    FN_OMP_FOR
-    for (task = 0; task < tasks; task++) {
+    if (panels * blocks < 2)
+        threads = 1;
+    FN_TASKS(panels * blocks,
         ptrdiff_t p = task % panels, r0 = (task / panels) * FN_TASK_ROWS;
-        ptrdiff_t r1 = M - r0 < FN_TASK_ROWS ? M : r0 + FN_TASK_ROWS, width = N - p * FN_NR;
-        /* the panel as a (K, width) matrix of its own, packed with row stride FN_NR */
+        ptrdiff_t r1 = M - r0 < FN_TASK_ROWS ? M : r0 + FN_TASK_ROWS;
+        int width = (int)(N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR);
+        /* the panel is a packed (K, width) matrix of its own */
         if (M == 1)
-            fn_ukr_row(K, A, P + p * K * FN_NR, C + p * FN_NR, (int)(width < FN_NR ? width : FN_NR),
-                       accumulate);
+            fn_ukr_row(K, A, P + p * K * FN_NR, C + p * FN_NR, width, accumulate);
         else
-            fn_sgemm_nn(r1 - r0, width < FN_NR ? width : FN_NR, K, A + r0 * lda, lda,
-                        P + p * K * FN_NR, C + r0 * ldc + p * FN_NR, ldc, accumulate);
-    }
+            fn_sgemm_nn(r1 - r0, width, K, A + r0 * lda, lda, P + p * K * FN_NR,
+                        C + r0 * ldc + p * FN_NR, ldc, accumulate);
+    );
 }
 
 /* C (M, N) (+)= A^T B with A (R, M) and B (R, N) read along their rows: tiles of
@@ -347,7 +356,6 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_tn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff
                                                ptrdiff_t ldc, int accumulate, int threads)
 {
     const ptrdiff_t blocks = (M + FN_MR - 1) / FN_MR;
-    ptrdiff_t blk;
     if (M <= 0 || N <= 0)
         return;
     if (!accumulate) {
@@ -357,11 +365,10 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_tn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff
     }
     if (R <= 0)
         return;
-    if (threads < 2 || blocks < 2)
+    if (blocks < 2)
         threads = 1;
-    FN_OMP_FOR
-    for (blk = 0; blk < blocks; blk++) {
-        ptrdiff_t i0 = blk * FN_MR, r0, p;
+    FN_TASKS(blocks,
+        ptrdiff_t i0 = task * FN_MR, r0, p;
         int mr = (int)(M - i0 < FN_MR ? M - i0 : FN_MR);
         for (r0 = 0; r0 < R; r0 += FN_RC) {
             ptrdiff_t len = R - r0 < FN_RC ? R - r0 : FN_RC;
@@ -370,7 +377,7 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_tn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff
                 fn_ukr_tn(1, &ar, &br, &len, i0, p, lda, ldb, C + i0 * ldc + p, ldc, mr,
                           (int)(N - p < FN_NR ? N - p : FN_NR));
         }
-    }
+    );
 }
 
 /* Size of the per-thread scratch of fn_conv_forward, in pointers. */
