@@ -147,22 +147,32 @@ def test_own_and_blas_routes_agree(c, rng):
         assert_close(got, want, np.float32, name)
 
 
-def test_own_kernels_threads_agree_and_repeat(rng):
-    c = dict(N=5, H=12, W=11, C_in=32, C_out=64, k=3, stride=1, padding=1, dilation=1, groups=1, bias=True)
-    x, w, b = arrays(c, rng)
-    dy = randn(rng, (5, 12, 11, 64), np.float32)
+def run_on_threads(run, order):
+    """run() at each thread count of `order` (each twice at least): the same thread
+    count must give the same bits, 1 and 2 threads close results. Returns them by count."""
     out = {}
-    for threads in (1, 2, 1, 2):
+    for threads in order:
         fastnn.set_num_threads(threads)
-        y, cache = fastnn.conv2d_forward(x, w, b, padding=1, backend="cython")
-        got = (y,) + fastnn.conv2d_backward(dy, cache)
+        got = run()
         if threads in out:
-            # the same thread count gives the same bits
             for a, e in zip(got, out[threads]):
                 np.testing.assert_array_equal(a, e)
         out[threads] = got
     for a, e in zip(out[1], out[2]):
         assert_close(a, e, np.float32, "1 vs 2 threads")
+    return out
+
+
+def test_own_kernels_threads_agree_and_repeat(rng):
+    c = dict(N=5, H=12, W=11, C_in=32, C_out=64, k=3, stride=1, padding=1, dilation=1, groups=1, bias=True)
+    x, w, b = arrays(c, rng)
+    dy = randn(rng, (5, 12, 11, 64), np.float32)
+
+    def run():
+        y, cache = fastnn.conv2d_forward(x, w, b, padding=1, backend="cython")
+        return (y,) + fastnn.conv2d_backward(dy, cache)
+
+    out = run_on_threads(run, (1, 2, 1, 2))
     # the forward pass is the same sum in the same order at any thread count
     np.testing.assert_array_equal(out[1][0], out[2][0])
 
@@ -230,13 +240,4 @@ def test_lstm_own_kernels_threads_agree_and_repeat(rng):
     W = randn(rng, (4 * n_a, n_a + n_x), np.float32) * np.float32(0.1)
     b = randn(rng, (4 * n_a,), np.float32)
     dh = randn(rng, (T, m, n_a), np.float32)
-    out = {}
-    for threads in (1, 2, 2, 1):
-        fastnn.set_num_threads(threads)
-        got = run_sequence("lstm", x, None, None, W, b, dh, None, "cython")
-        if threads in out:
-            for a, e in zip(got, out[threads]):
-                np.testing.assert_array_equal(a, e)
-        out[threads] = got
-    for a, e in zip(out[1], out[2]):
-        assert_close(a, e, np.float32, "1 vs 2 threads")
+    run_on_threads(lambda: run_sequence("lstm", x, None, None, W, b, dh, None, "cython"), (1, 2, 2, 1))
