@@ -685,11 +685,12 @@ cdef int _gemm_threads(Py_ssize_t m, Py_ssize_t N, Py_ssize_t K, bint serial) no
 def _packed_buffer(x, Py_ssize_t m, Py_ssize_t K, Py_ssize_t N):
     """Room for a packed (K, N) weight block when the packed step GEMM applies, else empty."""
     T = x.shape[0]
-    if _own_enabled and x.dtype == np.float32 and m >= 1 and (T >= 2 or m >= 16):
-        return np.empty(max(1, fn_sgemm_packed_size(K, N)), dtype=np.float32)
-    if x.dtype != np.float32 or _packed_level == 0 or T < 2 or m < 1 or m > _PACKED_MAX_ROWS:
-        return np.empty(0, dtype=np.float32)
-    return np.empty(((N + _PANEL - 1) // _PANEL) * _PANEL * K, dtype=np.float32)
+    if not (_own_enabled and x.dtype == np.float32 and m >= 1 and (T >= 2 or m >= 16)):
+        if x.dtype != np.float32 or _packed_level == 0 or T < 2 or m < 1 or m > _PACKED_MAX_ROWS:
+            return np.empty(0, dtype=np.float32)
+    # sized for the own kernels' 64-wide panels, which also holds the 32-wide ones:
+    # own_kernels() switched while a call is under way cannot make it write past the end
+    return np.empty(max(1, fn_sgemm_packed_size(K, N)), dtype=np.float32)
 
 
 cdef inline const float* _packed_ptr(float[::1] packed) noexcept nogil:
