@@ -43,6 +43,8 @@ independent and every sum is taken in a fixed order.
 """
 import numpy as np
 
+from .._arena import empty as _empty
+
 from cython cimport floating
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -590,8 +592,12 @@ cdef extern from "fn_sgemm.h":
                        float* P) noexcept nogil
     void fn_sgemm_nn_mt(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
                         const float* P, float* C, Py_ssize_t ldc, int accumulate, int threads) noexcept nogil
-    void fn_sgemm_tn_mt(Py_ssize_t M, Py_ssize_t N, Py_ssize_t R, const float* A, Py_ssize_t lda,
-                        const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc, int accumulate,
+    int fn_sgemm_tn_mt(Py_ssize_t M, Py_ssize_t N, Py_ssize_t R, const float* A, Py_ssize_t lda,
+                       const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc, int accumulate,
+                       int threads) noexcept nogil
+    int fn_sgemm_tn2_mt(Py_ssize_t M, Py_ssize_t N1, Py_ssize_t N2, Py_ssize_t R, const float* A,
+                        Py_ssize_t lda, const float* B1, Py_ssize_t ldb1, const float* B2,
+                        Py_ssize_t ldb2, float* C, Py_ssize_t ldc, int accumulate,
                         int threads) noexcept nogil
 
 
@@ -690,7 +696,7 @@ def _packed_buffer(x, Py_ssize_t m, Py_ssize_t K, Py_ssize_t N):
             return np.empty(0, dtype=np.float32)
     # sized for the own kernels' 64-wide panels, which also holds the 32-wide ones:
     # own_kernels() switched while a call is under way cannot make it write past the end
-    return np.empty(max(1, fn_sgemm_packed_size(K, N)), dtype=np.float32)
+    return _empty(max(1, fn_sgemm_packed_size(K, N)), dtype=np.float32)
 
 
 cdef inline const float* _packed_ptr(float[::1] packed) noexcept nogil:
@@ -722,8 +728,8 @@ cdef void _gemm_any(bint serial, bint trans_a, bint trans_b, int M, int N, int K
         if (_own_enabled and M > 0 and N > 0 and K > 0 and not (trans_a and trans_b)
                 and <double>M * N * K >= _OWN_MIN_MACS):
             if trans_a:
-                fn_sgemm_tn_mt(M, N, K, A, lda, B, ldb, C, ldc, accumulate, _own_threads(serial))
-                return
+                if fn_sgemm_tn_mt(M, N, K, A, lda, B, ldb, C, ldc, accumulate, _own_threads(serial)):
+                    return
             buf = <float*>malloc(fn_sgemm_packed_size(K, N) * sizeof(float))
             if buf != NULL:
                 if trans_b:
@@ -796,6 +802,14 @@ cdef void _weight_gradients(const floating* dz, const floating* h_stack, const f
     cdef int width = gates * n_a, ld = n_a + n_x
     cdef float* dzT
     if floating is float:
+        # own kernels: both dW blocks in one A^T B product, dz^T formed once
+        if (_own_enabled and h_stack != NULL and rows > 0
+                and <double>rows * width * (n_a + n_x) >= _OWN_MIN_MACS):
+            if fn_sgemm_tn2_mt(width, n_a, n_x, rows, dz, width, h_stack, n_a, x, n_x, dW, ld, False,
+                               _own_threads(serial)):
+                _gemm_any(serial, False, False, rows, n_x, width, dz, width, W + n_a, ld, False, dx, n_x)
+                _column_sums(dz, rows, width, db)
+                return
         # both dW blocks read dz^T: transpose it once rather than once per product
         if (not _own_enabled and serial and _packed_level != 0 and rows > 0
                 and <double>rows * width * n_x > _BLAS_SERIAL_MACS):
@@ -876,13 +890,13 @@ def _dtype_of(a):
 
 
 def _carve(dtype, *shapes):
-    """C-contiguous arrays of these shapes cut from one allocation: one block is
-    reused by the allocator from call to call, where several fresh ones would be
-    page-faulted in again each time."""
+    """C-contiguous arrays of these shapes cut from one block of fastnn's buffer
+    cache (fastnn/_arena.py), which stays mapped from call to call where freshly
+    allocated memory would be page-faulted in again each time."""
     cdef Py_ssize_t total = 0, start = 0, size
     for shape in shapes:
         total += shape[0] * shape[1] * shape[2]
-    block = np.empty(total, dtype=dtype)
+    block = _empty(total, dtype=dtype)
     arrays = []
     for shape in shapes:
         size = shape[0] * shape[1] * shape[2]
@@ -895,7 +909,7 @@ def rnn_forward(x, h0, W, b, activation):
     T, m, n_x = x.shape
     n_a = h0.shape[1]
     relu = activation == "relu"
-    hs = np.empty((T + 1, m, n_a), dtype=_dtype_of(x))
+    hs = _empty((T + 1, m, n_a), dtype=_dtype_of(x))
     hs[0] = h0
     _rnn_forward(x, W, b, hs, relu, _packed_buffer(x, m, n_a, n_a), _packed_buffer(x, m, n_x, n_a))
     return hs[1:], (x, W, hs, relu)
@@ -903,11 +917,11 @@ def rnn_forward(x, h0, W, b, activation):
 
 def rnn_backward(dh, state):
     x, W, hs, relu = state
-    dz = np.empty(hs[1:].shape, dtype=hs.dtype)
-    dx = np.empty(x.shape, dtype=x.dtype)
-    dh0 = np.empty(hs.shape[1:], dtype=hs.dtype)
-    dW = np.empty(W.shape, dtype=W.dtype)
-    db = np.empty(W.shape[0], dtype=W.dtype)
+    dz = _empty(hs[1:].shape, dtype=hs.dtype)
+    dx = _empty(x.shape, dtype=x.dtype)
+    dh0 = _empty(hs.shape[1:], dtype=hs.dtype)
+    dW = _empty(W.shape, dtype=W.dtype)
+    db = _empty(W.shape[0], dtype=W.dtype)
     _rnn_backward(dh, x, W, hs, relu, dz, dx, dh0, dW, db,
                   _packed_buffer(x, hs.shape[1], hs.shape[2], hs.shape[2]))
     return dx, dh0, dW, db
@@ -1036,13 +1050,13 @@ def gru_backward(dh, state):
     x, W, g, hs, rh = state
     dtype = hs.dtype
     m, n_a = hs.shape[1:]
-    dz = np.empty(g.shape, dtype=dtype)
-    drh = np.empty((m, n_a), dtype=dtype)
-    acc_next = np.empty((m, n_a), dtype=dtype)
-    dx = np.empty(x.shape, dtype=dtype)
-    dh0 = np.empty((m, n_a), dtype=dtype)
-    dW = np.empty(W.shape, dtype=dtype)
-    db = np.empty(W.shape[0], dtype=dtype)
+    dz = _empty(g.shape, dtype=dtype)
+    drh = _empty((m, n_a), dtype=dtype)
+    acc_next = _empty((m, n_a), dtype=dtype)
+    dx = _empty(x.shape, dtype=dtype)
+    dh0 = _empty((m, n_a), dtype=dtype)
+    dW = _empty(W.shape, dtype=dtype)
+    db = _empty(W.shape[0], dtype=dtype)
     _gru_backward(dh, x, W, g, hs, rh, dz, drh, acc_next, dx, dh0, dW, db,
                   _packed_buffer(x, m, 2 * n_a, n_a), _packed_buffer(x, m, n_a, n_a))
     return dx, dh0, dW, db
@@ -1144,12 +1158,12 @@ def lstm_backward(dh, dc_last, state):
     x, W, g, hs, cs, tanh_c = state
     dtype = hs.dtype
     m, n_a = hs.shape[1:]
-    dz = np.empty(g.shape, dtype=dtype)
-    dx = np.empty(x.shape, dtype=dtype)
-    dh0 = np.empty((m, n_a), dtype=dtype)
+    dz = _empty(g.shape, dtype=dtype)
+    dx = _empty(x.shape, dtype=dtype)
+    dh0 = _empty((m, n_a), dtype=dtype)
     dc0 = np.array(dc_last, dtype=dtype, order="C", copy=True)
-    dW = np.empty(W.shape, dtype=dtype)
-    db = np.empty(W.shape[0], dtype=dtype)
+    dW = _empty(W.shape, dtype=dtype)
+    db = _empty(W.shape[0], dtype=dtype)
     _lstm_backward(dh, x, W, g, hs, cs, tanh_c, dz, dx, dh0, dc0, dW, db,
                    _packed_buffer(x, m, 4 * n_a, n_a))
     return dx, dh0, dc0, dW, db

@@ -1,0 +1,89 @@
+"""The buffer cache behind the recurrent kernels' state (fastnn/_arena.py): a block
+is reused only once nothing refers to it, so results a caller keeps are never
+overwritten by a later call."""
+import gc
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _arena
+
+BIG = (_arena._MIN_BYTES // 4) + 1000  # float32 elements: just over the size the cache takes
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    _arena.clear()
+    yield
+    _arena.clear()
+
+
+def test_small_requests_bypass_the_cache():
+    a = _arena.empty((10, 10), np.float64)
+    assert a.shape == (10, 10) and a.dtype == np.float64
+    assert _arena.cached_bytes() == 0
+
+
+def test_large_blocks_are_aligned_shaped_and_writable():
+    a = _arena.empty((2, BIG), np.float32)
+    assert a.shape == (2, BIG) and a.dtype == np.float32 and a.flags.c_contiguous
+    assert a.ctypes.data % 64 == 0
+    a[...] = 3
+    assert (a == 3).all()
+
+
+def test_a_block_in_use_is_not_handed_out_again():
+    a = _arena.empty(BIG, np.float32)
+    a[...] = 1
+    view = a[10:20]
+    del a
+    b = _arena.empty(BIG, np.float32)  # the first block is still referred to by `view`
+    assert not np.shares_memory(view, b)
+    b[...] = 2
+    assert (view == 1).all()
+
+
+def test_a_released_block_is_reused():
+    a = _arena.empty(BIG, np.float32)
+    address = a.ctypes.data
+    del a
+    gc.collect()
+    b = _arena.empty(BIG, np.float32)
+    assert b.ctypes.data == address
+    assert _arena.cached_bytes() < 2 * BIG * 4
+
+
+def test_no_block_is_kept_past_the_limit(monkeypatch):
+    monkeypatch.setattr(_arena, "_LIMIT_BYTES", 3 * BIG * 4)
+    kept = [_arena.empty(BIG, np.float32) for _ in range(5)]
+    assert _arena.cached_bytes() <= 3 * BIG * 4
+    for i, a in enumerate(kept):
+        a[...] = i
+    for i, a in enumerate(kept):  # forgotten blocks stay valid for their users
+        assert (a == i).all()
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+def test_results_kept_by_the_caller_survive_later_calls(backend):
+    rng = np.random.default_rng(0)
+    T, m, n_x, n_a = 8, 64, 48, 96  # state of a few MiB: it comes from the cache
+    x = rng.standard_normal((T, m, n_x)).astype(np.float32)
+    W = (rng.standard_normal((4 * n_a, n_a + n_x)) * 0.1).astype(np.float32)
+    b = np.zeros(4 * n_a, np.float32)
+    dh = rng.standard_normal((T, m, n_a)).astype(np.float32)
+    h1, c1, cache1 = fastnn.lstm_forward(x, None, None, W, b, backend=backend)
+    grads1 = fastnn.lstm_backward(dh, cache1)
+    kept = [a.copy() for a in (h1, c1, *grads1)]
+    for _ in range(3):
+        h2, c2, cache2 = fastnn.lstm_forward(-x, None, None, W, b, backend=backend)
+        grads2 = fastnn.lstm_backward(-dh, cache2)
+        for mine, theirs in zip((h1, c1, *grads1), (h2, c2, *grads2)):
+            assert not np.shares_memory(mine, theirs)
+        del h2, c2, cache2, grads2
+    for a, copy in zip((h1, c1, *grads1), kept):
+        np.testing.assert_array_equal(a, copy)
+    # and the first call's cache still gives its own gradients
+    again = fastnn.lstm_backward(dh, cache1)
+    for a, copy in zip(again, kept[2:]):
+        np.testing.assert_array_equal(a, copy)
