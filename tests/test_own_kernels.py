@@ -214,6 +214,7 @@ def run_sequence(kind, x, h0, c0, W, b, dh, dc, backend):
     pytest.param(3, 7, 33, 40, id="partial-tiles"),
     pytest.param(2, 50, 16, 64, id="several-row-blocks"),
     pytest.param(1, 17, 30, 24, id="one-step"),
+    pytest.param(13, 45, 20, 37, id="weight-gradient-in-chunks"),  # T * m > FN_TN_RC
 ])
 def test_sequences_float32_against_float64_reference(kind, T, m, n_x, n_a, own, rng):
     gates = GATES[kind]

@@ -27,6 +27,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define FN_NR 64        /* columns per packed panel: four vectors of 16 floats */
@@ -346,38 +347,83 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_nn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff
     );
 }
 
-/* C (M, N) (+)= A^T B with A (R, M) and B (R, N) read along their rows: tiles of
- * FN_MR rows of C by one panel, the reduction cut into chunks of FN_RC rows so the
- * chunk of B stays in cache across a row of tiles. Tiles go over `threads` threads,
- * each written by one thread (the result does not depend on the thread count). */
-#define FN_RC 128
-FN_AVX512 FN_UNUSED static void fn_sgemm_tn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t R, const float *A,
-                                               ptrdiff_t lda, const float *B, ptrdiff_t ldb, float *C,
-                                               ptrdiff_t ldc, int accumulate, int threads)
+/* At (cols, rows) = A (rows, cols)^T, in blocks of 16 rows: a block's rows stay in
+ * the level-1 cache while its columns are written out. */
+FN_AVX512 FN_UNUSED static void fn_transpose(ptrdiff_t rows, ptrdiff_t cols, const float *A,
+                                             ptrdiff_t lda, float *At, ptrdiff_t ldt)
 {
-    const ptrdiff_t blocks = (M + FN_MR - 1) / FN_MR;
-    if (M <= 0 || N <= 0)
-        return;
-    if (!accumulate) {
-        ptrdiff_t r;
-        for (r = 0; r < M; r++)
-            memset(C + r * ldc, 0, (size_t)N * sizeof(float));
+    ptrdiff_t i0, i, j;
+    for (i0 = 0; i0 < rows; i0 += 16) {
+        ptrdiff_t i1 = rows - i0 < 16 ? rows : i0 + 16;
+        for (j = 0; j < cols; j++)
+            for (i = i0; i < i1; i++)
+                At[j * ldt + i] = A[i * lda + j];
     }
-    if (R <= 0)
-        return;
-    if (blocks < 2)
-        threads = 1;
-    FN_TASKS(blocks,
-        ptrdiff_t i0 = task * FN_MR, r0, p;
-        int mr = (int)(M - i0 < FN_MR ? M - i0 : FN_MR);
-        for (r0 = 0; r0 < R; r0 += FN_RC) {
-            ptrdiff_t len = R - r0 < FN_RC ? R - r0 : FN_RC;
-            const float *ar = A + r0 * lda, *br = B + r0 * ldb;
-            for (p = 0; p < N; p += FN_NR)
-                fn_ukr_tn(1, &ar, &br, &len, i0, p, lda, ldb, C + i0 * ldc + p, ldc, mr,
-                          (int)(N - p < FN_NR ? N - p : FN_NR));
-        }
-    );
+}
+
+/* C (M, N1 + N2) (+)= A^T [B1 | B2] with A (R, M), B1 (R, N1) and B2 (R, N2) (a weight
+ * gradient: the reduction runs along the rows of all three). The reduction goes in
+ * chunks of FN_TN_RC rows: each chunk of A is transposed and each of B packed (in
+ * tasks over `threads` threads), then fn_sgemm_nn_mt multiplies them, so the tiles
+ * read both operands contiguously where reading A^T in place would stride through
+ * memory a row per multiply-add. The chunk order is fixed, so the result does not
+ * depend on the thread count. Returns 0, having done nothing, when its scratch
+ * cannot be allocated. */
+#define FN_TN_RC 512
+#define FN_TN_COLS 64
+FN_AVX512 FN_UNUSED static int fn_sgemm_tn2_mt(ptrdiff_t M, ptrdiff_t N1, ptrdiff_t N2, ptrdiff_t R,
+                                               const float *A, ptrdiff_t lda, const float *B1,
+                                               ptrdiff_t ldb1, const float *B2, ptrdiff_t ldb2,
+                                               float *C, ptrdiff_t ldc, int accumulate, int threads)
+{
+    const ptrdiff_t rc = R < FN_TN_RC ? R : FN_TN_RC, N = N1 + N2;
+    const ptrdiff_t p1 = (N1 + FN_NR - 1) / FN_NR, p2 = (N2 + FN_NR - 1) / FN_NR;
+    const ptrdiff_t blocks = (M + FN_TN_COLS - 1) / FN_TN_COLS;
+    float *At, *P;
+    ptrdiff_t r0, r;
+    if (M <= 0 || N <= 0)
+        return 1;
+    if (R <= 0) {
+        if (!accumulate)
+            for (r = 0; r < M; r++)
+                memset(C + r * ldc, 0, (size_t)N * sizeof(float));
+        return 1;
+    }
+    At = (float *)malloc(((size_t)M + (size_t)(p1 + p2) * FN_NR) * (size_t)rc * sizeof(float));
+    if (At == NULL)
+        return 0;
+    P = At + M * rc;
+    for (r0 = 0; r0 < R; r0 += rc) {
+        const ptrdiff_t len = R - r0 < rc ? R - r0 : rc;
+        const float *a = A + r0 * lda;
+        FN_TASKS(blocks + p1 + p2,
+            if (task < blocks) {
+                ptrdiff_t c0 = task * FN_TN_COLS;
+                fn_transpose(len, M - c0 < FN_TN_COLS ? M - c0 : FN_TN_COLS, a + c0, lda, At + c0 * len, len);
+            } else if (task < blocks + p1) {
+                ptrdiff_t p = task - blocks, c0 = p * FN_NR;
+                fn_sgemm_pack(len, N1 - c0 < FN_NR ? N1 - c0 : FN_NR, B1 + r0 * ldb1 + c0, ldb1, 1,
+                              P + p * len * FN_NR);
+            } else {
+                ptrdiff_t p = task - blocks - p1, c0 = p * FN_NR;
+                fn_sgemm_pack(len, N2 - c0 < FN_NR ? N2 - c0 : FN_NR, B2 + r0 * ldb2 + c0, ldb2, 1,
+                              P + (p1 + p) * len * FN_NR);
+            }
+        );
+        fn_sgemm_nn_mt(M, N1, len, At, len, P, C, ldc, accumulate || r0 > 0, threads);
+        fn_sgemm_nn_mt(M, N2, len, At, len, P + p1 * len * FN_NR, C + N1, ldc, accumulate || r0 > 0,
+                       threads);
+    }
+    free(At);
+    return 1;
+}
+
+/* C (M, N) (+)= A^T B: fn_sgemm_tn2_mt with one right operand. */
+FN_AVX512 FN_UNUSED static int fn_sgemm_tn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t R, const float *A,
+                                              ptrdiff_t lda, const float *B, ptrdiff_t ldb, float *C,
+                                              ptrdiff_t ldc, int accumulate, int threads)
+{
+    return fn_sgemm_tn2_mt(M, N, 0, R, A, lda, B, ldb, B, ldb, C, ldc, accumulate, threads);
 }
 
 /* Size of the per-thread scratch of fn_conv_forward, in pointers. */
@@ -518,12 +564,23 @@ FN_UNUSED FN_UNUSED static void fn_sgemm_nn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff
     (void)threads;
 }
 
-FN_UNUSED static void fn_sgemm_tn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t R, const float *A,
-                                     ptrdiff_t lda, const float *B, ptrdiff_t ldb, float *C,
-                                     ptrdiff_t ldc, int accumulate, int threads)
+FN_UNUSED static int fn_sgemm_tn2_mt(ptrdiff_t M, ptrdiff_t N1, ptrdiff_t N2, ptrdiff_t R,
+                                     const float *A, ptrdiff_t lda, const float *B1, ptrdiff_t ldb1,
+                                     const float *B2, ptrdiff_t ldb2, float *C, ptrdiff_t ldc,
+                                     int accumulate, int threads)
+{
+    (void)M; (void)N1; (void)N2; (void)R; (void)A; (void)lda; (void)B1; (void)ldb1; (void)B2;
+    (void)ldb2; (void)C; (void)ldc; (void)accumulate; (void)threads;
+    return 0;
+}
+
+FN_UNUSED static int fn_sgemm_tn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t R, const float *A,
+                                    ptrdiff_t lda, const float *B, ptrdiff_t ldb, float *C,
+                                    ptrdiff_t ldc, int accumulate, int threads)
 {
     (void)M; (void)N; (void)R; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
     (void)accumulate; (void)threads;
+    return 0;
 }
 
 FN_UNUSED static void fn_conv_forward(const fn_conv_geom *g, const float *x, ptrdiff_t c0, const float *P,
