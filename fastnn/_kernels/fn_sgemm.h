@@ -317,15 +317,25 @@ FN_AVX512 FN_UNUSED static void fn_ukr_row(ptrdiff_t K, const float *a, const fl
     _mm512_mask_storeu_ps(c + 48, m[3], c3);
 }
 
-/* fn_sgemm_nn on `threads` OpenMP threads (when the build has OpenMP): tasks of
- * FN_MR * 8 rows by one panel, each written by one thread, so the result does not
- * depend on the thread count. A single row takes the matrix-vector kernel. */
-#define FN_TASK_ROWS (FN_MR * 8)
+/* fn_sgemm_nn on `threads` OpenMP threads (when the build has OpenMP): tasks of a
+ * block of about FN_TASK_TILES tiles of rows by one panel, each written by one
+ * thread. Blocks differ by at most one tile (a last block of 16 rows next to ones
+ * of 48 left a thread idle for a third of an L1 step). When A fits in half the
+ * level-2 cache (a recurrent step) the tasks go panel by panel, so each thread
+ * keeps its panel cached across all rows and reads only its share of P from the
+ * shared cache; a larger A goes block by block, so a block of A stays cached
+ * across the panels. A tile's sums do not depend on the blocks or their order, so
+ * neither does the result on the thread count. A single row takes the
+ * matrix-vector kernel. */
+#define FN_TASK_TILES 8
+#define FN_A_CACHED (512 * 1024)
 FN_AVX512 FN_UNUSED static void fn_sgemm_nn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
                                                ptrdiff_t lda, const float *P, float *C, ptrdiff_t ldc,
                                                int accumulate, int threads)
 {
-    const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, blocks = (M + FN_TASK_ROWS - 1) / FN_TASK_ROWS;
+    const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, tiles = (M + FN_MR - 1) / FN_MR;
+    const ptrdiff_t blocks = (tiles + FN_TASK_TILES - 1) / FN_TASK_TILES;
+    const int by_panel = (double)M * (double)K * sizeof(float) <= FN_A_CACHED;
     if (M <= 0 || N <= 0)
         return;
     if (K <= 0) {
@@ -335,9 +345,12 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_nn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff
     if (panels * blocks < 2)
         threads = 1;
     FN_TASKS(panels * blocks,
-        ptrdiff_t p = task % panels, r0 = (task / panels) * FN_TASK_ROWS;
-        ptrdiff_t r1 = M - r0 < FN_TASK_ROWS ? M : r0 + FN_TASK_ROWS;
+        ptrdiff_t p = by_panel ? task / blocks : task % panels;
+        ptrdiff_t q = by_panel ? task % blocks : task / panels;
+        ptrdiff_t r0 = q * tiles / blocks * FN_MR, r1 = (q + 1) * tiles / blocks * FN_MR;
         int width = (int)(N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR);
+        if (r1 > M)
+            r1 = M;
         /* the panel is a packed (K, width) matrix of its own */
         if (M == 1)
             fn_ukr_row(K, A, P + p * K * FN_NR, C + p * FN_NR, width, accumulate);
