@@ -49,6 +49,7 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
+        depends=sorted(glob.glob(os.path.join("fastnn", "_kernels", "*.h"))),
     )
     for path in sorted(glob.glob(os.path.join("fastnn", "_kernels", "*.pyx")))
 ]

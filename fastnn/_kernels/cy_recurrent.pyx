@@ -591,7 +591,8 @@ cdef extern from "fn_sgemm.h":
     void fn_sgemm_pack(Py_ssize_t K, Py_ssize_t N, const float* src, Py_ssize_t sk, Py_ssize_t sn,
                        float* P) noexcept nogil
     void fn_sgemm_nn_mt(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
-                        const float* P, float* C, Py_ssize_t ldc, int accumulate, int threads) noexcept nogil
+                        const float* P, const float* bias, float* C, Py_ssize_t ldc, int accumulate,
+                        int threads) noexcept nogil
     int fn_sgemm_tn_mt(Py_ssize_t M, Py_ssize_t N, Py_ssize_t R, const float* A, Py_ssize_t lda,
                        const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc, int accumulate,
                        int threads) noexcept nogil
@@ -599,6 +600,20 @@ cdef extern from "fn_sgemm.h":
                         Py_ssize_t lda, const float* B1, Py_ssize_t ldb1, const float* B2,
                         Py_ssize_t ldb2, float* C, Py_ssize_t ldc, int accumulate,
                         int threads) noexcept nogil
+
+
+cdef extern from "fn_lstm.h":
+    ctypedef struct fn_lstm_io:
+        Py_ssize_t n_a
+        const float* h_prev
+        const float* c_prev
+        float* g
+        float* c_next
+        float* tanh_c
+        float* h_next
+        const float* g_next
+    void fn_lstm_pack(Py_ssize_t n_a, const float* W, Py_ssize_t ldw, float* P) noexcept nogil
+    void fn_lstm_step_mt(Py_ssize_t m, const fn_lstm_io* io, const float* P, int threads) noexcept nogil
 
 
 cdef int _num_threads = max(1, fastnn_recurrent_max_threads())
@@ -611,6 +626,19 @@ cdef bint _own_supported = fn_sgemm_supported() != 0
 cdef bint _own_enabled = _own_supported
 # below this many multiply-adds a product is not worth packing an operand for
 cdef double _OWN_MIN_MACS = 4096.0
+
+
+cdef bint _fused_lstm = True
+
+
+def fused_lstm(enabled=None):
+    """Whether the float32 LSTM forward uses the fused step kernel (fn_lstm.h) when the
+    own kernels are on; ``enabled`` switches it. Returns the setting before the call."""
+    global _fused_lstm
+    before = _fused_lstm
+    if enabled is not None:
+        _fused_lstm = bool(enabled)
+    return before
 
 
 def own_kernels(enabled=None):
@@ -736,7 +764,7 @@ cdef void _gemm_any(bint serial, bint trans_a, bint trans_b, int M, int N, int K
                     fn_sgemm_pack(K, N, B, 1, ldb, buf)
                 else:
                     fn_sgemm_pack(K, N, B, ldb, 1, buf)
-                fn_sgemm_nn_mt(M, N, K, A, lda, buf, C, ldc, accumulate, _own_threads(serial))
+                fn_sgemm_nn_mt(M, N, K, A, lda, buf, NULL, C, ldc, accumulate, _own_threads(serial))
                 free(buf)
                 return
         if (serial and _packed_level != 0 and M > 0 and N > 0 and K > 0
@@ -756,7 +784,7 @@ cdef void _step_gemm(int m, int N, int K, const floating* A, int lda, const floa
     cdef Py_ssize_t r
     if floating is float:
         if packed != NULL and _own_enabled:
-            fn_sgemm_nn_mt(m, N, K, A, lda, packed, C, ldc, accumulate, _own_threads(serial))
+            fn_sgemm_nn_mt(m, N, K, A, lda, packed, NULL, C, ldc, accumulate, _own_threads(serial))
             return
         if packed != NULL:
             if not accumulate:
@@ -789,8 +817,13 @@ cdef void _input_projection(const floating* x, const floating* W, const floating
                             float* packed, bint serial) noexcept nogil:
     """z (rows, width) = x (rows, n_x) @ W[:width, n_a:]^T + b[:width]; `packed` (when
     given) is room for the packed W_x^T."""
-    _fill_rows(z, b, rows, width)
     _pack(W + n_a, n_a + n_x, True, n_x, width, packed)
+    if floating is float:
+        if packed != NULL and _own_enabled:
+            # b enters as the tiles' initial value: no pass filling z with it first
+            fn_sgemm_nn_mt(rows, width, n_x, x, n_x, packed, b, z, width, False, _own_threads(serial))
+            return
+    _fill_rows(z, b, rows, width)
     _step_gemm(rows, width, n_x, x, n_x, W + n_a, n_a + n_x, True, packed, True, z, width, serial, 0)
 
 
@@ -1090,10 +1123,27 @@ def _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const f
     cdef float* pk = <float*>_packed_ptr(packed)
     cdef float* pkx = <float*>_packed_ptr(packed_x)
     cdef int threads = _row_threads(m, gstep, serial or pk == NULL)
+    cdef fn_lstm_io io
+    cdef bint fused = floating is float and pk != NULL and _own_enabled and _fused_lstm
     with nogil:
-        _pack(pW, n_a + n_x, True, n_a, 4 * n_a, pk)
+        if fused:
+            # the fused step: product and cell in one kernel (fn_lstm.h)
+            fn_lstm_pack(n_a, <const float*>pW, n_a + n_x, pk)
+        else:
+            _pack(pW, n_a + n_x, True, n_a, 4 * n_a, pk)
         _input_projection(&x[0, 0, 0], pW, &b[0], T * m, n_x, n_a, 4 * n_a, pg, pkx, serial)
+        io.n_a = n_a
         for t in range(T):
+            if fused:
+                io.h_prev = <const float*>(ph + t * step)
+                io.c_prev = <const float*>(pc + t * step)
+                io.g = <float*>(pg + t * gstep)
+                io.c_next = <float*>(pc + (t + 1) * step)
+                io.tanh_c = <float*>(ptc + t * step)
+                io.h_next = <float*>(ph + (t + 1) * step)
+                io.g_next = <const float*>(pg + (t + 1) * gstep) if t + 1 < T else NULL
+                fn_lstm_step_mt(m, &io, pk, _own_threads(serial))
+                continue
             _step_gemm(m, 4 * n_a, n_a, ph + t * step, n_a, pW, n_a + n_x, True, pk, True,
                        pg + t * gstep, 4 * n_a, serial, t & 1)
             if floating is float:

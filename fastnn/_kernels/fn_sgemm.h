@@ -223,11 +223,12 @@ FN_AVX512 FN_UNUSED static void fn_ukr_tn(ptrdiff_t nrun, const float *const *ar
  * level-2 cache. */
 #define FN_KC 2048
 
-/* C (M, N) = A (M, K) @ B (+ C when accumulate), B packed by fn_sgemm_pack; one
- * thread. Rows go in blocks whose A rows stay cached across the panels. */
+/* C (M, N) = A (M, K) @ B (+ bias, a row of N, when not NULL) (+ C when accumulate),
+ * B packed by fn_sgemm_pack; one thread. Rows go in blocks whose A rows stay cached
+ * across the panels. */
 FN_AVX512 FN_UNUSED static void fn_sgemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
-                                  ptrdiff_t lda, const float *P, float *C, ptrdiff_t ldc,
-                                  int accumulate)
+                                  ptrdiff_t lda, const float *P, const float *bias, float *C,
+                                  ptrdiff_t ldc, int accumulate)
 {
     const ptrdiff_t MB = FN_MR * FN_TILES, zero = 0;
     ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, m0, p, i, k0, r;
@@ -235,9 +236,13 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t 
     if (M <= 0 || N <= 0)
         return;
     if (K <= 0) {
-        if (!accumulate)
-            for (r = 0; r < M; r++)
+        for (r = 0; r < M; r++) {
+            if (!accumulate)
                 memset(C + r * ldc, 0, (size_t)N * sizeof(float));
+            if (bias != NULL)
+                for (i = 0; i < N; i++)
+                    C[r * ldc + i] += bias[i];
+        }
         return;
     }
     for (m0 = 0; m0 < M; m0 += MB) {
@@ -250,7 +255,8 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t 
                     int mr = (int)(m1 - i < FN_MR ? m1 - i : FN_MR);
                     for (r = 0; r < FN_MR; r++)
                         rows[r] = A + (i + (r < mr ? r : mr - 1)) * lda + k0;
-                    fn_ukr_nn(1, kc, rows, &zero, P + (p * K + k0) * FN_NR, NULL,
+                    fn_ukr_nn(1, kc, rows, &zero, P + (p * K + k0) * FN_NR,
+                              k0 == 0 && bias != NULL ? bias + p * FN_NR : NULL,
                               C + i * ldc + p * FN_NR, ldc, mr, nr, accumulate || k0 > 0);
                 }
             }
@@ -276,15 +282,22 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t 
     do { ptrdiff_t task; for (task = 0; task < (count); task++) { __VA_ARGS__ } } while (0)
 #endif
 
-/* One row of C (+)= a (K) @ P panel: two interleaved chains of four vectors keep
- * eight FMAs in flight (a matrix-vector step, where a 6-row tile would waste 5/6). */
-FN_AVX512 FN_UNUSED static void fn_ukr_row(ptrdiff_t K, const float *a, const float *bp, float *c,
-                                           int nr, int accumulate)
+/* One row of C (+)= init + a (K) @ P panel (init: NULL or a row of nr floats): two
+ * interleaved chains of four vectors keep eight FMAs in flight (a matrix-vector
+ * step, where a 6-row tile would waste 5/6). */
+FN_AVX512 FN_UNUSED static void fn_ukr_row(ptrdiff_t K, const float *a, const float *bp, const float *init,
+                                           float *c, int nr, int accumulate)
 {
     __mmask16 m[4];
     __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, d0 = c0, d1 = c0, d2 = c0, d3 = c0;
     ptrdiff_t k = 0;
     fn_masks(nr, m);
+    if (init != NULL) {
+        c0 = _mm512_maskz_loadu_ps(m[0], init);
+        c1 = _mm512_maskz_loadu_ps(m[1], init + 16);
+        c2 = _mm512_maskz_loadu_ps(m[2], init + 32);
+        c3 = _mm512_maskz_loadu_ps(m[3], init + 48);
+    }
     for (; k + 1 < K; k += 2, bp += 2 * FN_NR) {
         __m512 a0 = _mm512_set1_ps(a[k]), a1 = _mm512_set1_ps(a[k + 1]);
         c0 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(bp), c0);
@@ -330,8 +343,8 @@ FN_AVX512 FN_UNUSED static void fn_ukr_row(ptrdiff_t K, const float *a, const fl
 #define FN_TASK_TILES 8
 #define FN_A_CACHED (512 * 1024)
 FN_AVX512 FN_UNUSED static void fn_sgemm_nn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
-                                               ptrdiff_t lda, const float *P, float *C, ptrdiff_t ldc,
-                                               int accumulate, int threads)
+                                               ptrdiff_t lda, const float *P, const float *bias, float *C,
+                                               ptrdiff_t ldc, int accumulate, int threads)
 {
     const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, tiles = (M + FN_MR - 1) / FN_MR;
     const ptrdiff_t blocks = (tiles + FN_TASK_TILES - 1) / FN_TASK_TILES;
@@ -339,7 +352,7 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_nn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff
     if (M <= 0 || N <= 0)
         return;
     if (K <= 0) {
-        fn_sgemm_nn(M, N, K, A, lda, P, C, ldc, accumulate);
+        fn_sgemm_nn(M, N, K, A, lda, P, bias, C, ldc, accumulate);
         return;
     }
     if (panels * blocks < 2)
@@ -353,10 +366,11 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_nn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff
             r1 = M;
         /* the panel is a packed (K, width) matrix of its own */
         if (M == 1)
-            fn_ukr_row(K, A, P + p * K * FN_NR, C + p * FN_NR, width, accumulate);
+            fn_ukr_row(K, A, P + p * K * FN_NR, bias != NULL ? bias + p * FN_NR : NULL, C + p * FN_NR,
+                       width, accumulate);
         else
             fn_sgemm_nn(r1 - r0, width, K, A + r0 * lda, lda, P + p * K * FN_NR,
-                        C + r0 * ldc + p * FN_NR, ldc, accumulate);
+                        bias != NULL ? bias + p * FN_NR : NULL, C + r0 * ldc + p * FN_NR, ldc, accumulate);
     );
 }
 
@@ -423,9 +437,9 @@ FN_AVX512 FN_UNUSED static int fn_sgemm_tn2_mt(ptrdiff_t M, ptrdiff_t N1, ptrdif
                               P + (p1 + p) * len * FN_NR);
             }
         );
-        fn_sgemm_nn_mt(M, N1, len, At, len, P, C, ldc, accumulate || r0 > 0, threads);
-        fn_sgemm_nn_mt(M, N2, len, At, len, P + p1 * len * FN_NR, C + N1, ldc, accumulate || r0 > 0,
-                       threads);
+        fn_sgemm_nn_mt(M, N1, len, At, len, P, NULL, C, ldc, accumulate || r0 > 0, threads);
+        fn_sgemm_nn_mt(M, N2, len, At, len, P + p1 * len * FN_NR, NULL, C + N1, ldc,
+                       accumulate || r0 > 0, threads);
     }
     free(At);
     return 1;
@@ -569,11 +583,11 @@ FN_UNUSED static int fn_sgemm_supported(void) { return 0; }
 static inline size_t fn_conv_scratch(const fn_conv_geom *g) { (void)g; return 1; }
 static inline size_t fn_conv_dw_scratch(ptrdiff_t rows) { (void)rows; return 1; }
 
-FN_UNUSED FN_UNUSED static void fn_sgemm_nn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
-                                     ptrdiff_t lda, const float *P, float *C, ptrdiff_t ldc,
-                                     int accumulate, int threads)
+FN_UNUSED static void fn_sgemm_nn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
+                                     ptrdiff_t lda, const float *P, const float *bias, float *C,
+                                     ptrdiff_t ldc, int accumulate, int threads)
 {
-    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)P; (void)C; (void)ldc; (void)accumulate;
+    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)P; (void)bias; (void)C; (void)ldc; (void)accumulate;
     (void)threads;
 }
 
