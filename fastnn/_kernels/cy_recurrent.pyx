@@ -590,6 +590,7 @@ cdef extern from "fn_sgemm.h":
     size_t fn_sgemm_packed_size(Py_ssize_t K, Py_ssize_t N) noexcept nogil
     void fn_sgemm_pack(Py_ssize_t K, Py_ssize_t N, const float* src, Py_ssize_t sk, Py_ssize_t sn,
                        float* P) noexcept nogil
+    void fn_sgemm_pack_t(Py_ssize_t K, Py_ssize_t N, const float* S, Py_ssize_t ls, float* P) noexcept nogil
     void fn_sgemm_nn_mt(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
                         const float* P, const float* bias, float* C, Py_ssize_t ldc, int accumulate,
                         int threads) noexcept nogil
@@ -736,7 +737,7 @@ cdef void _pack(const floating* W, int ldw, bint trans_w, int K, int N, float* p
     if floating is float:
         if packed != NULL and _own_enabled:
             if trans_w:
-                fn_sgemm_pack(K, N, W, 1, ldw, packed)
+                fn_sgemm_pack_t(K, N, W, ldw, packed)
             else:
                 fn_sgemm_pack(K, N, W, ldw, 1, packed)
         elif packed != NULL:
@@ -761,7 +762,7 @@ cdef void _gemm_any(bint serial, bint trans_a, bint trans_b, int M, int N, int K
             buf = <float*>malloc(fn_sgemm_packed_size(K, N) * sizeof(float))
             if buf != NULL:
                 if trans_b:
-                    fn_sgemm_pack(K, N, B, 1, ldb, buf)
+                    fn_sgemm_pack_t(K, N, B, ldb, buf)
                 else:
                     fn_sgemm_pack(K, N, B, ldb, 1, buf)
                 fn_sgemm_nn_mt(M, N, K, A, lda, buf, NULL, C, ldc, accumulate, _own_threads(serial))

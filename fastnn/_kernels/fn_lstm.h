@@ -38,33 +38,26 @@ static inline size_t fn_lstm_packed_size(ptrdiff_t n_a)
     return (size_t)((n_a + FN_LSTM_UNITS - 1) / FN_LSTM_UNITS) * FN_NR * (size_t)(n_a > 0 ? n_a : 0);
 }
 
+#ifdef FN_SGEMM_AVX512
+
 /* Pack W_h^T for fn_lstm_step_mt: W (4 * n_a rows, row stride ldw) holds W_h in its
  * first n_a columns; panel p holds W[gate * n_a + 16p + j, k] at
- * P[(p * n_a + k) * FN_NR + gate * 16 + j], zero for units past n_a. Blocks of 16
- * k keep the writes within a few KiB while each weight row is read along k. */
-FN_UNUSED static void fn_lstm_pack(ptrdiff_t n_a, const float *W, ptrdiff_t ldw, float *P)
+ * P[(p * n_a + k) * FN_NR + gate * 16 + j], zero for units past n_a: a 16 x 16
+ * transpose per gate and block of 16 k. */
+FN_AVX512 FN_UNUSED static void fn_lstm_pack(ptrdiff_t n_a, const float *W, ptrdiff_t ldw, float *P)
 {
     const ptrdiff_t panels = (n_a + FN_LSTM_UNITS - 1) / FN_LSTM_UNITS;
-    ptrdiff_t p, k0, k, j;
-    for (p = 0; p < panels; p++)
-        for (k0 = 0; k0 < n_a; k0 += 16) {
-            const ptrdiff_t k1 = n_a - k0 < 16 ? n_a : k0 + 16;
-            float *out = P + (p * n_a + k0) * FN_NR;
-            for (j = 0; j < FN_NR; j++) {
-                const ptrdiff_t unit = p * FN_LSTM_UNITS + j % FN_LSTM_UNITS;
-                if (unit < n_a) {
-                    const float *row = W + ((j / FN_LSTM_UNITS) * n_a + unit) * ldw;
-                    for (k = k0; k < k1; k++)
-                        out[(k - k0) * FN_NR + j] = row[k];
-                } else {
-                    for (k = k0; k < k1; k++)
-                        out[(k - k0) * FN_NR + j] = 0.0f;
-                }
-            }
-        }
+    ptrdiff_t p, k0, gate;
+    for (p = 0; p < panels; p++) {
+        const ptrdiff_t u0 = p * FN_LSTM_UNITS;
+        const int units = (int)(n_a - u0 < FN_LSTM_UNITS ? n_a - u0 : FN_LSTM_UNITS);
+        for (k0 = 0; k0 < n_a; k0 += 16)
+            for (gate = 0; gate < 4; gate++)
+                fn_transpose16(W + (gate * n_a + u0) * ldw + k0, ldw, units,
+                               (int)(n_a - k0 < 16 ? n_a - k0 : 16),
+                               P + (p * n_a + k0) * FN_NR + gate * FN_LSTM_UNITS, FN_NR);
+    }
 }
-
-#ifdef FN_SGEMM_AVX512
 
 /* e^x for x <= 0 (or NaN): x below -104 gives 0 like the true value's float. */
 FN_AVX512 static inline __m512 fn_v_exp_neg(__m512 x)
@@ -267,6 +260,11 @@ FN_AVX512 FN_UNUSED static void fn_lstm_step_mt(ptrdiff_t m, const fn_lstm_io *i
 }
 
 #else  /* no AVX-512 build: the callers take their other paths */
+
+FN_UNUSED static void fn_lstm_pack(ptrdiff_t n_a, const float *W, ptrdiff_t ldw, float *P)
+{
+    (void)n_a; (void)W; (void)ldw; (void)P;
+}
 
 FN_UNUSED static void fn_lstm_step_mt(ptrdiff_t m, const fn_lstm_io *io, const float *P, int threads)
 {
