@@ -13,6 +13,7 @@ a caller keeps its memory for as long as the caller keeps it. At most
 ``_LIMIT_BYTES`` of blocks are remembered, the least recently used forgotten
 first; requests under ``_MIN_BYTES`` go straight to NumPy.
 """
+import math
 import sys
 import threading
 
@@ -63,11 +64,11 @@ def _take(nbytes):
 def empty(shape, dtype):
     """Like ``np.empty(shape, dtype)`` (C order, 64-byte aligned when large), from the cache."""
     dtype = np.dtype(dtype)
-    shape = tuple(int(s) for s in (shape if isinstance(shape, tuple) else (shape,)))
-    count = 1
-    for s in shape:
-        count *= s
-    nbytes = count * dtype.itemsize
+    if isinstance(shape, tuple):
+        nbytes = dtype.itemsize * math.prod(shape)
+    else:
+        nbytes = dtype.itemsize * int(shape)
+        shape = (int(shape),)
     if nbytes < _MIN_BYTES:
         return np.empty(shape, dtype=dtype)
     with _lock:

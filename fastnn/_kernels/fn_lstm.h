@@ -178,10 +178,22 @@ FN_AVX512 static void fn_lstm_rows(const fn_lstm_io *io, const float *P, ptrdiff
         FN_LSTM_PREFETCH(0) FN_LSTM_PREFETCH(1) FN_LSTM_PREFETCH(2)
         FN_LSTM_PREFETCH(3) FN_LSTM_PREFETCH(4) FN_LSTM_PREFETCH(5)
         FN_TILE_SET(zero, zero, zero, zero)
-        for (k = 0; k < n_a; k++, b += FN_NR) {
-            __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-            __m512 b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48);
-            FN_TILE_FMA(a0[k], a1[k], a2[k], a3[k], a4[k], a5[k])
+        if (mr > 4) {
+            for (k = 0; k < n_a; k++, b += FN_NR) {
+                __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+                __m512 b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48);
+                FN_TILE_FMA(a0[k], a1[k], a2[k], a3[k], a4[k], a5[k])
+            }
+        } else {
+            /* a short last tile (64 rows = 10 x 6 + 4) does only its own rows' work */
+            for (k = 0; k < n_a; k++, b += FN_NR) {
+                __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+                __m512 b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48), av;
+                av = _mm512_set1_ps(a0[k]); FN_ACC_FMA(0, av)
+                av = _mm512_set1_ps(a1[k]); FN_ACC_FMA(1, av)
+                av = _mm512_set1_ps(a2[k]); FN_ACC_FMA(2, av)
+                av = _mm512_set1_ps(a3[k]); FN_ACC_FMA(3, av)
+            }
         }
         FN_LSTM_SAVE(0) FN_LSTM_SAVE(1) FN_LSTM_SAVE(2) FN_LSTM_SAVE(3) FN_LSTM_SAVE(4) FN_LSTM_SAVE(5)
         for (r = 0; r < mr; r++) {
