@@ -29,7 +29,7 @@ for _cell in ("rnn", "gru", "lstm"):
 _PREFERENCE = {
     "conv": ("cython", "numba", "reference"),
     "pool": ("numba", "cython", "reference"),
-    "bmm": ("numba", "cython", "reference"),
+    "bmm": ("cython", "numba", "reference"),
     "recurrent": ("cython", "numba", "reference"),
 }
 

@@ -15,7 +15,8 @@ from helpers import assert_close, assert_unchanged, randn, snapshot
 
 cy_conv = pytest.importorskip("fastnn._kernels.cy_conv")
 cy_recurrent = pytest.importorskip("fastnn._kernels.cy_recurrent")
-MODULES = (cy_conv, cy_recurrent)
+cy_matmul = pytest.importorskip("fastnn._kernels.cy_matmul")
+MODULES = (cy_conv, cy_recurrent, cy_matmul)
 
 
 def cpu_has_avx512():
@@ -35,7 +36,7 @@ def test_own_kernels_are_on_where_the_cpu_has_avx512():
         assert module.own_kernels() is has, module.__name__
 
 
-@pytest.mark.parametrize("module", MODULES, ids=["conv", "recurrent"])
+@pytest.mark.parametrize("module", MODULES, ids=["conv", "recurrent", "matmul"])
 def test_own_kernels_switch(module):
     before = module.own_kernels(False)
     try:
@@ -242,3 +243,97 @@ def test_lstm_own_kernels_threads_agree_and_repeat(rng):
     b = randn(rng, (4 * n_a,), np.float32)
     dh = randn(rng, (T, m, n_a), np.float32)
     run_on_threads(lambda: run_sequence("lstm", x, None, None, W, b, dh, None, "cython"), (1, 2, 2, 1))
+
+
+@pytest.fixture(params=[True, False], ids=["fused", "unfused"])
+def fused(request):
+    """The float32 LSTM forward with the fused step kernel (fn_lstm.h) and without."""
+    before = cy_recurrent.fused_lstm(request.param)
+    yield request.param
+    cy_recurrent.fused_lstm(before)
+
+
+@pytest.mark.parametrize("T, m, n_x, n_a", [
+    pytest.param(5, 1, 20, 70, id="batch-1-partial-panel"),
+    pytest.param(3, 11, 33, 40, id="partial-tiles"),      # 11 rows = 6 + a short tile of 5
+    pytest.param(2, 64, 16, 48, id="short-last-tile"),    # 64 rows = 10 x 6 + 4
+    pytest.param(4, 100, 24, 16, id="several-row-blocks"),
+])
+def test_lstm_forward_fused_and_unfused(T, m, n_x, n_a, own, fused, rng):
+    x = randn(rng, (T, m, n_x), np.float32) * np.float32(2)
+    h0 = randn(rng, (m, n_a), np.float32) * 0.5
+    c0 = randn(rng, (m, n_a), np.float32) * 2
+    W = randn(rng, (4 * n_a, n_a + n_x), np.float32) * np.float32(2 * (n_a + n_x) ** -0.5)
+    b = randn(rng, (4 * n_a,), np.float32)
+    dh = randn(rng, (T, m, n_a), np.float32)
+    got = run_sequence("lstm", x, h0, c0, W, b, dh, None, "cython")
+    want = run_sequence("lstm", f64(x), f64(h0), f64(c0), f64(W), f64(b), f64(dh), None, "reference")
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert_close(g, w, np.float32, f"output {i}")
+
+
+def test_lstm_fused_step_propagates_nan_and_saturates(rng):
+    T, m, n_x, n_a = 2, 7, 8, 20
+    x = randn(rng, (T, m, n_x), np.float32)
+    W = randn(rng, (4 * n_a, n_a + n_x), np.float32)
+    b = np.zeros(4 * n_a, np.float32)
+    x[0, 3, 0] = np.nan
+    x[0, 5] = 1e30  # gates saturate at 0 and 1; tanh at +-1
+    h, c, _ = fastnn.lstm_forward(x, None, None, W, b, backend="cython")
+    assert np.isnan(h[:, 3]).any() and np.isnan(h[1, 3]).all()
+    assert np.isfinite(h[:, [0, 1, 2, 4, 6]]).all()
+    assert np.isfinite(h[0, 5]).all() and (np.abs(h[0, 5]) <= 1).all()
+
+
+# --------------------------------------------------------------------------- bmm
+
+BMM_CASES = [
+    pytest.param((3, 70, 65), (3, 65, 80), False, False, id="plain"),
+    pytest.param((2, 70, 65), (2, 65, 96), True, True, id="both-transposed"),
+    pytest.param((2, 70, 130), (2, 130, 33), False, True, id="b-transposed-partial-panel"),
+    pytest.param((1, 64, 70), (5, 70, 100), True, False, id="a-broadcast"),   # da sums 5 products
+    pytest.param((4, 40, 96), (1, 96, 70), False, False, id="b-broadcast"),
+]
+
+
+def operand(rng, shape, transposed):
+    """An operand of `shape`, given as the transposed view of a C array when asked."""
+    if transposed:
+        return np.swapaxes(randn(rng, shape[:-2] + shape[-2:][::-1], np.float32), -1, -2)
+    return randn(rng, shape, np.float32)
+
+
+@pytest.mark.parametrize("a_shape, b_shape, ta, tb", BMM_CASES)
+def test_bmm_float32_against_float64(a_shape, b_shape, ta, tb, own, rng):
+    a = operand(rng, a_shape, ta)
+    b = operand(rng, b_shape, tb)
+    before = snapshot(a, b)
+    c = fastnn.bmm(a, b, backend="cython")
+    a64, b64 = f64(a), f64(b)
+    c64 = np.matmul(a64, b64)
+    assert c.dtype == np.float32
+    assert_close(c, c64, np.float32, "bmm")
+    dc = randn(rng, c.shape, np.float32)
+    da, db = fastnn.bmm_backward(dc, a, b, backend="cython")
+    da64 = np.matmul(f64(dc), np.swapaxes(b64, -1, -2))
+    db64 = np.matmul(np.swapaxes(a64, -1, -2), f64(dc))
+    if da64.shape != a.shape:
+        da64 = da64.sum(axis=0, keepdims=True)
+    if db64.shape != b.shape:
+        db64 = db64.sum(axis=0, keepdims=True)
+    assert_close(da, da64, np.float32, "da")
+    assert_close(db, db64, np.float32, "db")
+    assert_unchanged(before, (a, b), "bmm")
+
+
+def test_bmm_own_kernels_threads_agree_and_repeat(rng):
+    a = randn(rng, (6, 70, 65), np.float32)
+    b = randn(rng, (6, 65, 80), np.float32)
+    dc = randn(rng, (6, 70, 80), np.float32)
+    single = randn(rng, (1, 300, 200), np.float32), randn(rng, (1, 200, 100), np.float32)
+
+    def run():
+        c = fastnn.bmm(a, b, backend="cython")
+        return (c, *fastnn.bmm_backward(dc, a, b, backend="cython"), fastnn.bmm(*single, backend="cython"))
+
+    run_on_threads(run, (1, 2, 2, 1))

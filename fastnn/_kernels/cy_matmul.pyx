@@ -22,6 +22,7 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 
 from ._blas cimport gemm
 
@@ -39,12 +40,89 @@ cdef extern from *:
     int fastnn_matmul_openmp() noexcept nogil
     int fastnn_matmul_max_threads() noexcept nogil
 
+cdef extern from *:
+    """
+    #include "fn_sgemm.h"
+
+    /* Floats of scratch fn_own_gemm needs. */
+    static size_t fn_own_scratch(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int trans_a)
+    {
+        return fn_sgemm_packed_size(K, N) + (trans_a ? (size_t)M * (size_t)K : 0) + 1;
+    }
+
+    /* C (M, N) = op(A) @ op(B) (+ C when accumulate) on fastnn's own float32 kernels
+       (fn_sgemm.h; the caller checked fn_sgemm_supported()): op(B) is packed into
+       scratch, and a transposed A is transposed there first; `threads` split the
+       product's tiles. op(A) is A (M, K) or, when trans_a, A^T with A (K, M); op(B)
+       likewise (K, N) or B^T. */
+    static void fn_own_gemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                            const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
+                            int accumulate, float *C, ptrdiff_t ldc, float *scratch, int threads)
+    {
+        float *P = scratch;
+        if (trans_b)
+            fn_sgemm_pack_t(K, N, B, ldb, P);
+        else
+            fn_sgemm_pack(K, N, B, ldb, 1, P);
+        if (trans_a) {
+            float *At = scratch + fn_sgemm_packed_size(K, N);
+            fn_transpose(K, M, A, lda, At, K);
+            A = At;
+            lda = K;
+        }
+        fn_sgemm_nn_mt(M, N, K, A, lda, P, NULL, C, ldc, accumulate, threads);
+    }
+    """
+    int fn_sgemm_supported() noexcept nogil
+    size_t fn_own_scratch(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int trans_a) noexcept nogil
+    void fn_own_gemm(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                     const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb, int accumulate,
+                     float* C, Py_ssize_t ldc, float* scratch, int threads) noexcept nogil
+
 
 cdef int _num_threads = max(1, fastnn_matmul_max_threads())
 
 # OpenBLAS runs a GEMM with M*N*K up to 4 * 65536 on a single thread; above that it
 # threads the GEMM itself and the batch loop must stay serial.
 cdef double _SMALL_GEMM = 262144.0
+
+
+# float32 products run on fastnn's own AVX-512 kernels (fn_sgemm.h) where the CPU has
+# them and the product is large enough (below _OWN_MIN_MNK, OpenBLAS's single-threaded
+# small-GEMM path is cheaper than packing) and wide enough for their 64-column tiles
+# (_OWN_MIN_N): per batch entry the
+# right operand is packed and the product runs on one thread, the entries split over
+# the threads (a 128^3 product gains little from BLAS's threads, and a batch of them
+# splits evenly); a single entry splits its own tiles instead. No BLAS call, so no
+# BLAS threads beside the OpenMP ones. Results do not depend on the thread count.
+cdef bint _own_supported = fn_sgemm_supported() != 0
+cdef bint _own_enabled = _own_supported
+cdef int _OWN_MIN_N = 32
+cdef double _OWN_MIN_MNK = 262144.0
+
+
+def own_kernels(enabled=None):
+    """Whether float32 products use the own AVX-512 kernels; ``enabled`` switches them.
+
+    Returns the setting in force before the call; they can only be enabled on a CPU
+    with AVX-512.
+    """
+    global _own_enabled
+    before = _own_enabled
+    if enabled is not None:
+        _own_enabled = bool(enabled) and _own_supported
+    return before
+
+
+cdef inline bint _use_own(int M, int N, int K) noexcept nogil:
+    return _own_enabled and M > 0 and K > 0 and N >= _OWN_MIN_N and <double>M * N * K >= _OWN_MIN_MNK
+
+
+cdef inline int _own_threads(Py_ssize_t jobs) noexcept nogil:
+    """Threads over independent products (1: one at a time, each on all threads)."""
+    if _num_threads <= 1 or jobs < _num_threads or not fastnn_matmul_openmp():
+        return 1
+    return _num_threads
 
 
 def set_num_threads(n):
@@ -96,6 +174,35 @@ def _bmm_loop(const floating[:, :, ::1] a, const floating[:, :, ::1] b,
     cdef const floating* pb = &b[0, 0, 0]
     cdef floating* pc = &c[0, 0, 0]
     cdef int threads = _threads_for(batch, <double>M * N * K)
+    cdef float* scratch
+    cdef bint done = False
+    if floating is float:
+        if _use_own(M, N, K):
+            threads = _own_threads(batch)
+            with nogil:
+                if threads > 1:
+                    for p in prange(batch, num_threads=threads, schedule="static"):
+                        scratch = <float*>malloc(fn_own_scratch(M, N, K, trans_a) * sizeof(float))
+                        if scratch == NULL:
+                            gemm(trans_a, trans_b, M, N, K, <floating>1, pa + a_index[p] * a_step, lda,
+                                 pb + b_index[p] * b_step, ldb, <floating>0, pc + p * c_step, N)
+                        else:
+                            fn_own_gemm(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda,
+                                        pb + b_index[p] * b_step, ldb, False, pc + p * c_step, N, scratch, 1)
+                            free(scratch)
+                    done = True
+                else:
+                    scratch = <float*>malloc(fn_own_scratch(M, N, K, trans_a) * sizeof(float))
+                    if scratch != NULL:
+                        for p in range(batch):
+                            fn_own_gemm(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda,
+                                        pb + b_index[p] * b_step, ldb, False, pc + p * c_step, N, scratch,
+                                        _num_threads if fastnn_matmul_openmp() else 1)
+                        free(scratch)
+                        done = True
+            if done:
+                return
+            threads = 1
     with nogil:
         if threads > 1:
             for p in prange(batch, num_threads=threads, schedule="static"):
@@ -150,6 +257,42 @@ def _grad_loop(const floating[:, :, ::1] dc, const floating[:, :, ::1] other,
     cdef floating* out
     cdef floating beta
     cdef int threads = _threads_for(groups, <double>M * N * K)
+    cdef float* scratch
+    cdef bint ta, tb
+    if floating is float:
+        if _use_own(M, N, K):
+            threads = _own_threads(groups)
+            ta = trans_dc if dc_first else trans_other
+            tb = trans_other if dc_first else trans_dc
+            with nogil:
+                for i in prange(groups, num_threads=threads, schedule="static"):
+                    out = pg + i * grad_step
+                    if starts[i] == starts[i + 1]:
+                        for r in range(grad_step):
+                            out[r] = 0
+                        continue
+                    scratch = <float*>malloc(fn_own_scratch(M, N, K, ta) * sizeof(float))
+                    for q in range(starts[i], starts[i + 1]):
+                        p = order[q]
+                        if scratch == NULL:
+                            beta = 0 if q == starts[i] else 1
+                            if dc_first:
+                                gemm(trans_dc, trans_other, M, N, K, <floating>1, pdc + p * dc_step, ld_dc,
+                                     po + other_index[p] * other_step, ld_other, beta, out, N)
+                            else:
+                                gemm(trans_other, trans_dc, M, N, K, <floating>1,
+                                     po + other_index[p] * other_step, ld_other, pdc + p * dc_step, ld_dc,
+                                     beta, out, N)
+                        elif dc_first:
+                            fn_own_gemm(ta, tb, M, N, K, pdc + p * dc_step, ld_dc,
+                                        po + other_index[p] * other_step, ld_other, q != starts[i], out, N,
+                                        scratch, 1 if threads > 1 else _num_threads)
+                        else:
+                            fn_own_gemm(ta, tb, M, N, K, po + other_index[p] * other_step, ld_other,
+                                        pdc + p * dc_step, ld_dc, q != starts[i], out, N,
+                                        scratch, 1 if threads > 1 else _num_threads)
+                    free(scratch)
+            return
     with nogil:
         for i in prange(groups, num_threads=threads, schedule="static"):
             out = pg + i * grad_step
