@@ -17,6 +17,9 @@ LAYOUTS = ("NHWC", "NCHW")
 
 # ---------------------------------------------------------------- arrays and dtypes
 
+_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def float_dtype(fn, name, arr):
     """The float dtype an input asks for, or a TypeError for non-real data."""
     kind = arr.dtype.kind
@@ -43,6 +46,10 @@ def as_arrays(fn, optional=(), **values):
     arrays = {}
     dtypes = []
     for name, value in values.items():
+        if type(value) is np.ndarray and value.dtype in _NATIVE_FLOATS:
+            arrays[name] = value  # the common case, without the general checks
+            dtypes.append(value.dtype)
+            continue
         if value is None:
             if name not in optional:
                 raise TypeError(f"{fn}: {name} must be an array, got None")
@@ -54,6 +61,8 @@ def as_arrays(fn, optional=(), **values):
             raise TypeError(f"{fn}: {name} cannot be read as a numeric array ({exc})") from None
         dtypes.append(float_dtype(fn, name, arr))
         arrays[name] = arr
+    if dtypes and all(d == dtypes[0] for d in dtypes):
+        return arrays, dtypes[0]
     dtype = np.result_type(*dtypes) if dtypes else np.dtype(np.float64)
     return arrays, dtype
 
