@@ -1,7 +1,9 @@
 """Batch matrix multiply kernels of the cython backend (normalised arguments; docs/KERNELS.md).
 
-Every product is one BLAS GEMM on the operands as they lie in memory: transposes
-are GEMM flags and broadcasting is an index per batch entry, so nothing is copied.
+float32 products of enough size run on fastnn's own AVX-512 kernels where the CPU
+has them (fn_sgemm.h; see _own_enabled below). Every other product is one BLAS
+GEMM on the operands as they lie in memory: transposes are GEMM flags and
+broadcasting is an index per batch entry, so nothing is copied.
 
 Threads: a GEMM small enough that BLAS runs it on one thread anyway (below
 ``_SMALL_GEMM``) is dominated by per-call overhead, so such batches run in parallel

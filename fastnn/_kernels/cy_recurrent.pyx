@@ -21,7 +21,14 @@ Backward through time keeps every step's pre-activation gradient dz in one
 for dh_prev (two for the GRU). After the loop, dx, dW_h and dW_x are one GEMM
 each over all steps (dW_h = dz^T @ [h0 .. h_{T-1}]) and db the column sums of dz.
 
-float32 sequences on x86-64 with AVX2 or AVX-512 and batches of up to
+float32 on CPUs with AVX-512 runs every product on fastnn's own kernels
+(fn_sgemm.h; docs/KERNELS.md): weights packed once per sequence, the input
+projection with the bias as the tiles' initial value, dW as one A^T B call for
+both blocks. The LSTM forward fuses each step's product and cell in one kernel
+(fn_lstm.h): the tile holds the four gates of 16 units and its epilogue writes the
+gate values, c, tanh(c) and h, so the elementwise pass below is not needed.
+
+Without AVX-512, float32 sequences on x86-64 with AVX2 and batches of up to
 _PACKED_MAX_ROWS rows run the per-step GEMMs (and the input projection) on a small
 GEMM kernel of this module instead of BLAS: it packs W_h once per sequence, where
 BLAS repacks the whole block at every call, and has no per-call overhead (at m = 1
@@ -32,6 +39,9 @@ do their float32 weight-gradient products on that kernel too, since a BLAS call
 may wake BLAS's threads, whose hand-offs cost more than such products (and can
 stall behind OpenMP threads still spinning from the forward). Everything else
 goes to BLAS.
+
+State and gradient arrays come from fastnn's buffer cache (fastnn/_arena.py), so
+the tens of megabytes of a large call are not faulted in afresh every time.
 
 The elementwise passes are C functions written once for float and double (macros
 below). float uses a branch-free exp that the compiler vectorises; on x86-64 with
