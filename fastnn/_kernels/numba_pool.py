@@ -138,9 +138,12 @@ def _avg_forward(x, geom, count_include_pad, y):
                     xv = xrow[w0 + j]
                     for c in range(chans):
                         yv[c] += xv[c]
-            divisor = _avg_divisor(h0, w0, kh, kw, ph, pw, height, width, count_include_pad)
+            # one division, then a multiply per channel (a division each cost ~10 %
+            # of a k2 s2 pooling); within an ulp of sum / divisor
+            scale = yv.dtype.type(1.0) / yv.dtype.type(
+                _avg_divisor(h0, w0, kh, kw, ph, pw, height, width, count_include_pad))
             for c in range(chans):
-                yv[c] /= divisor
+                yv[c] *= scale
 
 
 @njit(cache=True, parallel=True)
