@@ -242,6 +242,17 @@ def bmm(a, b, a_index, b_index, trans_a, trans_b):
     return c
 
 
+cdef inline void _grad_product(bint dc_first, bint trans_dc, bint trans_other, int M, int N, int K,
+                               const floating* dc, int ld_dc, const floating* other, int ld_other,
+                               bint accumulate, floating* out) noexcept nogil:
+    """out (M, N) (+)= op(dc) @ op(other), or op(other) @ op(dc) when not dc_first, by BLAS."""
+    cdef floating beta = 1 if accumulate else 0
+    if dc_first:
+        gemm(trans_dc, trans_other, M, N, K, <floating>1, dc, ld_dc, other, ld_other, beta, out, N)
+    else:
+        gemm(trans_other, trans_dc, M, N, K, <floating>1, other, ld_other, dc, ld_dc, beta, out, N)
+
+
 def _grad_loop(const floating[:, :, ::1] dc, const floating[:, :, ::1] other,
                const int64_t[::1] other_index, const int64_t[::1] order,
                const int64_t[::1] starts, floating[:, :, ::1] grad,
@@ -257,7 +268,6 @@ def _grad_loop(const floating[:, :, ::1] dc, const floating[:, :, ::1] other,
     cdef const floating* po = &other[0, 0, 0]
     cdef floating* pg = &grad[0, 0, 0]
     cdef floating* out
-    cdef floating beta
     cdef int threads = _threads_for(groups, <double>M * N * K)
     cdef float* scratch
     cdef bint ta, tb
@@ -277,14 +287,8 @@ def _grad_loop(const floating[:, :, ::1] dc, const floating[:, :, ::1] other,
                     for q in range(starts[i], starts[i + 1]):
                         p = order[q]
                         if scratch == NULL:
-                            beta = 0 if q == starts[i] else 1
-                            if dc_first:
-                                gemm(trans_dc, trans_other, M, N, K, <floating>1, pdc + p * dc_step, ld_dc,
-                                     po + other_index[p] * other_step, ld_other, beta, out, N)
-                            else:
-                                gemm(trans_other, trans_dc, M, N, K, <floating>1,
-                                     po + other_index[p] * other_step, ld_other, pdc + p * dc_step, ld_dc,
-                                     beta, out, N)
+                            _grad_product(dc_first, trans_dc, trans_other, M, N, K, pdc + p * dc_step, ld_dc,
+                                          po + other_index[p] * other_step, ld_other, q != starts[i], out)
                         elif dc_first:
                             fn_own_gemm(ta, tb, M, N, K, pdc + p * dc_step, ld_dc,
                                         po + other_index[p] * other_step, ld_other, q != starts[i], out, N,
@@ -303,13 +307,8 @@ def _grad_loop(const floating[:, :, ::1] dc, const floating[:, :, ::1] other,
                     out[r] = 0
             for q in range(starts[i], starts[i + 1]):
                 p = order[q]
-                beta = 0 if q == starts[i] else 1
-                if dc_first:
-                    gemm(trans_dc, trans_other, M, N, K, <floating>1, pdc + p * dc_step, ld_dc,
-                         po + other_index[p] * other_step, ld_other, beta, out, N)
-                else:
-                    gemm(trans_other, trans_dc, M, N, K, <floating>1, po + other_index[p] * other_step,
-                         ld_other, pdc + p * dc_step, ld_dc, beta, out, N)
+                _grad_product(dc_first, trans_dc, trans_other, M, N, K, pdc + p * dc_step, ld_dc,
+                              po + other_index[p] * other_step, ld_other, q != starts[i], out)
 
 
 def _tall_backward(const floating[:, :, ::1] dc, const floating[:, :, ::1] a,

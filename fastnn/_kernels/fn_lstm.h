@@ -209,39 +209,18 @@ FN_AVX512 static void fn_lstm_rows(const fn_lstm_io *io, const float *P, ptrdiff
     }
 }
 
-/* A batch of one row: two interleaved chains of the four gate vectors. */
+/* A batch of one row: the matrix-vector kernel, started from the gates' input part. */
 FN_AVX512 static void fn_lstm_row(const fn_lstm_io *io, const float *P, ptrdiff_t p)
 {
     const ptrdiff_t n_a = io->n_a, u0 = p * FN_LSTM_UNITS;
-    const float *b = P + p * n_a * FN_NR, *a = io->h_prev;
     const int units = (int)(n_a - u0 < FN_LSTM_UNITS ? n_a - u0 : FN_LSTM_UNITS);
     const __mmask16 mk = (__mmask16)((1u << units) - 1);
-    const __m512 zero = _mm512_setzero_ps();
-    __m512 c0 = _mm512_maskz_loadu_ps(mk, io->g + u0), c1 = _mm512_maskz_loadu_ps(mk, io->g + u0 + n_a);
-    __m512 c2 = _mm512_maskz_loadu_ps(mk, io->g + u0 + 2 * n_a);
-    __m512 c3 = _mm512_maskz_loadu_ps(mk, io->g + u0 + 3 * n_a);
-    __m512 d0 = zero, d1 = zero, d2 = zero, d3 = zero;
-    ptrdiff_t k = 0;
-    for (; k + 1 < n_a; k += 2, b += 2 * FN_NR) {
-        __m512 x0 = _mm512_set1_ps(a[k]), x1 = _mm512_set1_ps(a[k + 1]);
-        c0 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(b), c0);
-        c1 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(b + 16), c1);
-        c2 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(b + 32), c2);
-        c3 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(b + 48), c3);
-        d0 = _mm512_fmadd_ps(x1, _mm512_loadu_ps(b + 64), d0);
-        d1 = _mm512_fmadd_ps(x1, _mm512_loadu_ps(b + 80), d1);
-        d2 = _mm512_fmadd_ps(x1, _mm512_loadu_ps(b + 96), d2);
-        d3 = _mm512_fmadd_ps(x1, _mm512_loadu_ps(b + 112), d3);
-    }
-    if (k < n_a) {
-        __m512 x0 = _mm512_set1_ps(a[k]);
-        c0 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(b), c0);
-        c1 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(b + 16), c1);
-        c2 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(b + 32), c2);
-        c3 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(b + 48), c3);
-    }
-    fn_lstm_cell(_mm512_add_ps(c0, d0), _mm512_add_ps(c1, d1), _mm512_add_ps(c2, d2),
-                 _mm512_add_ps(c3, d3), mk, io->g + u0, n_a, io->c_prev + u0, io->c_next + u0,
+    __m512 acc[4];
+    int v;
+    for (v = 0; v < 4; v++)
+        acc[v] = _mm512_maskz_loadu_ps(mk, io->g + u0 + v * n_a);
+    fn_row_acc(n_a, io->h_prev, P + p * n_a * FN_NR, acc);
+    fn_lstm_cell(acc[0], acc[1], acc[2], acc[3], mk, io->g + u0, n_a, io->c_prev + u0, io->c_next + u0,
                  io->tanh_c + u0, io->h_next + u0);
 }
 

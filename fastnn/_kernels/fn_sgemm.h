@@ -334,22 +334,14 @@ FN_AVX512 FN_UNUSED static void fn_sgemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t 
     do { ptrdiff_t task; for (task = 0; task < (count); task++) { __VA_ARGS__ } } while (0)
 #endif
 
-/* One row of C (+)= init + a (K) @ P panel (init: NULL or a row of nr floats): two
- * interleaved chains of four vectors keep eight FMAs in flight (a matrix-vector
- * step, where a 6-row tile would waste 5/6). */
-FN_AVX512 FN_UNUSED static void fn_ukr_row(ptrdiff_t K, const float *a, const float *bp, const float *init,
-                                           float *c, int nr, int accumulate)
+/* acc[0..3] += a (K) @ one packed panel: two interleaved chains of four vectors
+ * keep eight FMAs in flight (a matrix-vector step, where a 6-row tile would waste
+ * 5/6 of its work). */
+FN_AVX512 FN_UNUSED static inline void fn_row_acc(ptrdiff_t K, const float *a, const float *bp, __m512 acc[4])
 {
-    __mmask16 m[4];
-    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, d0 = c0, d1 = c0, d2 = c0, d3 = c0;
+    __m512 c0 = acc[0], c1 = acc[1], c2 = acc[2], c3 = acc[3];
+    __m512 d0 = _mm512_setzero_ps(), d1 = d0, d2 = d0, d3 = d0;
     ptrdiff_t k = 0;
-    fn_masks(nr, m);
-    if (init != NULL) {
-        c0 = _mm512_maskz_loadu_ps(m[0], init);
-        c1 = _mm512_maskz_loadu_ps(m[1], init + 16);
-        c2 = _mm512_maskz_loadu_ps(m[2], init + 32);
-        c3 = _mm512_maskz_loadu_ps(m[3], init + 48);
-    }
     for (; k + 1 < K; k += 2, bp += 2 * FN_NR) {
         __m512 a0 = _mm512_set1_ps(a[k]), a1 = _mm512_set1_ps(a[k + 1]);
         c0 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(bp), c0);
@@ -368,18 +360,26 @@ FN_AVX512 FN_UNUSED static void fn_ukr_row(ptrdiff_t K, const float *a, const fl
         c2 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(bp + 32), c2);
         c3 = _mm512_fmadd_ps(a0, _mm512_loadu_ps(bp + 48), c3);
     }
-    c0 = _mm512_add_ps(c0, d0); c1 = _mm512_add_ps(c1, d1);
-    c2 = _mm512_add_ps(c2, d2); c3 = _mm512_add_ps(c3, d3);
-    if (accumulate) {
-        c0 = _mm512_add_ps(c0, _mm512_maskz_loadu_ps(m[0], c));
-        c1 = _mm512_add_ps(c1, _mm512_maskz_loadu_ps(m[1], c + 16));
-        c2 = _mm512_add_ps(c2, _mm512_maskz_loadu_ps(m[2], c + 32));
-        c3 = _mm512_add_ps(c3, _mm512_maskz_loadu_ps(m[3], c + 48));
+    acc[0] = _mm512_add_ps(c0, d0); acc[1] = _mm512_add_ps(c1, d1);
+    acc[2] = _mm512_add_ps(c2, d2); acc[3] = _mm512_add_ps(c3, d3);
+}
+
+/* One row of C (+)= init + a (K) @ P panel (init: NULL or a row of nr floats). */
+FN_AVX512 FN_UNUSED static void fn_ukr_row(ptrdiff_t K, const float *a, const float *bp, const float *init,
+                                           float *c, int nr, int accumulate)
+{
+    __mmask16 m[4];
+    __m512 acc[4];
+    int v;
+    fn_masks(nr, m);
+    for (v = 0; v < 4; v++)
+        acc[v] = init != NULL ? _mm512_maskz_loadu_ps(m[v], init + 16 * v) : _mm512_setzero_ps();
+    fn_row_acc(K, a, bp, acc);
+    for (v = 0; v < 4; v++) {
+        if (accumulate)
+            acc[v] = _mm512_add_ps(acc[v], _mm512_maskz_loadu_ps(m[v], c + 16 * v));
+        _mm512_mask_storeu_ps(c + 16 * v, m[v], acc[v]);
     }
-    _mm512_mask_storeu_ps(c, m[0], c0);
-    _mm512_mask_storeu_ps(c + 16, m[1], c1);
-    _mm512_mask_storeu_ps(c + 32, m[2], c2);
-    _mm512_mask_storeu_ps(c + 48, m[3], c3);
 }
 
 /* fn_sgemm_nn on `threads` OpenMP threads (when the build has OpenMP): tasks of a
