@@ -42,44 +42,12 @@ cdef extern from *:
     int fastnn_matmul_openmp() noexcept nogil
     int fastnn_matmul_max_threads() noexcept nogil
 
-cdef extern from *:
-    """
-    #include "fn_sgemm.h"
-
-    /* Floats of scratch fn_own_gemm needs. */
-    static size_t fn_own_scratch(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int trans_a)
-    {
-        return fn_sgemm_packed_size(K, N) + (trans_a ? (size_t)M * (size_t)K : 0) + 1;
-    }
-
-    /* C (M, N) = op(A) @ op(B) (+ C when accumulate) on fastnn's own float32 kernels
-       (fn_sgemm.h; the caller checked fn_sgemm_supported()): op(B) is packed into
-       scratch, and a transposed A is transposed there first; `threads` split the
-       product's tiles. op(A) is A (M, K) or, when trans_a, A^T with A (K, M); op(B)
-       likewise (K, N) or B^T. */
-    static void fn_own_gemm(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                            const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
-                            int accumulate, float *C, ptrdiff_t ldc, float *scratch, int threads)
-    {
-        float *P = scratch;
-        if (trans_b)
-            fn_sgemm_pack_t(K, N, B, ldb, P);
-        else
-            fn_sgemm_pack(K, N, B, ldb, 1, P);
-        if (trans_a) {
-            float *At = scratch + fn_sgemm_packed_size(K, N);
-            fn_transpose(K, M, A, lda, At, K);
-            A = At;
-            lda = K;
-        }
-        fn_sgemm_nn_mt(M, N, K, A, lda, P, NULL, C, ldc, accumulate, threads);
-    }
-    """
+cdef extern from "fn_sgemm.h":
     int fn_sgemm_supported() noexcept nogil
-    size_t fn_own_scratch(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int trans_a) noexcept nogil
-    void fn_own_gemm(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                     const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb, int accumulate,
-                     float* C, Py_ssize_t ldc, float* scratch, int threads) noexcept nogil
+    size_t fn_sgemm_any_scratch(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int trans_a) noexcept nogil
+    void fn_sgemm_any_mt(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                         const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb, int accumulate,
+                         float* C, Py_ssize_t ldc, float* scratch, int threads) noexcept nogil
 
 
 cdef int _num_threads = max(1, fastnn_matmul_max_threads())
@@ -165,6 +133,22 @@ def _groups(index, count):
     return order, starts
 
 
+cdef inline void _product(bint trans_a, bint trans_b, int M, int N, int K, const floating* A, int lda,
+                          const floating* B, int ldb, bint accumulate, floating* C, float* scratch,
+                          int threads) noexcept nogil:
+    """C (M, N) (+)= op(A) @ op(B): on the own kernels when given their scratch (float32,
+    the product split over `threads`), else by BLAS."""
+    if floating is float:
+        if scratch != NULL:
+            fn_sgemm_any_mt(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, N, scratch, threads)
+            return
+    gemm(trans_a, trans_b, M, N, K, <floating>1, A, lda, B, ldb, <floating>(1 if accumulate else 0), C, N)
+
+
+cdef inline size_t _own_scratch_bytes(bint own, int M, int N, int K, bint trans_a) noexcept nogil:
+    return fn_sgemm_any_scratch(M, N, K, trans_a) * sizeof(float) if own else 0
+
+
 def _bmm_loop(const floating[:, :, ::1] a, const floating[:, :, ::1] b,
               const int64_t[::1] a_index, const int64_t[::1] b_index,
               floating[:, :, ::1] c, bint trans_a, bint trans_b, int M, int N, int K):
@@ -175,45 +159,30 @@ def _bmm_loop(const floating[:, :, ::1] a, const floating[:, :, ::1] b,
     cdef const floating* pa = &a[0, 0, 0]
     cdef const floating* pb = &b[0, 0, 0]
     cdef floating* pc = &c[0, 0, 0]
-    cdef int threads = _threads_for(batch, <double>M * N * K)
+    cdef int threads = _threads_for(batch, <double>M * N * K), inner = 1
     cdef float* scratch
-    cdef bint done = False
+    cdef bint own = False
     if floating is float:
-        if _use_own(M, N, K):
-            threads = _own_threads(batch)
-            with nogil:
-                if threads > 1:
-                    for p in prange(batch, num_threads=threads, schedule="static"):
-                        scratch = <float*>malloc(fn_own_scratch(M, N, K, trans_a) * sizeof(float))
-                        if scratch == NULL:
-                            gemm(trans_a, trans_b, M, N, K, <floating>1, pa + a_index[p] * a_step, lda,
-                                 pb + b_index[p] * b_step, ldb, <floating>0, pc + p * c_step, N)
-                        else:
-                            fn_own_gemm(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda,
-                                        pb + b_index[p] * b_step, ldb, False, pc + p * c_step, N, scratch, 1)
-                            free(scratch)
-                    done = True
-                else:
-                    scratch = <float*>malloc(fn_own_scratch(M, N, K, trans_a) * sizeof(float))
-                    if scratch != NULL:
-                        for p in range(batch):
-                            fn_own_gemm(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda,
-                                        pb + b_index[p] * b_step, ldb, False, pc + p * c_step, N, scratch,
-                                        _num_threads if fastnn_matmul_openmp() else 1)
-                        free(scratch)
-                        done = True
-            if done:
-                return
-            threads = 1
+        own = _use_own(M, N, K)
+    if own:
+        # entries split over the threads, or each entry's product over them
+        threads = _own_threads(batch)
+        inner = 1 if threads > 1 or not fastnn_matmul_openmp() else _num_threads
+    cdef size_t scratch_size = _own_scratch_bytes(own, M, N, K, trans_a)
+    # no scratch (BLAS, or a failed allocation): the products go to BLAS
     with nogil:
         if threads > 1:
             for p in prange(batch, num_threads=threads, schedule="static"):
-                gemm(trans_a, trans_b, M, N, K, <floating>1, pa + a_index[p] * a_step, lda,
-                     pb + b_index[p] * b_step, ldb, <floating>0, pc + p * c_step, N)
+                scratch = <float*>malloc(scratch_size) if own else NULL
+                _product(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda, pb + b_index[p] * b_step,
+                         ldb, False, pc + p * c_step, scratch, 1)
+                free(scratch)
         else:
+            scratch = <float*>malloc(scratch_size) if own else NULL
             for p in range(batch):
-                gemm(trans_a, trans_b, M, N, K, <floating>1, pa + a_index[p] * a_step, lda,
-                     pb + b_index[p] * b_step, ldb, <floating>0, pc + p * c_step, N)
+                _product(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda, pb + b_index[p] * b_step,
+                         ldb, False, pc + p * c_step, scratch, inner)
+            free(scratch)
 
 
 def _tall_gemm(const floating[:, :, ::1] a, const floating[:, :, ::1] b, Py_ssize_t j,
@@ -242,17 +211,6 @@ def bmm(a, b, a_index, b_index, trans_a, trans_b):
     return c
 
 
-cdef inline void _grad_product(bint dc_first, bint trans_dc, bint trans_other, int M, int N, int K,
-                               const floating* dc, int ld_dc, const floating* other, int ld_other,
-                               bint accumulate, floating* out) noexcept nogil:
-    """out (M, N) (+)= op(dc) @ op(other), or op(other) @ op(dc) when not dc_first, by BLAS."""
-    cdef floating beta = 1 if accumulate else 0
-    if dc_first:
-        gemm(trans_dc, trans_other, M, N, K, <floating>1, dc, ld_dc, other, ld_other, beta, out, N)
-    else:
-        gemm(trans_other, trans_dc, M, N, K, <floating>1, other, ld_other, dc, ld_dc, beta, out, N)
-
-
 def _grad_loop(const floating[:, :, ::1] dc, const floating[:, :, ::1] other,
                const int64_t[::1] other_index, const int64_t[::1] order,
                const int64_t[::1] starts, floating[:, :, ::1] grad,
@@ -268,47 +226,36 @@ def _grad_loop(const floating[:, :, ::1] dc, const floating[:, :, ::1] other,
     cdef const floating* po = &other[0, 0, 0]
     cdef floating* pg = &grad[0, 0, 0]
     cdef floating* out
-    cdef int threads = _threads_for(groups, <double>M * N * K)
+    cdef const floating* first
+    cdef const floating* second
     cdef float* scratch
-    cdef bint ta, tb
+    cdef bint own = False
+    cdef int threads = _threads_for(groups, <double>M * N * K), inner = 1
     if floating is float:
-        if _use_own(M, N, K):
-            threads = _own_threads(groups)
-            ta = trans_dc if dc_first else trans_other
-            tb = trans_other if dc_first else trans_dc
-            with nogil:
-                for i in prange(groups, num_threads=threads, schedule="static"):
-                    out = pg + i * grad_step
-                    if starts[i] == starts[i + 1]:
-                        for r in range(grad_step):
-                            out[r] = 0
-                        continue
-                    scratch = <float*>malloc(fn_own_scratch(M, N, K, ta) * sizeof(float))
-                    for q in range(starts[i], starts[i + 1]):
-                        p = order[q]
-                        if scratch == NULL:
-                            _grad_product(dc_first, trans_dc, trans_other, M, N, K, pdc + p * dc_step, ld_dc,
-                                          po + other_index[p] * other_step, ld_other, q != starts[i], out)
-                        elif dc_first:
-                            fn_own_gemm(ta, tb, M, N, K, pdc + p * dc_step, ld_dc,
-                                        po + other_index[p] * other_step, ld_other, q != starts[i], out, N,
-                                        scratch, 1 if threads > 1 else _num_threads)
-                        else:
-                            fn_own_gemm(ta, tb, M, N, K, po + other_index[p] * other_step, ld_other,
-                                        pdc + p * dc_step, ld_dc, q != starts[i], out, N,
-                                        scratch, 1 if threads > 1 else _num_threads)
-                    free(scratch)
-            return
+        own = _use_own(M, N, K)
+    if own:
+        # groups split over the threads, or a single group's products over them
+        threads = _own_threads(groups)
+        inner = 1 if threads > 1 or not fastnn_matmul_openmp() else _num_threads
+    # the product is first @ second: op(dc) @ op(other), or op(other) @ op(dc)
+    cdef bint ta = trans_dc if dc_first else trans_other, tb = trans_other if dc_first else trans_dc
+    cdef int ld_first = ld_dc if dc_first else ld_other, ld_second = ld_other if dc_first else ld_dc
+    cdef size_t scratch_size = _own_scratch_bytes(own, M, N, K, ta)
     with nogil:
         for i in prange(groups, num_threads=threads, schedule="static"):
             out = pg + i * grad_step
             if starts[i] == starts[i + 1]:
                 for r in range(grad_step):
                     out[r] = 0
+            # no scratch (BLAS, or a failed allocation): the products go to BLAS
+            scratch = <float*>malloc(scratch_size) if own and starts[i] < starts[i + 1] else NULL
             for q in range(starts[i], starts[i + 1]):
                 p = order[q]
-                _grad_product(dc_first, trans_dc, trans_other, M, N, K, pdc + p * dc_step, ld_dc,
-                              po + other_index[p] * other_step, ld_other, q != starts[i], out)
+                first = pdc + p * dc_step if dc_first else po + other_index[p] * other_step
+                second = po + other_index[p] * other_step if dc_first else pdc + p * dc_step
+                _product(ta, tb, M, N, K, first, ld_first, second, ld_second, q != starts[i], out, scratch,
+                         inner)
+            free(scratch)
 
 
 def _tall_backward(const floating[:, :, ::1] dc, const floating[:, :, ::1] a,

@@ -604,6 +604,10 @@ cdef extern from "fn_sgemm.h":
     void fn_sgemm_nn_mt(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
                         const float* P, const float* bias, float* C, Py_ssize_t ldc, int accumulate,
                         int threads) noexcept nogil
+    size_t fn_sgemm_any_scratch(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int trans_a) noexcept nogil
+    void fn_sgemm_any_mt(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                         const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb, int accumulate,
+                         float* C, Py_ssize_t ldc, float* scratch, int threads) noexcept nogil
     int fn_sgemm_tn_mt(Py_ssize_t M, Py_ssize_t N, Py_ssize_t R, const float* A, Py_ssize_t lda,
                        const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc, int accumulate,
                        int threads) noexcept nogil
@@ -767,17 +771,16 @@ cdef void _gemm_any(bint serial, bint trans_a, bint trans_b, int M, int N, int K
         if (_own_enabled and M > 0 and N > 0 and K > 0 and not (trans_a and trans_b)
                 and <double>M * N * K >= _OWN_MIN_MACS):
             if trans_a:
+                # long reductions (weight gradients): chunked, no full transposed copy
                 if fn_sgemm_tn_mt(M, N, K, A, lda, B, ldb, C, ldc, accumulate, _own_threads(serial)):
                     return
-            buf = <float*>malloc(fn_sgemm_packed_size(K, N) * sizeof(float))
-            if buf != NULL:
-                if trans_b:
-                    fn_sgemm_pack_t(K, N, B, ldb, buf)
-                else:
-                    fn_sgemm_pack(K, N, B, ldb, 1, buf)
-                fn_sgemm_nn_mt(M, N, K, A, lda, buf, NULL, C, ldc, accumulate, _own_threads(serial))
-                free(buf)
-                return
+            else:
+                buf = <float*>malloc(fn_sgemm_any_scratch(M, N, K, False) * sizeof(float))
+                if buf != NULL:
+                    fn_sgemm_any_mt(False, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, buf,
+                                    _own_threads(serial))
+                    free(buf)
+                    return
         if (serial and _packed_level != 0 and M > 0 and N > 0 and K > 0
                 and <double>M * N * K > _BLAS_SERIAL_MACS):
             if fn_small_gemm_f(_packed_level, trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate,

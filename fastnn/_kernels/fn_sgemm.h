@@ -505,6 +505,34 @@ FN_AVX512 FN_UNUSED static int fn_sgemm_tn_mt(ptrdiff_t M, ptrdiff_t N, ptrdiff_
     return fn_sgemm_tn2_mt(M, N, 0, R, A, lda, B, ldb, B, ldb, C, ldc, accumulate, threads);
 }
 
+/* Floats of scratch fn_sgemm_any_mt needs. */
+static inline size_t fn_sgemm_any_scratch(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int trans_a)
+{
+    return fn_sgemm_packed_size(K, N) + (trans_a ? (size_t)M * (size_t)(K > 0 ? K : 0) : 0) + 1;
+}
+
+/* C (M, N) = op(A) @ op(B) (+ C when accumulate) for one product of moderate size:
+ * op(B) is packed into scratch (fn_sgemm_any_scratch floats), a transposed A is
+ * transposed there first, and `threads` split the tiles. op(A) is A (M, K) or, when
+ * trans_a, A^T with A (K, M); op(B) likewise (K, N) or B^T. */
+FN_AVX512 FN_UNUSED static void fn_sgemm_any_mt(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
+                                                ptrdiff_t K, const float *A, ptrdiff_t lda, const float *B,
+                                                ptrdiff_t ldb, int accumulate, float *C, ptrdiff_t ldc,
+                                                float *scratch, int threads)
+{
+    if (trans_b)
+        fn_sgemm_pack_t(K, N, B, ldb, scratch);
+    else
+        fn_sgemm_pack(K, N, B, ldb, 1, scratch);
+    if (trans_a) {
+        float *At = scratch + fn_sgemm_packed_size(K, N);
+        fn_transpose(K, M, A, lda, At, K);
+        A = At;
+        lda = K;
+    }
+    fn_sgemm_nn_mt(M, N, K, A, lda, scratch, NULL, C, ldc, accumulate, threads);
+}
+
 /* Size of the per-thread scratch of fn_conv_forward, in pointers. */
 static inline size_t fn_conv_scratch(const fn_conv_geom *g)
 {
@@ -635,6 +663,20 @@ FN_UNUSED static int fn_sgemm_supported(void) { return 0; }
 FN_UNUSED static void fn_sgemm_pack_t(ptrdiff_t K, ptrdiff_t N, const float *S, ptrdiff_t ls, float *P)
 {
     (void)K; (void)N; (void)S; (void)ls; (void)P;
+}
+
+static inline size_t fn_sgemm_any_scratch(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int trans_a)
+{
+    (void)M; (void)N; (void)K; (void)trans_a;
+    return 1;
+}
+
+FN_UNUSED static void fn_sgemm_any_mt(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                                      const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
+                                      int accumulate, float *C, ptrdiff_t ldc, float *scratch, int threads)
+{
+    (void)trans_a; (void)trans_b; (void)M; (void)N; (void)K; (void)A; (void)lda; (void)B; (void)ldb;
+    (void)accumulate; (void)C; (void)ldc; (void)scratch; (void)threads;
 }
 
 static inline size_t fn_conv_scratch(const fn_conv_geom *g) { (void)g; return 1; }
