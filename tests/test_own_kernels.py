@@ -258,6 +258,10 @@ def fused(request):
     pytest.param(3, 11, 33, 40, id="partial-tiles"),      # 11 rows = 6 + a short tile of 5
     pytest.param(2, 64, 16, 48, id="short-last-tile"),    # 64 rows = 10 x 6 + 4
     pytest.param(4, 100, 24, 16, id="several-row-blocks"),
+    # the gate values go past the caches (4 MiB of them): aligned whole vectors
+    # streamed, and with n_a = 500 the panels' masked last vectors stored as usual
+    pytest.param(8, 64, 32, 512, id="streamed-gates"),
+    pytest.param(9, 70, 24, 500, id="streamed-gates-partial-panel"),
 ])
 def test_lstm_forward_fused_and_unfused(T, m, n_x, n_a, own, fused, rng):
     x = randn(rng, (T, m, n_x), np.float32) * np.float32(2)
@@ -270,6 +274,42 @@ def test_lstm_forward_fused_and_unfused(T, m, n_x, n_a, own, fused, rng):
     want = run_sequence("lstm", f64(x), f64(h0), f64(c0), f64(W), f64(b), f64(dh), None, "reference")
     for i, (g, w) in enumerate(zip(got, want)):
         assert_close(g, w, np.float32, f"output {i}")
+
+
+@pytest.mark.parametrize("batch", [
+    pytest.param(True, id="x-in-the-step"),       # one step of a large batch: [h, x] @ W^T
+    pytest.param(False, id="input-projection"),   # batch 1: the projection made up front
+])
+def test_lstm_fused_step_activations_are_accurate(batch):
+    """The fused step's own sigmoid and tanh, read from the gate values it keeps.
+
+    With W_h = 0, W_x = 1 and b = 0 every gate's pre-activation is x itself, so the
+    cache holds sigmoid(x) (f, u, o), tanh(x) (c~) and tanh(c) for c = u tanh(x);
+    over a sweep of x they must be within a few float32 roundings of the float64
+    functions.
+    """
+    if not cy_recurrent.own_kernels():
+        pytest.skip("this CPU has no AVX-512: the fused step is not used")
+    n_a = 16
+    sweep = np.concatenate([np.linspace(-30, 30, 40001), np.geomspace(1e-30, 100, 9999),
+                            -np.geomspace(1e-30, 100, 9999), [0.0, 88.5, -88.5, 1e30, -1e30]])
+    x = sweep.astype(np.float32).reshape((1, -1, 1) if batch else (-1, 1, 1))
+    W = np.zeros((4 * n_a, n_a + 1), np.float32)
+    W[:, n_a] = 1
+    h, c, cache = fastnn.lstm_forward(x, None, None, W, np.zeros(4 * n_a, np.float32), backend="cython")
+    g, cs, tanh_c = cache.state[2], cache.state[4], cache.state[5]
+    z = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        sigmoid = 1 / (1 + np.exp(-z))  # e^1e30 overflows to inf: sigmoid 0
+    for got, want, what in [(g[..., :n_a], sigmoid, "sigmoid"),
+                            (g[..., 2 * n_a:3 * n_a], np.tanh(z), "tanh"),
+                            (tanh_c, np.tanh(cs[1:].astype(np.float64)), "tanh of c")]:
+        # relative where the value is a normal float, within the smallest normal below
+        bad = np.abs(got - want) > np.maximum(4e-7 * np.abs(want), 1.2e-38)
+        assert not bad.any(), (what, z[bad.any(axis=-1)][:5].ravel())
+    assert (np.abs(g) <= 1).all() and (g[..., :n_a] >= 0).all()
+    big = np.abs(z[..., 0]) > 10
+    assert (np.abs(g[..., 2 * n_a:3 * n_a][big]) == 1).all(), "tanh saturates at +-1 exactly"
 
 
 def test_lstm_fused_step_propagates_nan_and_saturates(rng):

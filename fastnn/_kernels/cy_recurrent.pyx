@@ -620,14 +620,19 @@ cdef extern from "fn_sgemm.h":
 cdef extern from "fn_lstm.h":
     ctypedef struct fn_lstm_io:
         Py_ssize_t n_a
+        Py_ssize_t n_x
         const float* h_prev
         const float* c_prev
+        const float* x
+        const float* bias
         float* g
         float* c_next
         float* tanh_c
         float* h_next
         const float* g_next
-    void fn_lstm_pack(Py_ssize_t n_a, const float* W, Py_ssize_t ldw, float* P) noexcept nogil
+        int reverse
+        int stream
+    void fn_lstm_pack(Py_ssize_t n_a, Py_ssize_t K, const float* W, Py_ssize_t ldw, float* P) noexcept nogil
     void fn_lstm_step_mt(Py_ssize_t m, const fn_lstm_io* io, const float* P, int threads) noexcept nogil
 
 
@@ -644,6 +649,16 @@ cdef double _OWN_MIN_MACS = 4096.0
 
 
 cdef bint _fused_lstm = True
+# From this many rows on, the fused LSTM step multiplies [h_prev, x_t] by the whole
+# of W itself, instead of adding h_prev @ W_h^T to an input projection of all steps
+# made up front: the projection's pre-activations would go to memory and come back
+# one step at a time, which costs more than the one large GEMM saves (6 % of an L1
+# forward); at batch 1 the projection is the faster (a step reads twice the
+# weights otherwise).
+cdef Py_ssize_t _LSTM_X_IN_STEP_ROWS = 12
+# gate values of more than this many bytes in all go past the caches (no later
+# step reads them; the backward pass, much later, finds them in memory either way)
+cdef double _LSTM_STREAM_BYTES = 4194304.0
 
 
 def fused_lstm(enabled=None):
@@ -1139,14 +1154,21 @@ def _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const f
     cdef int threads = _row_threads(m, gstep, serial or pk == NULL)
     cdef fn_lstm_io io
     cdef bint fused = floating is float and pk != NULL and _own_enabled and _fused_lstm
+    cdef bint x_in_step = fused and m >= _LSTM_X_IN_STEP_ROWS
     with nogil:
         if fused:
             # the fused step: product and cell in one kernel (fn_lstm.h)
-            fn_lstm_pack(n_a, <const float*>pW, n_a + n_x, pk)
+            fn_lstm_pack(n_a, n_a + n_x if x_in_step else n_a, <const float*>pW, n_a + n_x, pk)
         else:
             _pack(pW, n_a + n_x, True, n_a, 4 * n_a, pk)
-        _input_projection(&x[0, 0, 0], pW, &b[0], T * m, n_x, n_a, 4 * n_a, pg, pkx, serial)
+        if not x_in_step:
+            _input_projection(&x[0, 0, 0], pW, &b[0], T * m, n_x, n_a, 4 * n_a, pg, pkx, serial)
         io.n_a = n_a
+        io.n_x = n_x
+        io.x = NULL
+        io.bias = <const float*>&b[0]
+        io.g_next = NULL
+        io.stream = x_in_step and <double>T * gstep * sizeof(float) >= _LSTM_STREAM_BYTES
         for t in range(T):
             if fused:
                 io.h_prev = <const float*>(ph + t * step)
@@ -1155,7 +1177,13 @@ def _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const f
                 io.c_next = <float*>(pc + (t + 1) * step)
                 io.tanh_c = <float*>(ptc + t * step)
                 io.h_next = <float*>(ph + (t + 1) * step)
-                io.g_next = <const float*>(pg + (t + 1) * gstep) if t + 1 < T else NULL
+                if x_in_step:
+                    io.x = <const float*>&x[t, 0, 0]
+                elif t + 1 < T:
+                    io.g_next = <const float*>(pg + (t + 1) * gstep)
+                else:
+                    io.g_next = NULL
+                io.reverse = t & 1
                 fn_lstm_step_mt(m, &io, pk, _own_threads(serial))
                 continue
             _step_gemm(m, 4 * n_a, n_a, ph + t * step, n_a, pW, n_a + n_x, True, pk, True,
@@ -1213,7 +1241,7 @@ def lstm_forward(x, h0, c0, W, b):
                                (T, m, n_a))
     hs[0] = h0
     cs[0] = c0
-    _lstm_forward(x, W, b, g, hs, cs, tanh_c, _packed_buffer(x, m, n_a, 4 * n_a),
+    _lstm_forward(x, W, b, g, hs, cs, tanh_c, _packed_buffer(x, m, n_a + n_x, 4 * n_a),
                   _packed_buffer(x, m, n_x, 4 * n_a))
     return hs[1:], cs[T], (x, W, g, hs, cs, tanh_c)
 
