@@ -18,6 +18,7 @@ LAYOUTS = ("NHWC", "NCHW")
 # ---------------------------------------------------------------- arrays and dtypes
 
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = _NATIVE_FLOATS
 
 
 def float_dtype(fn, name, arr):
@@ -46,8 +47,10 @@ def as_arrays(fn, optional=(), **values):
     arrays = {}
     dtypes = []
     for name, value in values.items():
-        if type(value) is np.ndarray and value.dtype in _NATIVE_FLOATS:
-            arrays[name] = value  # the common case, without the general checks
+        # the common case, without the general checks: NumPy hands out one dtype
+        # object per native float type (an equal but distinct one takes the long way)
+        if type(value) is np.ndarray and (value.dtype is _F32 or value.dtype is _F64):
+            arrays[name] = value
             dtypes.append(value.dtype)
             continue
         if value is None:
@@ -61,7 +64,7 @@ def as_arrays(fn, optional=(), **values):
             raise TypeError(f"{fn}: {name} cannot be read as a numeric array ({exc})") from None
         dtypes.append(float_dtype(fn, name, arr))
         arrays[name] = arr
-    if dtypes and all(d == dtypes[0] for d in dtypes):
+    if dtypes and dtypes.count(dtypes[0]) == len(dtypes):
         return arrays, dtypes[0]
     dtype = np.result_type(*dtypes) if dtypes else np.dtype(np.float64)
     return arrays, dtype
@@ -226,7 +229,9 @@ def check_output_size(fn, what, shape, dtype):
     Without this, NumPy fails with a message that does not name the function, or
     overcommitted memory lets the allocation succeed and the process is killed later.
     """
-    need = prod(shape) * np.dtype(dtype).itemsize
+    need = math.prod(map(int, shape)) * np.dtype(dtype).itemsize
+    if need < 1 << 30:
+        return  # every machine this runs on has that (and asking costs two system calls)
     have = _memory_bytes()
     if need > have:
         raise ValueError(f"{fn}: {what} of shape {tuple(int(s) for s in shape)} would need {need / 2**30:.4g} GiB, "

@@ -26,7 +26,10 @@ float32 on CPUs with AVX-512 runs every product on fastnn's own kernels
 projection with the bias as the tiles' initial value, dW as one A^T B call for
 both blocks. The LSTM forward fuses each step's product and cell in one kernel
 (fn_lstm.h): the tile holds the four gates of 16 units and its epilogue writes the
-gate values, c, tanh(c) and h, so the elementwise pass below is not needed.
+gate values, c, tanh(c) and h, so the elementwise pass below is not needed. From
+a batch of _LSTM_X_IN_STEP_ROWS rows on, that kernel multiplies [h_prev, x_t] by
+the whole of W in each step instead of taking step 1's projection (whose
+pre-activations would make a round trip through memory).
 
 Without AVX-512, float32 sequences on x86-64 with AVX2 and batches of up to
 _PACKED_MAX_ROWS rows run the per-step GEMMs (and the input projection) on a small
