@@ -15,6 +15,8 @@ schedule.
 """
 import numpy as np
 
+from .._arena import empty as _empty
+
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY
@@ -304,8 +306,8 @@ cdef void _avg_backward(const floating* dy, floating* dx, floating* scratch, con
 
 cdef tuple _forward(const floating[:, :, :, ::1] x, bint is_max, Geometry g):
     dtype = np.float32 if floating is float else np.float64
-    y_arr = np.empty((g.N, g.Ho, g.Wo, g.C), dtype=dtype)
-    arg_arr = np.empty((g.N, g.Ho, g.Wo, g.C), dtype=np.int32) if is_max else None
+    y_arr = _empty((g.N, g.Ho, g.Wo, g.C), dtype=dtype)
+    arg_arr = _empty((g.N, g.Ho, g.Wo, g.C), dtype=np.int32) if is_max else None
     if y_arr.size == 0:
         return y_arr, arg_arr
     cdef floating[:, :, :, ::1] y = y_arr
@@ -323,7 +325,8 @@ cdef tuple _forward(const floating[:, :, :, ::1] x, bint is_max, Geometry g):
 
 cdef object _backward(const floating[:, :, :, ::1] dy, object arg_arr, Geometry g):
     dtype = np.float32 if floating is float else np.float64
-    dx_arr = np.zeros((g.N, g.H, g.W, g.C), dtype=dtype)
+    dx_arr = _empty((g.N, g.H, g.W, g.C), dtype=dtype)
+    dx_arr.fill(0)
     if dx_arr.size == 0 or dy.shape[0] * dy.shape[1] * dy.shape[2] * dy.shape[3] == 0:
         return dx_arr
     cdef floating[:, :, :, ::1] dx = dx_arr

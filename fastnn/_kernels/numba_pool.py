@@ -16,6 +16,8 @@ Inner loops index views from 0: with computed offsets LLVM cannot rule out negat
 import numpy as np
 from numba import njit, prange
 
+from .._arena import empty as _empty
+
 
 @njit(cache=True)
 def _inside(start, step, k, size):
@@ -187,10 +189,10 @@ def _geometry(ksize, stride, pads, dilation, out_hw):
 
 def pool2d_forward(x, mode, ksize, stride, pads, dilation, out_hw, count_include_pad):
     n_img, _, _, chans = x.shape
-    y = np.empty((n_img, out_hw[0], out_hw[1], chans), dtype=x.dtype)
+    y = _empty((n_img, out_hw[0], out_hw[1], chans), dtype=x.dtype)
     geom = _geometry(ksize, stride, pads, dilation, out_hw)
     if mode == "max":
-        arg = np.empty(y.shape, dtype=np.int32)
+        arg = _empty(y.shape, dtype=np.int32)
         if n_img:
             _max_forward(x, geom, y, arg)
         return y, ("max", x.shape, geom, arg)
@@ -201,7 +203,7 @@ def pool2d_forward(x, mode, ksize, stride, pads, dilation, out_hw, count_include
 
 def pool2d_backward(dy, state):
     mode, x_shape, geom, extra = state
-    dx = np.empty(x_shape, dtype=dy.dtype)
+    dx = _empty(tuple(x_shape), dtype=dy.dtype)
     if x_shape[0] == 0:
         return dx
     if mode == "max":
