@@ -44,26 +44,32 @@ def as_arrays(fn, optional=(), **values):
     float64 stays float64, a mix computes in float64; integers and bools become
     float64; complex, object and string data are a TypeError.
     """
-    arrays = {}
+    arrays, dtype = as_array_list(fn, tuple(values), tuple(values.values()), optional)
+    return dict(zip(values, arrays)), dtype
+
+
+def as_array_list(fn, names, values, optional=()):
+    """as_arrays for parallel sequences of names and values: (list of arrays, dtype)."""
+    arrays = []
     dtypes = []
-    for name, value in values.items():
+    for name, value in zip(names, values):
         # the common case, without the general checks: NumPy hands out one dtype
         # object per native float type (an equal but distinct one takes the long way)
         if type(value) is np.ndarray and (value.dtype is _F32 or value.dtype is _F64):
-            arrays[name] = value
+            arrays.append(value)
             dtypes.append(value.dtype)
             continue
         if value is None:
             if name not in optional:
                 raise TypeError(f"{fn}: {name} must be an array, got None")
-            arrays[name] = None
+            arrays.append(None)
             continue
         try:
             arr = np.asarray(value)
         except (ValueError, TypeError) as exc:  # ragged nested lists and the like
             raise TypeError(f"{fn}: {name} cannot be read as a numeric array ({exc})") from None
         dtypes.append(float_dtype(fn, name, arr))
-        arrays[name] = arr
+        arrays.append(arr)
     if dtypes and dtypes.count(dtypes[0]) == len(dtypes):
         return arrays, dtypes[0]
     dtype = np.result_type(*dtypes) if dtypes else np.dtype(np.float64)

@@ -749,15 +749,16 @@ cdef int _gemm_threads(Py_ssize_t m, Py_ssize_t N, Py_ssize_t K, bint serial) no
     return _num_threads if panels > _num_threads else <int>panels
 
 
-def _packed_buffer(x, Py_ssize_t m, Py_ssize_t K, Py_ssize_t N):
-    """Room for a packed (K, N) weight block when the packed step GEMM applies, else empty."""
+def _packed_buffer(x, Py_ssize_t m, Py_ssize_t K, Py_ssize_t N, size_t extra=0):
+    """Room for a packed (K, N) weight block (and `extra` floats after it) when the
+    packed step GEMM applies, else empty."""
     T = x.shape[0]
     if not (_own_enabled and x.dtype == np.float32 and m >= 1 and (T >= 2 or m >= 16)):
         if x.dtype != np.float32 or _packed_level == 0 or T < 2 or m < 1 or m > _PACKED_MAX_ROWS:
             return np.empty(0, dtype=np.float32)
     # sized for the own kernels' 64-wide panels, which also holds the 32-wide ones:
     # own_kernels() switched while a call is under way cannot make it write past the end
-    return _empty(max(1, fn_sgemm_packed_size(K, N)), dtype=np.float32)
+    return _empty(max(1, fn_sgemm_packed_size(K, N) + extra), dtype=np.float32)
 
 
 cdef inline const float* _packed_ptr(float[::1] packed) noexcept nogil:
@@ -958,6 +959,11 @@ def _carve(dtype, *shapes):
     """C-contiguous arrays of these shapes cut from one block of fastnn's buffer
     cache (fastnn/_arena.py), which stays mapped from call to call where freshly
     allocated memory would be page-faulted in again each time."""
+    return _carve_block(dtype, *shapes)[1]
+
+
+def _carve_block(dtype, *shapes):
+    """(the block, [the arrays]) of _carve: the arrays lie one after the other in it."""
     cdef Py_ssize_t total = 0, start = 0, size
     for shape in shapes:
         total += shape[0] * shape[1] * shape[2]
@@ -967,7 +973,7 @@ def _carve(dtype, *shapes):
         size = shape[0] * shape[1] * shape[2]
         arrays.append(block[start:start + size].reshape(shape))
         start += size
-    return arrays
+    return block, arrays
 
 
 def rnn_forward(x, h0, W, b, activation):
@@ -1140,20 +1146,24 @@ def gru_cell_backward(dh_next, state):
 # ---------------------------------------------------------------- LSTM
 
 def _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const floating[::1] b,
-                  floating[:, :, ::1] g, floating[:, :, ::1] hs, floating[:, :, ::1] cs,
-                  floating[:, :, ::1] tanh_c, float[::1] packed, float[::1] packed_x):
-    """hs[0], cs[0] hold h0, c0 on entry. On exit hs[t + 1], cs[t + 1] = h<t>, c<t>,
-    g[t] = [Γf, Γu, c~, Γo] and tanh_c[t] = tanh(c<t>) of every step."""
-    cdef int T = <int>x.shape[0], m = <int>x.shape[1], n_x = <int>x.shape[2], n_a = <int>hs.shape[2]
+                  floating[::1] block, float[::1] packed):
+    """block is _lstm_state's carving of g, hs, cs, tanh_c (one argument instead of
+    four: at batch 1 each typed argument costs a noticeable part of the call);
+    hs[0], cs[0] hold h0, c0 on entry. On exit hs[t + 1], cs[t + 1] = h<t>, c<t>,
+    g[t] = [Γf, Γu, c~, Γo] and tanh_c[t] = tanh(c<t>) of every step. packed is
+    _lstm_packed's room for the packed W^T (or W_h^T) and, after it, W_x^T."""
+    cdef int T = <int>x.shape[0], m = <int>x.shape[1], n_x = <int>x.shape[2], n_a = <int>(W.shape[0] // 4)
     cdef Py_ssize_t step = <Py_ssize_t>m * n_a, gstep = 4 * step, t
-    cdef floating* ph = &hs[0, 0, 0]
-    cdef floating* pc = &cs[0, 0, 0]
-    cdef floating* pg = &g[0, 0, 0]
-    cdef floating* ptc = &tanh_c[0, 0, 0]
+    if block.shape[0] != T * gstep + (3 * T + 2) * step:
+        raise ValueError("_lstm_forward: the state block does not match the shapes")
+    cdef floating* pg = &block[0]
+    cdef floating* ph = pg + T * gstep
+    cdef floating* pc = ph + (T + 1) * step
+    cdef floating* ptc = pc + (T + 1) * step
     cdef const floating* pW = &W[0, 0]
     cdef bint serial = _serial(T, m, 4, n_a, n_x)
     cdef float* pk = <float*>_packed_ptr(packed)
-    cdef float* pkx = <float*>_packed_ptr(packed_x)
+    cdef float* pkx = pk + fn_sgemm_packed_size(n_a + n_x, 4 * n_a) if pk != NULL else NULL
     cdef int threads = _row_threads(m, gstep, serial or pk == NULL)
     cdef fn_lstm_io io
     cdef bint fused = floating is float and pk != NULL and _own_enabled and _fused_lstm
@@ -1240,12 +1250,14 @@ def _lstm_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
 def lstm_forward(x, h0, c0, W, b):
     T, m, n_x = x.shape
     n_a = h0.shape[1]
-    g, hs, cs, tanh_c = _carve(_dtype_of(x), (T, m, 4 * n_a), (T + 1, m, n_a), (T + 1, m, n_a),
-                               (T, m, n_a))
+    block, (g, hs, cs, tanh_c) = _carve_block(_dtype_of(x), (T, m, 4 * n_a), (T + 1, m, n_a),
+                                              (T + 1, m, n_a), (T, m, n_a))
     hs[0] = h0
     cs[0] = c0
-    _lstm_forward(x, W, b, g, hs, cs, tanh_c, _packed_buffer(x, m, n_a + n_x, 4 * n_a),
-                  _packed_buffer(x, m, n_x, 4 * n_a))
+    # the packed W^T (or W_h^T) and W_x^T in one buffer, W_x^T at the offset
+    # _lstm_forward computes
+    packed = _packed_buffer(x, m, n_a + n_x, 4 * n_a, extra=fn_sgemm_packed_size(n_x, 4 * n_a))
+    _lstm_forward(x, W, b, block, packed)
     return hs[1:], cs[T], (x, W, g, hs, cs, tanh_c)
 
 
