@@ -24,7 +24,6 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
-from libc.stdlib cimport free, malloc
 
 from ._blas cimport gemm
 
@@ -44,6 +43,8 @@ cdef extern from *:
 
 cdef extern from "fn_sgemm.h":
     int fn_sgemm_supported() noexcept nogil
+    void* fn_alloc(size_t nbytes) noexcept nogil
+    void fn_free(void* p) noexcept nogil
     size_t fn_sgemm_any_scratch(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int trans_a) noexcept nogil
     void fn_sgemm_any_mt(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                          const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb, int accumulate,
@@ -173,16 +174,16 @@ def _bmm_loop(const floating[:, :, ::1] a, const floating[:, :, ::1] b,
     with nogil:
         if threads > 1:
             for p in prange(batch, num_threads=threads, schedule="static"):
-                scratch = <float*>malloc(scratch_size) if own else NULL
+                scratch = <float*>fn_alloc(scratch_size) if own else NULL
                 _product(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda, pb + b_index[p] * b_step,
                          ldb, False, pc + p * c_step, scratch, 1)
-                free(scratch)
+                fn_free(scratch)
         else:
-            scratch = <float*>malloc(scratch_size) if own else NULL
+            scratch = <float*>fn_alloc(scratch_size) if own else NULL
             for p in range(batch):
                 _product(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda, pb + b_index[p] * b_step,
                          ldb, False, pc + p * c_step, scratch, inner)
-            free(scratch)
+            fn_free(scratch)
 
 
 def _tall_gemm(const floating[:, :, ::1] a, const floating[:, :, ::1] b, Py_ssize_t j,
@@ -248,14 +249,14 @@ def _grad_loop(const floating[:, :, ::1] dc, const floating[:, :, ::1] other,
                 for r in range(grad_step):
                     out[r] = 0
             # no scratch (BLAS, or a failed allocation): the products go to BLAS
-            scratch = <float*>malloc(scratch_size) if own and starts[i] < starts[i + 1] else NULL
+            scratch = <float*>fn_alloc(scratch_size) if own and starts[i] < starts[i + 1] else NULL
             for q in range(starts[i], starts[i + 1]):
                 p = order[q]
                 first = pdc + p * dc_step if dc_first else po + other_index[p] * other_step
                 second = po + other_index[p] * other_step if dc_first else pdc + p * dc_step
                 _product(ta, tb, M, N, K, first, ld_first, second, ld_second, q != starts[i], out, scratch,
                          inner)
-            free(scratch)
+            fn_free(scratch)
 
 
 def _tall_backward(const floating[:, :, ::1] dc, const floating[:, :, ::1] a,

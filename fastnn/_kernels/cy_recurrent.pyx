@@ -600,6 +600,8 @@ cdef extern from *:
 
 cdef extern from "fn_sgemm.h":
     int fn_sgemm_supported() noexcept nogil
+    void* fn_alloc(size_t nbytes) noexcept nogil
+    void fn_free(void* p) noexcept nogil
     size_t fn_sgemm_packed_size(Py_ssize_t K, Py_ssize_t N) noexcept nogil
     void fn_sgemm_pack(Py_ssize_t K, Py_ssize_t N, const float* src, Py_ssize_t sk, Py_ssize_t sn,
                        float* P) noexcept nogil
@@ -794,11 +796,11 @@ cdef void _gemm_any(bint serial, bint trans_a, bint trans_b, int M, int N, int K
                 if fn_sgemm_tn_mt(M, N, K, A, lda, B, ldb, C, ldc, accumulate, _own_threads(serial)):
                     return
             else:
-                buf = <float*>malloc(fn_sgemm_any_scratch(M, N, K, False) * sizeof(float))
+                buf = <float*>fn_alloc(fn_sgemm_any_scratch(M, N, K, False) * sizeof(float))
                 if buf != NULL:
                     fn_sgemm_any_mt(False, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, buf,
                                     _own_threads(serial))
-                    free(buf)
+                    fn_free(buf)
                     return
         if (serial and _packed_level != 0 and M > 0 and N > 0 and K > 0
                 and <double>M * N * K > _BLAS_SERIAL_MACS):
@@ -879,13 +881,13 @@ cdef void _weight_gradients(const floating* dz, const floating* h_stack, const f
         # both dW blocks read dz^T: transpose it once rather than once per product
         if (not _own_enabled and serial and _packed_level != 0 and rows > 0
                 and <double>rows * width * n_x > _BLAS_SERIAL_MACS):
-            dzT = <float*>malloc(<size_t>rows * width * sizeof(float))
+            dzT = <float*>fn_alloc(<size_t>rows * width * sizeof(float))
             if dzT != NULL:
                 fn_transpose_f(rows, width, dz, width, dzT, rows)
                 if h_stack != NULL:
                     _gemm_any(serial, False, False, width, n_a, rows, dzT, rows, h_stack, n_a, False, dW, ld)
                 _gemm_any(serial, False, False, width, n_x, rows, dzT, rows, x, n_x, False, dW + n_a, ld)
-                free(dzT)
+                fn_free(dzT)
                 _gemm_any(serial, False, False, rows, n_x, width, dz, width, W + n_a, ld, False, dx, n_x)
                 _column_sums(dz, rows, width, db)
                 return

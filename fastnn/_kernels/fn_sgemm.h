@@ -29,6 +29,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(_WIN32)
+#include <malloc.h>
+#endif
 
 #define FN_NR 64        /* columns per packed panel: four vectors of 16 floats */
 #define FN_MR 6         /* rows per tile: 6 x 4 accumulators of the 32 registers */
@@ -48,6 +51,28 @@ typedef struct {
     ptrdiff_t pt, pl;       /* top and left padding */
     ptrdiff_t Cg;           /* input channels per group (the length of a tap) */
 } fn_conv_geom;
+
+/* malloc and free for buffers that start on a 64-byte boundary (a cache line, one
+ * AVX-512 vector): malloc's 16-byte alignment has vector loads of a packed operand
+ * straddle two lines, which slows the matrix-vector steps that stream one. */
+static inline void *fn_alloc(size_t bytes)
+{
+#if defined(_WIN32)
+    return _aligned_malloc(bytes > 0 ? bytes : 1, 64);
+#else
+    void *p = NULL;
+    return posix_memalign(&p, 64, bytes > 0 ? bytes : 1) == 0 ? p : NULL;
+#endif
+}
+
+static inline void fn_free(void *p)
+{
+#if defined(_WIN32)
+    _aligned_free(p);
+#else
+    free(p);
+#endif
+}
 
 /* Floats in the packed form of a (K, N) matrix. */
 static inline size_t fn_sgemm_packed_size(ptrdiff_t K, ptrdiff_t N)
@@ -468,7 +493,7 @@ FN_AVX512 FN_UNUSED static int fn_sgemm_tn2_mt(ptrdiff_t M, ptrdiff_t N1, ptrdif
                 memset(C + r * ldc, 0, (size_t)N * sizeof(float));
         return 1;
     }
-    At = (float *)malloc(((size_t)M + (size_t)(p1 + p2) * FN_NR) * (size_t)rc * sizeof(float));
+    At = (float *)fn_alloc(((size_t)M + (size_t)(p1 + p2) * FN_NR) * (size_t)rc * sizeof(float));
     if (At == NULL)
         return 0;
     P = At + M * rc;
@@ -493,7 +518,7 @@ FN_AVX512 FN_UNUSED static int fn_sgemm_tn2_mt(ptrdiff_t M, ptrdiff_t N1, ptrdif
         fn_sgemm_nn_mt(M, N2, len, At, len, P + p1 * len * FN_NR, NULL, C + N1, ldc,
                        accumulate || r0 > 0, threads);
     }
-    free(At);
+    fn_free(At);
     return 1;
 }
 
