@@ -71,7 +71,8 @@ def _take(nbytes):
 
 
 def empty(shape, dtype):
-    """Like ``np.empty(shape, dtype)`` (C order, 64-byte aligned when large), from the cache."""
+    """Like ``np.empty(shape, dtype)`` (C order), from the cache and 64-byte aligned from
+    ``_MIN_BYTES`` up."""
     dtype = np.dtype(dtype)
     if isinstance(shape, tuple):
         nbytes = dtype.itemsize * math.prod(shape)

@@ -1149,15 +1149,19 @@ def gru_cell_backward(dh_next, state):
 
 def _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const floating[::1] b,
                   floating[::1] block, float[::1] packed):
-    """block is _lstm_state's carving of g, hs, cs, tanh_c (one argument instead of
-    four: at batch 1 each typed argument costs a noticeable part of the call);
-    hs[0], cs[0] hold h0, c0 on entry. On exit hs[t + 1], cs[t + 1] = h<t>, c<t>,
-    g[t] = [Γf, Γu, c~, Γo] and tanh_c[t] = tanh(c<t>) of every step. packed is
-    _lstm_packed's room for the packed W^T (or W_h^T) and, after it, W_x^T."""
+    """block holds g, hs, cs and tanh_c one after the other (lstm_forward's
+    _carve_block; one argument instead of four: at batch 1 each typed argument costs
+    a noticeable part of the call); hs[0], cs[0] hold h0, c0 on entry. On exit
+    hs[t + 1], cs[t + 1] = h<t>, c<t>, g[t] = [Γf, Γu, c~, Γo] and
+    tanh_c[t] = tanh(c<t>) of every step. packed (empty, or lstm_forward's
+    _packed_buffer) is room for the packed W^T (or W_h^T) and, after it, W_x^T."""
     cdef int T = <int>x.shape[0], m = <int>x.shape[1], n_x = <int>x.shape[2], n_a = <int>(W.shape[0] // 4)
     cdef Py_ssize_t step = <Py_ssize_t>m * n_a, gstep = 4 * step, t
     if block.shape[0] != T * gstep + (3 * T + 2) * step:
         raise ValueError("_lstm_forward: the state block does not match the shapes")
+    if packed.shape[0] > 0 and <size_t>packed.shape[0] < (fn_sgemm_packed_size(n_a + n_x, 4 * n_a)
+                                                           + fn_sgemm_packed_size(n_x, 4 * n_a)):
+        raise ValueError("_lstm_forward: the packed-weight buffer is too small")
     cdef floating* pg = &block[0]
     cdef floating* ph = pg + T * gstep
     cdef floating* pc = ph + (T + 1) * step
