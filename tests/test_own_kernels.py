@@ -236,8 +236,11 @@ def test_sequences_float32_against_float64_reference(kind, T, m, n_x, n_a, own, 
     assert_unchanged(before, (x, h0, c0, W, b, dh, dc), kind)
 
 
-def test_lstm_own_kernels_threads_agree_and_repeat(rng):
-    T, m, n_x, n_a = 4, 40, 48, 96
+@pytest.mark.parametrize("T, m, n_x, n_a", [
+    pytest.param(4, 40, 48, 96, id="x-in-the-step"),
+    pytest.param(8, 64, 32, 512, id="streamed-gates"),   # 4 MiB of gate values
+])
+def test_lstm_own_kernels_threads_agree_and_repeat(T, m, n_x, n_a, rng):
     x = randn(rng, (T, m, n_x), np.float32)
     W = randn(rng, (4 * n_a, n_a + n_x), np.float32) * np.float32(0.1)
     b = randn(rng, (4 * n_a,), np.float32)
