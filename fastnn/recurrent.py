@@ -29,13 +29,11 @@ def _prepare(fn, kind, x, h, c, W, b, sequence):
     names = _NAMES[sequence]
     xname, hname, cname = names[:3]
     (x, h, c, W, b), dtype = A.as_array_list(fn, names, (x, h, c, W, b), optional=names[1:3])
-    if x.ndim != (3 if sequence else 2):
-        A.check_ndim(fn, xname, x, 3 if sequence else 2, "(T, m, n_x)" if sequence else "(m, n_x)")
+    A.check_ndim(fn, xname, x, 3 if sequence else 2, "(T, m, n_x)" if sequence else "(m, n_x)")
     if sequence and x.shape[0] < 1:
         raise ValueError(f"{fn}: x must hold at least one time step, got shape {x.shape}")
     m, n_x = x.shape[-2:]
-    if W.ndim != 2:
-        A.check_ndim(fn, "W", W, 2, f"({gates} n_a, n_a + n_x)" if gates > 1 else "(n_a, n_a + n_x)")
+    A.check_ndim(fn, "W", W, 2, f"({gates} n_a, n_a + n_x)" if gates > 1 else "(n_a, n_a + n_x)")
     if W.shape[0] % gates:
         raise ValueError(f"{fn}: W must have {gates} * n_a rows ({kind.upper()} gates stacked), got shape {W.shape}")
     n_a = W.shape[0] // gates
@@ -59,10 +57,9 @@ def _prepare(fn, kind, x, h, c, W, b, sequence):
                              f"and W {W.shape}, got {arr.shape}")
         states.append(np.ascontiguousarray(arr, dtype=dtype))
     b_shape = b.shape
-    if b.size != gates * n_a:
-        A.bias_vector(fn, "b", b, gates * n_a, f"{gates} * n_a")  # raises
+    b = A.bias_vector(fn, "b", b, gates * n_a, f"{gates} * n_a")
     return dict(x=np.ascontiguousarray(x, dtype=dtype), h=states[0], c=states[1],
-                W=np.ascontiguousarray(W, dtype=dtype), b=np.ascontiguousarray(b.reshape(gates * n_a), dtype=dtype),
+                W=np.ascontiguousarray(W, dtype=dtype), b=np.ascontiguousarray(b, dtype=dtype),
                 dtype=dtype, b_shape=b_shape, shape=shape)
 
 

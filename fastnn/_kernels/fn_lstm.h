@@ -238,7 +238,7 @@ FN_AVX512 static void fn_lstm_rows(const fn_lstm_io *io, const float *P, ptrdiff
     float acc[FN_MR][4][16] __attribute__((aligned(64)));
     __m512 init[4];
     ptrdiff_t i, k;
-    int r;
+    int r, seg;
     fn_lstm_init(io, u0, mk, init);
     for (i = r0; i < r1; i += FN_MR) {
         const int mr = (int)(r1 - i < FN_MR ? r1 - i : FN_MR);
@@ -248,19 +248,16 @@ FN_AVX512 static void fn_lstm_rows(const fn_lstm_io *io, const float *P, ptrdiff
         FN_LSTM_PREFETCH(0) FN_LSTM_PREFETCH(1) FN_LSTM_PREFETCH(2)
         FN_LSTM_PREFETCH(3) FN_LSTM_PREFETCH(4) FN_LSTM_PREFETCH(5)
         FN_TILE_SET(init[0], init[1], init[2], init[3])
-        FN_LSTM_ROWS(io->h_prev, n_a)
-        if (mr > 4) {
-            FN_LSTM_FULL_TILE(n_a)
-            if (n_x > 0) {
-                FN_LSTM_ROWS(io->x, n_x)
-                FN_LSTM_FULL_TILE(n_x)
-            }
-        } else {
-            FN_LSTM_SHORT_TILE(n_a)
-            if (n_x > 0) {
-                FN_LSTM_ROWS(io->x, n_x)
-                FN_LSTM_SHORT_TILE(n_x)
-            }
+        /* the reduction in two segments: h_prev against W_h^T, then x_t against W_x^T */
+        for (seg = 0; seg < 2; seg++) {
+            const ptrdiff_t len = seg == 0 ? n_a : n_x;
+            if (len == 0)
+                continue;
+            FN_LSTM_ROWS(seg == 0 ? io->h_prev : io->x, len)
+            if (mr > 4)
+                FN_LSTM_FULL_TILE(len)
+            else
+                FN_LSTM_SHORT_TILE(len)
         }
         FN_LSTM_SAVE(0) FN_LSTM_SAVE(1) FN_LSTM_SAVE(2) FN_LSTM_SAVE(3) FN_LSTM_SAVE(4) FN_LSTM_SAVE(5)
         for (r = 0; r < mr; r++) {
