@@ -1,8 +1,14 @@
 """Build the Cython kernels of fastnn.
 
+The C kernels (fastnn/_kernels/fn_*.h) are compiled for every CPU tier of the
+target through function attributes (AVX-512 and AVX2 on x86-64, a generic tier
+everywhere); the module code keeps the baseline instruction set, so one build runs
+on any CPU of its architecture and picks its tier at run time. They need GCC or
+Clang (vector extensions).
+
 OpenMP is used when the compiler accepts it; otherwise the kernels are built
-without it and run single-threaded (``fastnn._kernels.openmp_enabled()`` tells).
-Set ``FASTNN_NO_OPENMP=1`` to force the fallback.
+without it and run single-threaded (``fastnn.cpu_info()["openmp"]`` tells). Set
+``FASTNN_NO_OPENMP=1`` to force the fallback.
 """
 import glob
 import os
@@ -49,7 +55,8 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
-        depends=sorted(glob.glob(os.path.join("fastnn", "_kernels", "*.h"))),
+        depends=sorted(glob.glob(os.path.join("fastnn", "_kernels", "*.h"))
+                       + glob.glob(os.path.join("fastnn", "_kernels", "*.pxd"))),
     )
     for path in sorted(glob.glob(os.path.join("fastnn", "_kernels", "*.pyx")))
 ]

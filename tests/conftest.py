@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import fastnn
+from fastnn import _backends
 
 try:
     from hypothesis import HealthCheck, settings
@@ -31,6 +32,26 @@ def backend(request):
 @pytest.fixture(params=COMPILED or [pytest.param(None, marks=pytest.mark.skip(reason="no compiled backend"))])
 def compiled_backend(request):
     return request.param
+
+
+def _tiers():
+    """The CPU tiers the compiled kernels can run here, highest first."""
+    top = _backends.cpu_isa()
+    if top is None:
+        return []
+    return list(_backends.ISAS[:_backends.ISAS.index(top) + 1])[::-1]
+
+
+TIERS = _tiers()
+
+
+@pytest.fixture(params=TIERS or [pytest.param(None, marks=pytest.mark.skip(reason="no compiled backend"))])
+def tier(request):
+    """Every CPU tier this CPU can run (the cython backend's kernels switched to it)."""
+    before = _backends._isa
+    _backends.set_isa(request.param)
+    yield request.param
+    _backends.set_isa(before)
 
 
 @pytest.fixture(autouse=True)

@@ -1,123 +1,80 @@
 """Convolution kernels of the cython backend (NHWC, normalised arguments; docs/KERNELS.md).
 
-The work is im2col + GEMM: NHWC makes every im2col row a few contiguous runs of
-channels, so building it is a handful of memcpy calls per kernel row. The output
-rows are cut into chunks whose im2col block stays in cache between being built and
-being read by the GEMM (and that stay within ``workspace_bytes`` all together).
+Every convolution with more than one input channel per group runs on fastnn's own
+kernels (fn_gemm.h, through _fn.pxd) on the active CPU tier, in float32 and
+float64:
 
-Threads: one OpenMP parallel region per call, each thread building its own chunk's
-im2col and running a single-threaded GEMM on it. BLAS is held to one thread for the
-duration (its own pool would otherwise oversubscribe the cores, and a fork/join per
-chunk in two pools costs more than the im2col itself on a busy machine). Without
-OpenMP or threadpoolctl the chunks run in turn and BLAS uses its own threads.
+- forward: an implicit GEMM, the kernel reading the input pixels where they lie
+  through a table of row pointers (no im2col buffer); the weights are packed once
+  per call;
+- dw: an A^T B product over chunks of output rows, per-thread partial sums added
+  in a fixed order;
+- dx of a stride-1 convolution: the forward kernel applied to dy with the flipped,
+  transposed weights;
+- dx of a strided one: dcols = dy @ w^T for a chunk of whole images at a time (the
+  same GEMM core), gathered back into dx by col2im. The chunks are what the
+  workspace limit bounds.
 
-Backward recomputes the im2col chunk instead of keeping it in the state: it costs
-one memory pass against GEMM work kh*kw*C_out times larger, and keeps the state
-down to the inputs. dw is summed per thread over a fixed assignment of chunks and
-the per-thread sums are added in order; dx is gathered per input row; so results
-are bit-identical for a given thread count.
+Depthwise convolutions (one input channel per group) are direct loops: a GEMM whose
+reduction is kh * kw long would waste its tiles.
+
+Threads: the forward and the stride-1 dx split their output tiles over the
+threads, each tile computed whole by one thread, so their results do not depend
+on the thread count; dw and the strided dx split chunks of the batch in a fixed
+assignment, so theirs are bit-identical for a given thread count.
 
 Column order of ``im2col``: column ``(i * kw + j) * C + c`` holds kernel tap
 ``(i, j)`` of channel ``c``, so that ``cols @ w.reshape(kh * kw * C, C_out)`` is the
 convolution.
 """
-import contextlib
-
 import numpy as np
-
-from ._threads import blas_on_one_thread as _blas_on_one_thread
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
-from ._blas cimport gemm
-
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int fastnn_conv_openmp(void) { return 1; }
-    static int fastnn_conv_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int fastnn_conv_openmp(void) { return 0; }
-    static int fastnn_conv_max_threads(void) { return 1; }
-    #endif
-    """
-    int fastnn_conv_openmp() noexcept nogil
-    int fastnn_conv_max_threads() noexcept nogil
-
-cdef extern from "fn_sgemm.h":
-    ctypedef struct fn_conv_geom:
-        Py_ssize_t N, H, W, C, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, Cg
-    int FN_MR
-    int FN_TILES
-    int fn_sgemm_supported() noexcept nogil
-    size_t fn_sgemm_packed_size(Py_ssize_t K, Py_ssize_t N) noexcept nogil
-    void fn_sgemm_pack(Py_ssize_t K, Py_ssize_t N, const float* src, Py_ssize_t sk, Py_ssize_t sn,
-                       float* P) noexcept nogil
-    size_t fn_conv_scratch(const fn_conv_geom* g) noexcept nogil
-    size_t fn_conv_dw_scratch(Py_ssize_t rows) noexcept nogil
-    void fn_conv_forward(const fn_conv_geom* g, const float* x, Py_ssize_t c0, const float* P,
-                         Py_ssize_t Cog, const float* bias, float* y, Py_ssize_t ldy,
-                         Py_ssize_t m0, Py_ssize_t m1, const float* zeros, void** scratch) noexcept nogil
-    void fn_conv_weight_grad(const fn_conv_geom* g, const float* x, Py_ssize_t c0, const float* dy,
-                             Py_ssize_t ldy, Py_ssize_t co0, Py_ssize_t Cog, float* dw,
-                             Py_ssize_t ldw, Py_ssize_t q0, Py_ssize_t q1, void** scratch) noexcept nogil
+from ._fn cimport (conv_dw_scratch, conv_forward, conv_scratch, conv_weight_grad, fn_alloc, fn_conv_geom,
+                   fn_cpu_tier, fn_free, fn_max_threads, fn_openmp, fn_set_tier, fn_tier, gemm_nn_mt,
+                   pack, pack_t, packed_size)
 
 
-cdef int _num_threads = max(1, fastnn_conv_max_threads())
+cdef int _num_threads = max(1, fn_max_threads())
 
-# im2col chunks aim at this size so a chunk is still in cache when the GEMM reads it.
-# Rows are never cut below _MIN_CHUNK_ROWS, which keeps the GEMMs large enough to run
-# near full speed.
+# Output pixels per forward task, and the size of a weight-gradient task's slice of dy.
+cdef Py_ssize_t _BLOCK_PIXELS = 96
+cdef Py_ssize_t _DW_CHUNK_BYTES = 256 * 1024
+# Chunks of the strided dx's columns aim at this size, so that a chunk is still in
+# cache when col2im reads it back.
 cdef Py_ssize_t _CHUNK_BYTES = 2 * 2**20
-cdef Py_ssize_t _MIN_CHUNK_ROWS = 256
-# Stride-1 backward forms dx as a convolution of dy (see _backward_gemm) when the
-# GEMM of the col2im route would be thin (few output channels per group) and the
-# transposed one would not (enough input channels per group).
-cdef Py_ssize_t _MIN_TRANSPOSED_CHANNELS = 8
-cdef Py_ssize_t _MAX_TRANSPOSED_OUT_CHANNELS = 128
-# BLAS takes int sizes; GEMMs over more rows than this are split.
-cdef Py_ssize_t _MAX_GEMM_ROWS = 2**30
-
-
-# float32 convolutions run on fastnn's own AVX-512 kernels (fn_sgemm.h: an implicit
-# GEMM, no im2col buffer) where the CPU has them; they need this many columns per
-# group in the product (output channels forward, input channels for dx) to fill
-# their 64-wide tiles well enough to beat BLAS.
-cdef bint _own_supported = fn_sgemm_supported() != 0
-cdef bint _own_enabled = _own_supported
-cdef Py_ssize_t _OWN_MIN_COLUMNS = 16
-# Output pixels per forward task and the size of a weight-gradient task's slice of dy.
-cdef Py_ssize_t _OWN_BLOCK_PIXELS = 96
-cdef Py_ssize_t _OWN_DW_CHUNK_BYTES = 256 * 1024
-
-
-def own_kernels(enabled=None):
-    """Whether float32 convolutions use the own AVX-512 kernels; ``enabled`` switches them.
-
-    Returns the setting in force before the call. They can only be enabled on a CPU
-    with AVX-512 (otherwise every call takes the BLAS route).
-    """
-    global _own_enabled
-    before = _own_enabled
-    if enabled is not None:
-        _own_enabled = bool(enabled) and _own_supported
-    return before
 
 
 def set_num_threads(n):
-    """Use n OpenMP threads in these kernels (BLAS threads are set by the caller)."""
+    """Use n OpenMP threads in these kernels."""
     global _num_threads
     _num_threads = max(1, int(n))
 
 
 def openmp_enabled():
     """True when this module was compiled with OpenMP."""
-    return bool(fastnn_conv_openmp())
+    return bool(fn_openmp())
 
 
+def cpu_tier():
+    """The highest CPU tier this CPU can run (fn_base.h)."""
+    return fn_cpu_tier()
+
+
+def set_tier(int tier):
+    """Run this module's kernels on `tier` (at most the CPU's); returns the tier set."""
+    return fn_set_tier(tier)
+
+
+def active_tier():
+    return fn_tier()
+
+
+cdef inline int _threads() noexcept nogil:
+    return _num_threads if fn_openmp() else 1
 
 
 cdef struct Geometry:
@@ -258,24 +215,6 @@ cdef void _col2im_rows(floating* dx, const floating* dcols, const Geometry* g,
         _col2im_input_row(dx, dcols, g, q // g.H, q % g.H, r0, r1, c0)
 
 
-cdef Py_ssize_t _chunk_rows(Py_ssize_t rows, Py_ssize_t row_bytes, Py_ssize_t weight_bytes,
-                            Py_ssize_t workspace_bytes, int nthreads, Py_ssize_t align):
-    """Output rows per im2col chunk: cache-sized, enough chunks for the threads, and one
-    buffer per thread within the bound; a multiple of ``align`` rows when that fits.
-
-    Every GEMM call packs the whole weight matrix again, so a chunk also spans at
-    least a few times the weights' size to keep that repacking a small cost.
-    """
-    cdef Py_ssize_t target = max(_CHUNK_BYTES, 4 * weight_bytes)
-    cdef Py_ssize_t chunk = max(target // row_bytes, _MIN_CHUNK_ROWS)
-    if nthreads > 1:
-        chunk = min(chunk, max((rows + nthreads - 1) // nthreads, _MIN_CHUNK_ROWS))
-    chunk = min(chunk, workspace_bytes // (nthreads * row_bytes), _MAX_GEMM_ROWS, rows)
-    if align > 1 and chunk >= align:
-        chunk -= chunk % align
-    return max(chunk, 1)
-
-
 cdef void _column_sums(const floating* a, Py_ssize_t rows, Py_ssize_t cols, floating* out,
                        double[:, ::1] partial, int nthreads) noexcept nogil:
     """out[c] = sum over rows of a[r, c]; a fixed split of the rows per thread, added in order.
@@ -302,31 +241,10 @@ cdef void _column_sums(const floating* a, Py_ssize_t rows, Py_ssize_t cols, floa
         out[c] = <floating>s
 
 
-cdef tuple _plan(Py_ssize_t rows, Py_ssize_t row_bytes, Py_ssize_t weight_bytes,
-                 Py_ssize_t workspace_bytes, Py_ssize_t align, bint whole):
-    """(threads, rows per chunk, context to run in) for a pass over ``rows`` im2col rows.
-
-    ``whole``: with more than one thread, chunks must be whole multiples of ``align``
-    rows (images), so that threads scatter into disjoint parts of dx.
-    """
-    cdef Py_ssize_t unit = align if whole else 1
-    cdef int nthreads = _num_threads if fastnn_conv_openmp() else 1
-    nthreads = min(nthreads, max(1, workspace_bytes // (unit * row_bytes)),
-                   max(1, (rows + unit - 1) // unit))
-    context = contextlib.nullcontext()
-    if nthreads > 1:
-        context = _blas_on_one_thread()
-        if context is None:
-            nthreads, context = 1, contextlib.nullcontext()
-    cdef Py_ssize_t chunk = _chunk_rows(rows, row_bytes, weight_bytes, workspace_bytes,
-                                        nthreads, align)
-    if nthreads > 1 and (rows + chunk - 1) // chunk < 2:
-        nthreads, context = 1, contextlib.nullcontext()
-    return nthreads, chunk, context
 
 
 # ---------------------------------------------------------------------------
-# The own AVX-512 kernels (float32)
+# The implicit GEMM (forward, stride-1 dx) and the weight gradient
 
 cdef fn_conv_geom _fn_geometry(const Geometry* g):
     cdef fn_conv_geom f
@@ -336,58 +254,58 @@ cdef fn_conv_geom _fn_geometry(const Geometry* g):
     return f
 
 
-cdef void _own_forward_blocks(const fn_conv_geom* g, const float* x, const float* P,
-                              Py_ssize_t psize, Py_ssize_t groups, Py_ssize_t Cog,
-                              const float* bias, float* y, Py_ssize_t ldy, const float* zeros,
-                              void** scratch, Py_ssize_t sstride, int nthreads) noexcept nogil:
+cdef void _implicit_blocks(const fn_conv_geom* g, const floating* x, const floating* P,
+                           Py_ssize_t psize, Py_ssize_t groups, Py_ssize_t Cog,
+                           const floating* bias, floating* y, Py_ssize_t ldy, const floating* zeros,
+                           void** scratch, Py_ssize_t sstride, int nthreads) noexcept nogil:
     """Every output pixel of every group, in blocks of pixels spread over the threads."""
     cdef Py_ssize_t rows = g.N * g.Ho * g.Wo
-    cdef Py_ssize_t nblocks = (rows + _OWN_BLOCK_PIXELS - 1) // _OWN_BLOCK_PIXELS
+    cdef Py_ssize_t nblocks = (rows + _BLOCK_PIXELS - 1) // _BLOCK_PIXELS
     cdef Py_ssize_t blk, gi, m0, m1
     cdef void** sc
-    cdef const float* bg
+    cdef const floating* bg
     for blk in prange(nblocks, nogil=True, schedule="dynamic", num_threads=nthreads):
         sc = scratch + threadid() * sstride
-        m0 = blk * _OWN_BLOCK_PIXELS
-        m1 = min(m0 + _OWN_BLOCK_PIXELS, rows)
+        m0 = blk * _BLOCK_PIXELS
+        m1 = min(m0 + _BLOCK_PIXELS, rows)
         for gi in range(groups):
             bg = NULL
             if bias != NULL:
                 bg = bias + gi * Cog
-            fn_conv_forward(g, x, gi * g.Cg, P + gi * psize, Cog, bg, y + gi * Cog, ldy,
-                            m0, m1, zeros, sc)
+            conv_forward(g, x, gi * g.Cg, P + gi * psize, Cog, bg, y + gi * Cog, ldy, m0, m1, zeros, sc)
 
 
-cdef void _own_forward(const float* x, const float* w, Py_ssize_t w_group_off, Py_ssize_t w_sk,
-                       const float* bias, float* y, Py_ssize_t ldy, const Geometry* geo,
-                       Py_ssize_t groups, Py_ssize_t Cog) except *:
+cdef void _implicit_gemm(const floating* x, const floating* w, Py_ssize_t w_group_off, Py_ssize_t w_sk,
+                         const floating* bias, floating* y, Py_ssize_t ldy, const Geometry* geo,
+                         Py_ssize_t groups, Py_ssize_t Cog) except *:
     """y[:, g * Cog : (g + 1) * Cog] = bias + the convolution of x with group g's weights.
 
     Group g's weights are the (kh * kw * Cg, Cog) matrix at w + g * w_group_off with
     row stride w_sk (unit column stride); they are packed once here. bias may be NULL.
     """
+    cdef bint dbl = floating is double
     cdef fn_conv_geom g = _fn_geometry(geo)
     cdef Py_ssize_t K = g.kh * g.kw * g.Cg
-    cdef Py_ssize_t psize = <Py_ssize_t>fn_sgemm_packed_size(K, Cog)
+    cdef Py_ssize_t psize = <Py_ssize_t>packed_size(dbl, K, Cog)
     cdef Py_ssize_t rows = g.N * g.Ho * g.Wo
-    cdef int nthreads = _num_threads if fastnn_conv_openmp() else 1
-    nthreads = <int>max(1, min(nthreads, (rows + _OWN_BLOCK_PIXELS - 1) // _OWN_BLOCK_PIXELS))
-    cdef Py_ssize_t sstride = <Py_ssize_t>fn_conv_scratch(&g)
-    cdef float[::1] packed = np.empty(max(1, groups * psize), dtype=np.float32)
-    cdef float[::1] zeros = np.zeros(max(1, g.Cg), dtype=np.float32)
+    cdef int nthreads = <int>max(1, min(_threads(), (rows + _BLOCK_PIXELS - 1) // _BLOCK_PIXELS))
+    cdef Py_ssize_t sstride = <Py_ssize_t>conv_scratch(dbl, &g)
+    dtype = np.float64 if dbl else np.float32
+    cdef floating[::1] packed = np.empty(max(1, groups * psize), dtype=dtype)
+    cdef floating[::1] zeros = np.zeros(max(1, g.Cg), dtype=dtype)
     cdef Py_ssize_t[::1] scratch = np.empty(max(1, nthreads * sstride), dtype=np.intp)
     cdef Py_ssize_t gi
     with nogil:
         for gi in range(groups):
-            fn_sgemm_pack(K, Cog, w + gi * w_group_off, w_sk, 1, &packed[gi * psize])
-        _own_forward_blocks(&g, x, &packed[0], psize, groups, Cog, bias, y, ldy, &zeros[0],
-                            <void**>&scratch[0], sstride, nthreads)
+            pack(K, Cog, w + gi * w_group_off, w_sk, 1, &packed[gi * psize])
+        _implicit_blocks(&g, x, &packed[0], psize, groups, Cog, bias, y, ldy, &zeros[0],
+                         <void**>&scratch[0], sstride, nthreads)
 
 
-cdef void _own_weight_grad_chunks(const fn_conv_geom* g, const float* x, const float* dy,
-                                  Py_ssize_t groups, Py_ssize_t C_out, float* dw_partial,
-                                  Py_ssize_t chunk, void** scratch, Py_ssize_t sstride,
-                                  int nthreads) noexcept nogil:
+cdef void _weight_grad_chunks(const fn_conv_geom* g, const floating* x, const floating* dy,
+                              Py_ssize_t groups, Py_ssize_t C_out, floating* dw_partial,
+                              Py_ssize_t chunk, void** scratch, Py_ssize_t sstride,
+                              int nthreads) noexcept nogil:
     """dw_partial[t] (zeroed) += thread t's chunks of output rows; chunk c goes to thread
     c % nthreads, which fixes every summation order."""
     cdef Py_ssize_t rows = g.N * g.Ho
@@ -399,30 +317,31 @@ cdef void _own_weight_grad_chunks(const fn_conv_geom* g, const float* x, const f
     for c in prange(n_chunks, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
         t = threadid()
         for gi in range(groups):
-            fn_conv_weight_grad(g, x, gi * g.Cg, dy, C_out, gi * Cog, Cog,
-                                dw_partial + t * K * C_out + gi * Cog, C_out,
-                                c * chunk, min((c + 1) * chunk, rows), scratch + t * sstride)
+            conv_weight_grad(g, x, gi * g.Cg, dy, C_out, gi * Cog, Cog,
+                             dw_partial + t * K * C_out + gi * Cog, C_out,
+                             c * chunk, min((c + 1) * chunk, rows), scratch + t * sstride)
 
 
-cdef object _own_weight_grad(const float* x, const float* dy, const Geometry* geo,
-                             Py_ssize_t groups, Py_ssize_t C_out):
+cdef object _weight_grad(const floating* x, const floating* dy, const Geometry* geo,
+                         Py_ssize_t groups, Py_ssize_t C_out):
     """dw as a (kh * kw * Cg, C_out) array, summed over per-thread partials in order."""
+    cdef bint dbl = floating is double
     cdef fn_conv_geom g = _fn_geometry(geo)
     cdef Py_ssize_t K = g.kh * g.kw * g.Cg
     cdef Py_ssize_t rows = g.N * g.Ho
-    cdef Py_ssize_t chunk = max(1, _OWN_DW_CHUNK_BYTES // max(1, g.Wo * C_out * 4))
-    cdef int nthreads = _num_threads if fastnn_conv_openmp() else 1
+    cdef Py_ssize_t chunk = max(1, _DW_CHUNK_BYTES // max(1, g.Wo * C_out * <Py_ssize_t>sizeof(floating)))
+    cdef int nthreads = _threads()
     cdef Py_ssize_t t
     if nthreads > 1:
         chunk = min(chunk, max(1, (rows + nthreads - 1) // nthreads))
     nthreads = <int>max(1, min(nthreads, (rows + chunk - 1) // chunk))
-    cdef Py_ssize_t sstride = <Py_ssize_t>fn_conv_dw_scratch(chunk)
+    cdef Py_ssize_t sstride = <Py_ssize_t>conv_dw_scratch(dbl, chunk)
     cdef Py_ssize_t[::1] scratch = np.empty(max(1, nthreads * sstride), dtype=np.intp)
-    partial_arr = np.zeros((nthreads, K * C_out), dtype=np.float32)
-    cdef float[:, ::1] partial = partial_arr
+    partial_arr = np.zeros((nthreads, K * C_out), dtype=np.float64 if dbl else np.float32)
+    cdef floating[:, ::1] partial = partial_arr
     with nogil:
-        _own_weight_grad_chunks(&g, x, dy, groups, C_out, &partial[0, 0], chunk,
-                                <void**>&scratch[0], sstride, nthreads)
+        _weight_grad_chunks(&g, x, dy, groups, C_out, &partial[0, 0], chunk,
+                            <void**>&scratch[0], sstride, nthreads)
     dw = partial_arr[0]
     for t in range(1, nthreads):
         dw += partial_arr[t]
@@ -430,57 +349,52 @@ cdef object _own_weight_grad(const float* x, const float* dy, const Geometry* ge
 
 
 # ---------------------------------------------------------------------------
-# Forward
+# dx of a strided convolution: dcols = dy @ w^T, then col2im
 
-cdef inline bint _is_pointwise(const Geometry* g) noexcept nogil:
-    """1x1, stride 1, unpadded: x itself is the im2col matrix."""
-    return (g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1
-            and g.pt == 0 and g.pl == 0 and g.Ho == g.H and g.Wo == g.W)
-
-
-cdef void _forward_rows(const floating* x, const floating* w, const floating* b, bint has_bias,
-                        floating* y, floating* buf, const Geometry* g, Py_ssize_t groups,
-                        Py_ssize_t C_out, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """Output rows r0 .. r1 on the calling thread: im2col into buf, one GEMM per group."""
+cdef void _strided_dx_chunks(const floating* dy, const floating* packed, Py_ssize_t psize, floating* dx,
+                             floating* work, const Geometry* g, Py_ssize_t groups, Py_ssize_t C_out,
+                             Py_ssize_t images, int nthreads) noexcept nogil:
+    """dx (zeroed) += col2im(dy @ w_g^T) of every group, `images` images per chunk,
+    chunks spread over the threads (each owns its images' part of dx)."""
     cdef Py_ssize_t K = g.kh * g.kw * g.Cg
     cdef Py_ssize_t Cog = C_out // groups
-    cdef Py_ssize_t r, c, gi
-    cdef floating beta = 1 if has_bias else 0
-    cdef bint pointwise = _is_pointwise(g)
-    if has_bias:
-        for r in range(r0, r1):
-            for c in range(C_out):
-                y[r * C_out + c] = b[c]
-    for gi in range(groups):
-        if pointwise:
-            gemm(False, False, <int>(r1 - r0), <int>Cog, <int>K, <floating>1,
-                 x + r0 * g.C + gi * g.Cg, <int>g.C, w + gi * Cog, <int>C_out,
-                 beta, y + r0 * C_out + gi * Cog, <int>C_out)
-        else:
-            for r in range(r0, r1):
-                _im2col_row(x, buf + (r - r0) * K, g, r, gi * g.Cg)
-            gemm(False, False, <int>(r1 - r0), <int>Cog, <int>K, <floating>1,
-                 buf, <int>K, w + gi * Cog, <int>C_out,
-                 beta, y + r0 * C_out + gi * Cog, <int>C_out)
+    cdef Py_ssize_t HoWo = g.Ho * g.Wo
+    cdef Py_ssize_t n_chunks = (g.N + images - 1) // images
+    cdef Py_ssize_t c, gi, r0, r1, q
+    cdef floating* buf
+    for c in prange(n_chunks, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
+        buf = work + threadid() * images * HoWo * K
+        r0 = c * images * HoWo
+        r1 = min((c + 1) * images, g.N) * HoWo
+        for gi in range(groups):
+            gemm_nn_mt(r1 - r0, K, Cog, dy + r0 * C_out + gi * Cog, C_out, packed + gi * psize, NULL,
+                       buf, K, False, 1)
+            for q in range((r0 // HoWo) * g.H, (r1 // HoWo) * g.H):
+                _col2im_input_row(dx, buf, g, q // g.H, q % g.H, r0, r1, gi * g.Cg)
 
 
-cdef void _forward_gemm(const floating* x, const floating* w, const floating* b, bint has_bias,
-                        floating* y, floating* work, const Geometry* g, Py_ssize_t groups,
-                        Py_ssize_t C_out, Py_ssize_t chunk, int nthreads) noexcept nogil:
-    """All output rows in chunks; thread t uses work[t * chunk * K:]."""
-    cdef Py_ssize_t rows = g.N * g.Ho * g.Wo
+cdef void _strided_dx(const floating* dy, const floating* w, floating* dx, const Geometry* g,
+                      Py_ssize_t groups, Py_ssize_t C_out, Py_ssize_t workspace_bytes) except *:
+    cdef bint dbl = floating is double
     cdef Py_ssize_t K = g.kh * g.kw * g.Cg
-    cdef Py_ssize_t n_chunks = (rows + chunk - 1) // chunk
-    cdef Py_ssize_t c
-    if nthreads == 1:
-        for c in range(n_chunks):
-            _forward_rows(x, w, b, has_bias, y, work, g, groups, C_out,
-                          c * chunk, min((c + 1) * chunk, rows))
-        return
-    # chunks are independent, so a dynamic schedule balances uneven threads freely
-    for c in prange(n_chunks, nogil=True, schedule="dynamic", num_threads=nthreads):
-        _forward_rows(x, w, b, has_bias, y, work + threadid() * chunk * K, g, groups, C_out,
-                      c * chunk, min((c + 1) * chunk, rows))
+    cdef Py_ssize_t Cog = C_out // groups
+    cdef Py_ssize_t image_bytes = g.Ho * g.Wo * K * <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t psize = <Py_ssize_t>packed_size(dbl, Cog, K)
+    # whole images per chunk (threads own disjoint parts of dx), about _CHUNK_BYTES of
+    # columns each, all chunks in flight within the workspace
+    cdef Py_ssize_t images = max(1, min(g.N, _CHUNK_BYTES // max(1, image_bytes)))
+    cdef int nthreads = <int>max(1, min(_threads(), (g.N + images - 1) // images,
+                                        workspace_bytes // max(1, images * image_bytes)))
+    images = max(1, min(images, workspace_bytes // max(1, nthreads * image_bytes)))
+    dtype = np.float64 if dbl else np.float32
+    cdef floating[::1] packed = np.empty(max(1, groups * psize), dtype=dtype)
+    cdef floating[::1] work = np.empty(max(1, nthreads * images * g.Ho * g.Wo * K), dtype=dtype)
+    cdef Py_ssize_t gi
+    with nogil:
+        for gi in range(groups):
+            # op(B) = w_g^T, w_g the (K, Cog) block of group gi (row stride C_out)
+            pack_t(Cog, K, w + gi * Cog, C_out, &packed[gi * psize])
+        _strided_dx_chunks(dy, &packed[0], psize, dx, &work[0], g, groups, C_out, images, nthreads)
 
 
 cdef void _forward_depthwise(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -522,150 +436,32 @@ cdef void _forward_depthwise(const floating[:, :, :, ::1] x, const floating[:, :
                                 yrow[c * mult + m] += xv * wtap[c * mult + m]
 
 
+
 cdef object _conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
-                            const floating[::1] b, bint has_bias, Py_ssize_t groups,
-                            Geometry g, Py_ssize_t workspace_bytes):
+                            const floating[::1] b, bint has_bias, Py_ssize_t groups, Geometry g):
     cdef Py_ssize_t C_out = w.shape[3]
     cdef Py_ssize_t rows = g.N * g.Ho * g.Wo
     cdef Py_ssize_t K = g.kh * g.kw * g.Cg
-    cdef bint pointwise = _is_pointwise(&g)
-    cdef int nthreads
-    cdef Py_ssize_t chunk
     dtype = np.float32 if floating is float else np.float64
     y_arr = np.empty((g.N, g.Ho, g.Wo, C_out), dtype=dtype)
     cdef floating[:, :, :, ::1] y = y_arr
-    cdef floating[::1] work
+    cdef int nthreads = _threads()
     if rows == 0 or C_out == 0:
         return y_arr
     if groups > 1 and g.Cg == 1:
-        nthreads = _num_threads
         with nogil:
             _forward_depthwise(x, w, &b[0], has_bias, y, &g, nthreads)
         return y_arr
     if K == 0:
         y_arr[...] = np.asarray(b) if has_bias else 0
         return y_arr
-    if floating is float:
-        if _own_enabled and C_out // groups >= _OWN_MIN_COLUMNS:
-            _own_forward(&x[0, 0, 0, 0], &w[0, 0, 0, 0], C_out // groups, C_out,
-                         &b[0] if has_bias else NULL, &y[0, 0, 0, 0], C_out, &g, groups,
-                         C_out // groups)
-            return y_arr
-    nthreads, chunk, context = _plan(
-        rows, K * sizeof(floating), K * (C_out // groups) * sizeof(floating),
-        # pointwise needs no buffer, so the bound does not limit its chunks
-        _MAX_GEMM_ROWS * K * sizeof(floating) if pointwise else workspace_bytes, 1, False)
-    work_arr = np.empty(1 if pointwise else nthreads * chunk * K, dtype=dtype)
-    work = work_arr
-    with context:
-        with nogil:
-            _forward_gemm(&x[0, 0, 0, 0], &w[0, 0, 0, 0], &b[0], has_bias, &y[0, 0, 0, 0],
-                          &work[0], &g, groups, C_out, chunk, nthreads)
+    _implicit_gemm(&x[0, 0, 0, 0], &w[0, 0, 0, 0], C_out // groups, C_out, &b[0] if has_bias else NULL,
+                   &y[0, 0, 0, 0], C_out, &g, groups, C_out // groups)
     return y_arr
 
 
 # ---------------------------------------------------------------------------
 # Backward
-
-cdef void _backward_rows(const floating* x, const floating* w, const floating* dy,
-                         floating* dx, floating* dw_acc, floating* buf, const Geometry* g,
-                         Py_ssize_t groups, Py_ssize_t C_out, Py_ssize_t r0, Py_ssize_t r1,
-                         bint want_dw, bint dx_by_col2im) noexcept nogil:
-    """Output rows r0 .. r1 on the calling thread: dw_acc += cols^T @ dy (with
-    ``want_dw``), and dx from them.
-
-    dx: pointwise, its rows are dy @ w^T directly; with ``dx_by_col2im`` the chunk's
-    dcols = dy @ w^T is gathered back into dx (zeroed; the chunk must cover whole
-    images when other threads work on other chunks); otherwise dx is left alone.
-    """
-    cdef Py_ssize_t K = g.kh * g.kw * g.Cg
-    cdef Py_ssize_t Cog = C_out // groups
-    cdef Py_ssize_t HoWo = g.Ho * g.Wo
-    cdef Py_ssize_t gi, r, q
-    for gi in range(groups):
-        if _is_pointwise(g):
-            if want_dw:
-                gemm(True, False, <int>K, <int>Cog, <int>(r1 - r0), <floating>1,
-                     x + r0 * g.C + gi * g.Cg, <int>g.C, dy + r0 * C_out + gi * Cog, <int>C_out,
-                     <floating>1, dw_acc + gi * Cog, <int>C_out)
-            if dx_by_col2im:
-                gemm(False, True, <int>(r1 - r0), <int>K, <int>Cog, <floating>1,
-                     dy + r0 * C_out + gi * Cog, <int>C_out, w + gi * Cog, <int>C_out,
-                     <floating>0, dx + r0 * g.C + gi * g.Cg, <int>g.C)
-            continue
-        if want_dw:
-            for r in range(r0, r1):
-                _im2col_row(x, buf + (r - r0) * K, g, r, gi * g.Cg)
-            gemm(True, False, <int>K, <int>Cog, <int>(r1 - r0), <floating>1,
-                 buf, <int>K, dy + r0 * C_out + gi * Cog, <int>C_out,
-                 <floating>1, dw_acc + gi * Cog, <int>C_out)
-        if dx_by_col2im:
-            # the same buffer now takes the gradient of the columns
-            gemm(False, True, <int>(r1 - r0), <int>K, <int>Cog, <floating>1,
-                 dy + r0 * C_out + gi * Cog, <int>C_out, w + gi * Cog, <int>C_out,
-                 <floating>0, buf, <int>K)
-            for q in range((r0 // HoWo) * g.H, ((r1 - 1) // HoWo + 1) * g.H):
-                _col2im_input_row(dx, buf, g, q // g.H, q % g.H, r0, r1, gi * g.Cg)
-
-
-cdef void _backward_dx_rows(const floating* dy, const floating* wflip, floating* dx,
-                            floating* buf, const Geometry* gt, Py_ssize_t groups,
-                            Py_ssize_t C_in, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """Rows r0 .. r1 of dx (stride 1) as the convolution of dy with the flipped kernel.
-
-    gt is the geometry with dy as input and dx as output; wflip is
-    (groups, kh * kw * Cog, Cg). Its GEMM's inner dimension is kh * kw * Cog, not the
-    thin Cog of the col2im route.
-    """
-    cdef Py_ssize_t K_t = gt.kh * gt.kw * gt.Cg
-    cdef Py_ssize_t Cg = C_in // groups
-    cdef Py_ssize_t gi, r
-    for gi in range(groups):
-        for r in range(r0, r1):
-            _im2col_row(dy, buf + (r - r0) * K_t, gt, r, gi * gt.Cg)
-        gemm(False, False, <int>(r1 - r0), <int>Cg, <int>K_t, <floating>1,
-             buf, <int>K_t, wflip + gi * K_t * Cg, <int>Cg,
-             <floating>0, dx + r0 * C_in + gi * Cg, <int>C_in)
-
-
-cdef void _backward_gemm(const floating* x, const floating* w, const floating* wflip,
-                         const floating* dy, floating* dx, floating* dw_partial, floating* work,
-                         const Geometry* g, const Geometry* gt, Py_ssize_t groups,
-                         Py_ssize_t C_out, Py_ssize_t chunk, Py_ssize_t chunk_t,
-                         Py_ssize_t buf_stride, bint transposed, bint want_dw, bint want_dx,
-                         int nthreads) noexcept nogil:
-    """dw_partial[t] (zeroed, K * C_out each) gets thread t's share of dw (with
-    ``want_dw``); dx is filled (with ``want_dx``).
-
-    Chunk c goes to thread c % nthreads (static), which fixes every summation order.
-    """
-    cdef Py_ssize_t rows = g.N * g.Ho * g.Wo
-    cdef Py_ssize_t K = g.kh * g.kw * g.Cg
-    cdef Py_ssize_t n_chunks = (rows + chunk - 1) // chunk
-    cdef Py_ssize_t rows_t = g.N * g.H * g.W
-    cdef Py_ssize_t n_chunks_t = (rows_t + chunk_t - 1) // chunk_t
-    cdef Py_ssize_t c
-    cdef int t
-    if nthreads == 1:
-        for c in range(n_chunks):
-            _backward_rows(x, w, dy, dx, dw_partial, work, g, groups, C_out,
-                           c * chunk, min((c + 1) * chunk, rows), want_dw,
-                           want_dx and not transposed)
-        if transposed and want_dx:
-            for c in range(n_chunks_t):
-                _backward_dx_rows(dy, wflip, dx, work, gt, groups, g.C,
-                                  c * chunk_t, min((c + 1) * chunk_t, rows_t))
-        return
-    for c in prange(n_chunks, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
-        t = threadid()
-        _backward_rows(x, w, dy, dx, dw_partial + t * K * C_out, work + t * buf_stride, g,
-                       groups, C_out, c * chunk, min((c + 1) * chunk, rows), want_dw,
-                       want_dx and not transposed)
-    if transposed and want_dx:
-        for c in prange(n_chunks_t, nogil=True, schedule="dynamic", num_threads=nthreads):
-            _backward_dx_rows(dy, wflip, dx, work + threadid() * buf_stride, gt, groups, g.C,
-                              c * chunk_t, min((c + 1) * chunk_t, rows_t))
-
 
 cdef void _backward_depthwise(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                               const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
@@ -745,6 +541,7 @@ cdef void _backward_depthwise(const floating[:, :, :, ::1] x, const floating[:, 
                                     acc[(i * g.kw + j) * C_out + c * mult + m] += xv * dyp[c * mult + m]
 
 
+
 cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
                             const floating[:, :, :, ::1] w, bint has_bias, Py_ssize_t groups,
                             Geometry g, Py_ssize_t workspace_bytes):
@@ -753,23 +550,11 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
     cdef Py_ssize_t rows = g.N * g.Ho * g.Wo
     cdef Py_ssize_t K = g.kh * g.kw * g.Cg
     cdef Py_ssize_t K_t = g.kh * g.kw * Cog
-    cdef int nthreads = _num_threads
-    cdef Py_ssize_t t, chunk, chunk_t = 1, buf_stride
+    cdef int nthreads = _threads()
     dtype = np.float32 if floating is float else np.float64
-    cdef bint pointwise = _is_pointwise(&g)
     cdef bint depthwise = groups > 1 and g.Cg == 1
-    # float32 on the own kernels: dw as an implicit product (no im2col), and stride-1
-    # dx as the forward convolution of dy with the flipped kernel
-    cdef bint own_dw = False, own_dx = False
-    if floating is float:
-        own_dw = _own_enabled and not depthwise and Cog >= _OWN_MIN_COLUMNS
-        own_dx = (_own_enabled and not depthwise and g.sh == 1 and g.sw == 1
-                  and g.Cg >= _OWN_MIN_COLUMNS)
-    cdef bint transposed = (not own_dx and not pointwise and not depthwise and g.sh == 1
-                            and g.sw == 1 and g.Cg >= _MIN_TRANSPOSED_CHANNELS
-                            and Cog < _MAX_TRANSPOSED_OUT_CHANNELS)
-    dx_arr = (np.empty if (pointwise or depthwise or transposed or own_dx) else np.zeros)(
-        (g.N, g.H, g.W, g.C), dtype=dtype)
+    cdef bint strided = g.sh > 1 or g.sw > 1
+    dx_arr = (np.zeros if strided and not depthwise else np.empty)((g.N, g.H, g.W, g.C), dtype=dtype)
     dw_arr = np.empty((g.kh, g.kw, g.Cg, C_out), dtype=dtype)
     db_arr = np.empty(C_out, dtype=dtype) if has_bias else None
     if rows == 0 or K == 0 or C_out == 0:
@@ -779,67 +564,35 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
             db_arr[...] = np.asarray(dy).reshape(-1, C_out).sum(axis=0) if C_out else 0
         return dx_arr, dw_arr, db_arr
     cdef floating[:, :, :, ::1] dx = dx_arr
-    cdef floating[:, ::1] dw_partial
     cdef floating[::1] db
     cdef double[:, ::1] partial
-    cdef floating[::1] work
     cdef const floating[:, :, ::1] wflip
     cdef Geometry gt = g
-    if transposed or own_dx:
-        # dy seen as the input of a stride-1 convolution whose output is dx
-        gt.H, gt.W, gt.C = g.Ho, g.Wo, C_out
-        gt.Ho, gt.Wo = g.H, g.W
-        gt.pt = (g.kh - 1) * g.dh - g.pt
-        gt.pl = (g.kw - 1) * g.dw - g.pl
-        gt.Cg = Cog
-        # wflip[gi, (i, j, co), ci] = w[kh - 1 - i, kw - 1 - j, ci, gi * Cog + co]
-        wflip_arr = np.ascontiguousarray(
-            np.asarray(w)[::-1, ::-1].reshape(g.kh, g.kw, g.Cg, groups, Cog)
-            .transpose(3, 0, 1, 4, 2).reshape(groups, K_t, g.Cg))
-    else:
-        wflip_arr = np.zeros((1, 1, 1), dtype=dtype)
-    wflip = wflip_arr
-    if floating is float:
-        if own_dx:
-            _own_forward(&dy[0, 0, 0, 0], &wflip[0, 0, 0], K_t * g.Cg, g.Cg, NULL,
-                         &dx[0, 0, 0, 0], g.C, &gt, groups, g.Cg)
-        if own_dw:
-            dw_arr.reshape(-1)[...] = _own_weight_grad(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], &g,
-                                                       groups, C_out)
     if depthwise:
         partial = np.empty((nthreads, g.kh * g.kw * C_out), dtype=np.float64)
         with nogil:
             _backward_depthwise(x, w, dy, dx, partial, &g, nthreads)
         dw_arr[...] = np.asarray(partial).sum(axis=0).reshape(dw_arr.shape)
-    elif not (own_dw and own_dx):
-        # the BLAS route for what the own kernels did not do
-        nthreads, chunk, context = _plan(
-            rows, K * sizeof(floating), K * Cog * sizeof(floating),
-            _MAX_GEMM_ROWS * K * sizeof(floating) if pointwise else workspace_bytes,
-            g.Ho * g.Wo, not (pointwise or transposed or own_dx))
-        buf_stride = 0 if pointwise else chunk * K
-        if transposed:
-            chunk_t = _chunk_rows(g.N * g.H * g.W, K_t * sizeof(floating),
-                                  K_t * g.Cg * sizeof(floating), workspace_bytes, nthreads, 1)
-            buf_stride = max(buf_stride, chunk_t * K_t)
-        work_arr = np.empty(max(1, nthreads * buf_stride), dtype=dtype)
-        work = work_arr
-        dw_partial = np.zeros((nthreads if not own_dw else 1, K * C_out), dtype=dtype)
-        with context:
-            with nogil:
-                _backward_gemm(&x[0, 0, 0, 0], &w[0, 0, 0, 0], &wflip[0, 0, 0], &dy[0, 0, 0, 0],
-                               &dx[0, 0, 0, 0], &dw_partial[0, 0], &work[0], &g, &gt, groups,
-                               C_out, chunk, chunk_t, buf_stride, transposed, not own_dw,
-                               not own_dx, nthreads)
-        del work_arr
-        if not own_dw:
-            dw_flat = dw_arr.reshape(-1)
-            dw_flat[...] = dw_partial[0]
-            for t in range(1, nthreads):
-                dw_flat += dw_partial[t]
+    else:
+        dw_arr.reshape(-1)[...] = _weight_grad(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], &g, groups, C_out)
+        if strided:
+            _strided_dx(&dy[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0], &g, groups, C_out, workspace_bytes)
+        else:
+            # dx is the stride-1 convolution of dy (padded by the kernel's reach minus the
+            # padding) with the flipped kernel, input and output channels swapped:
+            # wflip[gi, (i, j, co), ci] = w[kh - 1 - i, kw - 1 - j, ci, gi * Cog + co]
+            gt.H, gt.W, gt.C = g.Ho, g.Wo, C_out
+            gt.Ho, gt.Wo = g.H, g.W
+            gt.pt = (g.kh - 1) * g.dh - g.pt
+            gt.pl = (g.kw - 1) * g.dw - g.pl
+            gt.Cg = Cog
+            wflip = np.ascontiguousarray(
+                np.asarray(w)[::-1, ::-1].reshape(g.kh, g.kw, g.Cg, groups, Cog)
+                .transpose(3, 0, 1, 4, 2).reshape(groups, K_t, g.Cg))
+            _implicit_gemm(&dy[0, 0, 0, 0], &wflip[0, 0, 0], K_t * g.Cg, g.Cg, NULL,
+                           &dx[0, 0, 0, 0], g.C, &gt, groups, g.Cg)
     if has_bias:
         db = db_arr
-        nthreads = _num_threads
         partial = np.empty((nthreads, C_out), dtype=np.float64)
         with nogil:
             _column_sums(&dy[0, 0, 0, 0], rows, C_out, &db[0], partial, nthreads)
@@ -855,9 +608,9 @@ def conv2d_forward(x, w, b, stride, pads, dilation, groups, out_hw, workspace_by
     has_bias = b is not None
     bias = b if has_bias else np.zeros(1, dtype=x.dtype)
     if x.dtype == np.float32:
-        y = _conv2d_forward[float](x, w, bias, has_bias, groups, g, workspace_bytes)
+        y = _conv2d_forward[float](x, w, bias, has_bias, groups, g)
     else:
-        y = _conv2d_forward[double](x, w, bias, has_bias, groups, g, workspace_bytes)
+        y = _conv2d_forward[double](x, w, bias, has_bias, groups, g)
     state = (x, w, has_bias, stride, pads, dilation, groups, out_hw, workspace_bytes)
     return y, state
 
@@ -880,7 +633,7 @@ cdef object _im2col(const floating[:, :, :, ::1] x, Geometry g):
     if rows == 0 or K == 0:
         return cols_arr
     with nogil:
-        _im2col_rows(&x[0, 0, 0, 0], &cols[0, 0], &g, 0, rows, 0, _num_threads)
+        _im2col_rows(&x[0, 0, 0, 0], &cols[0, 0], &g, 0, rows, 0, _threads())
     return cols_arr
 
 
@@ -892,7 +645,7 @@ cdef object _col2im(const floating[:, ::1] cols, Geometry g):
     if rows == 0 or g.C == 0 or x_arr.size == 0:
         return x_arr
     with nogil:
-        _col2im_rows(&x[0, 0, 0, 0], &cols[0, 0], &g, 0, rows, 0, _num_threads)
+        _col2im_rows(&x[0, 0, 0, 0], &cols[0, 0], &g, 0, rows, 0, _threads())
     return x_arr
 
 

@@ -1,23 +1,23 @@
 """Batch matrix multiply kernels of the cython backend (normalised arguments; docs/KERNELS.md).
 
-float32 products of enough size run on fastnn's own AVX-512 kernels where the CPU
-has them (fn_sgemm.h; see _own_enabled below). Every other product is one BLAS
-GEMM on the operands as they lie in memory: transposes are GEMM flags and
-broadcasting is an index per batch entry, so nothing is copied.
+Every product runs on fastnn's own GEMM core (fn_gemm.h, through _fn.pxd) on the
+active CPU tier, float32 and float64 alike: per product the right operand is packed
+into the tile's panels (a transposed one by register transposes; a transposed left
+operand is transposed once into the same scratch), then the tiles run. Transposes
+reach the kernels as flags and broadcasting as an index per batch entry, so no
+operand is copied to form the batch.
 
-Threads: a GEMM small enough that BLAS runs it on one thread anyway (below
-``_SMALL_GEMM``) is dominated by per-call overhead, so such batches run in parallel
-over the batch entries with OpenMP, one single-threaded GEMM per entry. Larger
-GEMMs run one after the other, each on BLAS's own threads. The two never nest,
-so OpenMP and BLAS threads (both set by ``fastnn.set_num_threads``) never
-oversubscribe the cores.
-
-When one operand is shared by the whole batch and the other is used once per entry
-in order (``x @ W`` with a broadcast ``W``), the batch is a single tall GEMM.
+Threads: a batch of at least as many products as threads splits the products over
+the threads, each product on one thread (a 128^3 product gains little from being
+split, and a batch splits evenly); a smaller batch runs its products one after the
+other, each split over the threads by tiles. When one operand is shared by the
+whole batch and the other is used once per entry in order (``x @ W`` with a
+broadcast ``W``), the batch is a single tall product.
 
 Backward sums the contributions of entries that share an operand in increasing
-batch order (first GEMM with beta=0, the rest with beta=1); groups are independent,
-so threads split the groups and the result does not depend on the thread count.
+batch order (the first product stored, the rest accumulated); groups are
+independent, so threads split the groups. A tile is always summed whole by one
+thread in a fixed order, so results do not depend on the thread count.
 """
 import numpy as np
 
@@ -25,93 +25,47 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
-from ._blas cimport gemm
-
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int fastnn_matmul_openmp(void) { return 1; }
-    static int fastnn_matmul_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int fastnn_matmul_openmp(void) { return 0; }
-    static int fastnn_matmul_max_threads(void) { return 1; }
-    #endif
-    """
-    int fastnn_matmul_openmp() noexcept nogil
-    int fastnn_matmul_max_threads() noexcept nogil
-
-cdef extern from "fn_sgemm.h":
-    int fn_sgemm_supported() noexcept nogil
-    void* fn_alloc(size_t nbytes) noexcept nogil
-    void fn_free(void* p) noexcept nogil
-    size_t fn_sgemm_any_scratch(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int trans_a) noexcept nogil
-    void fn_sgemm_any_mt(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                         const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb, int accumulate,
-                         float* C, Py_ssize_t ldc, float* scratch, int threads) noexcept nogil
+from ._fn cimport (any_scratch, fn_alloc, fn_cpu_tier, fn_free, fn_max_threads, fn_openmp, fn_set_tier,
+                   fn_tier, gemm_any_mt, gemm_tn2_mt)
 
 
-cdef int _num_threads = max(1, fastnn_matmul_max_threads())
-
-# OpenBLAS runs a GEMM with M*N*K up to 4 * 65536 on a single thread; above that it
-# threads the GEMM itself and the batch loop must stay serial.
-cdef double _SMALL_GEMM = 262144.0
-
-
-# float32 products run on fastnn's own AVX-512 kernels (fn_sgemm.h) where the CPU has
-# them and the product is large enough (below _OWN_MIN_MNK, OpenBLAS's single-threaded
-# small-GEMM path is cheaper than packing) and wide enough for their 64-column tiles
-# (_OWN_MIN_N): per batch entry the
-# right operand is packed and the product runs on one thread, the entries split over
-# the threads (a 128^3 product gains little from BLAS's threads, and a batch of them
-# splits evenly); a single entry splits its own tiles instead. No BLAS call, so no
-# BLAS threads beside the OpenMP ones. Results do not depend on the thread count.
-cdef bint _own_supported = fn_sgemm_supported() != 0
-cdef bint _own_enabled = _own_supported
-cdef int _OWN_MIN_N = 32
-cdef double _OWN_MIN_MNK = 262144.0
-
-
-def own_kernels(enabled=None):
-    """Whether float32 products use the own AVX-512 kernels; ``enabled`` switches them.
-
-    Returns the setting in force before the call; they can only be enabled on a CPU
-    with AVX-512.
-    """
-    global _own_enabled
-    before = _own_enabled
-    if enabled is not None:
-        _own_enabled = bool(enabled) and _own_supported
-    return before
-
-
-cdef inline bint _use_own(int M, int N, int K) noexcept nogil:
-    return _own_enabled and M > 0 and K > 0 and N >= _OWN_MIN_N and <double>M * N * K >= _OWN_MIN_MNK
-
-
-cdef inline int _own_threads(Py_ssize_t jobs) noexcept nogil:
-    """Threads over independent products (1: one at a time, each on all threads)."""
-    if _num_threads <= 1 or jobs < _num_threads or not fastnn_matmul_openmp():
-        return 1
-    return _num_threads
+cdef int _num_threads = max(1, fn_max_threads())
 
 
 def set_num_threads(n):
-    """Use n OpenMP threads in these kernels (BLAS threads are set by the caller)."""
+    """Use n OpenMP threads in these kernels."""
     global _num_threads
     _num_threads = max(1, int(n))
 
 
 def openmp_enabled():
     """True when this module was compiled with OpenMP."""
-    return bool(fastnn_matmul_openmp())
+    return bool(fn_openmp())
 
 
-cdef inline int _threads_for(Py_ssize_t jobs, double mnk) noexcept nogil:
-    """OpenMP threads for `jobs` independent GEMMs of size mnk (1: run serially)."""
-    if _num_threads <= 1 or jobs <= 1 or mnk > _SMALL_GEMM:
+def cpu_tier():
+    """The highest CPU tier this CPU can run (fn_base.h)."""
+    return fn_cpu_tier()
+
+
+def set_tier(int tier):
+    """Run this module's kernels on `tier` (at most the CPU's); returns the tier set."""
+    return fn_set_tier(tier)
+
+
+def active_tier():
+    return fn_tier()
+
+
+cdef inline int _outer_threads(Py_ssize_t jobs) noexcept nogil:
+    """Threads over independent products (1: one at a time, each split over the threads)."""
+    if _num_threads <= 1 or jobs < _num_threads or not fn_openmp():
         return 1
-    return _num_threads if jobs > _num_threads else <int>jobs
+    return _num_threads
+
+
+cdef inline int _inner_threads(int outer) noexcept nogil:
+    return 1 if outer > 1 or not fn_openmp() else _num_threads
 
 
 def _is_identity(index, n):
@@ -134,22 +88,6 @@ def _groups(index, count):
     return order, starts
 
 
-cdef inline void _product(bint trans_a, bint trans_b, int M, int N, int K, const floating* A, int lda,
-                          const floating* B, int ldb, bint accumulate, floating* C, float* scratch,
-                          int threads) noexcept nogil:
-    """C (M, N) (+)= op(A) @ op(B): on the own kernels when given their scratch (float32,
-    the product split over `threads`), else by BLAS."""
-    if floating is float:
-        if scratch != NULL:
-            fn_sgemm_any_mt(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, N, scratch, threads)
-            return
-    gemm(trans_a, trans_b, M, N, K, <floating>1, A, lda, B, ldb, <floating>(1 if accumulate else 0), C, N)
-
-
-cdef inline size_t _own_scratch_bytes(bint own, int M, int N, int K, bint trans_a) noexcept nogil:
-    return fn_sgemm_any_scratch(M, N, K, trans_a) * sizeof(float) if own else 0
-
-
 def _bmm_loop(const floating[:, :, ::1] a, const floating[:, :, ::1] b,
               const int64_t[::1] a_index, const int64_t[::1] b_index,
               floating[:, :, ::1] c, bint trans_a, bint trans_b, int M, int N, int K):
@@ -160,39 +98,51 @@ def _bmm_loop(const floating[:, :, ::1] a, const floating[:, :, ::1] b,
     cdef const floating* pa = &a[0, 0, 0]
     cdef const floating* pb = &b[0, 0, 0]
     cdef floating* pc = &c[0, 0, 0]
-    cdef int threads = _threads_for(batch, <double>M * N * K), inner = 1
-    cdef float* scratch
-    cdef bint own = False
-    if floating is float:
-        own = _use_own(M, N, K)
-    if own:
-        # entries split over the threads, or each entry's product over them
-        threads = _own_threads(batch)
-        inner = 1 if threads > 1 or not fastnn_matmul_openmp() else _num_threads
-    cdef size_t scratch_size = _own_scratch_bytes(own, M, N, K, trans_a)
-    # no scratch (BLAS, or a failed allocation): the products go to BLAS
+    cdef int threads = _outer_threads(batch), inner = _inner_threads(threads)
+    cdef size_t scratch_size = any_scratch(floating is double, M, N, K, trans_a) * sizeof(floating)
+    cdef floating* scratch
+    cdef bint failed = False
     with nogil:
         if threads > 1:
             for p in prange(batch, num_threads=threads, schedule="static"):
-                scratch = <float*>fn_alloc(scratch_size) if own else NULL
-                _product(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda, pb + b_index[p] * b_step,
-                         ldb, False, pc + p * c_step, scratch, 1)
+                scratch = <floating*>fn_alloc(scratch_size)
+                if scratch == NULL:
+                    failed = True
+                else:
+                    gemm_any_mt(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda,
+                                pb + b_index[p] * b_step, ldb, False, pc + p * c_step, N, scratch, 1)
                 fn_free(scratch)
         else:
-            scratch = <float*>fn_alloc(scratch_size) if own else NULL
-            for p in range(batch):
-                _product(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda, pb + b_index[p] * b_step,
-                         ldb, False, pc + p * c_step, scratch, inner)
+            scratch = <floating*>fn_alloc(scratch_size)
+            if scratch == NULL:
+                failed = True
+            else:
+                for p in range(batch):
+                    gemm_any_mt(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda,
+                                pb + b_index[p] * b_step, ldb, False, pc + p * c_step, N, scratch, inner)
             fn_free(scratch)
+    if failed:
+        raise MemoryError("bmm: cannot allocate the scratch of a product")
+
+
+cdef void _one_product(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                       const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb,
+                       floating* C) except *:
+    """C (M, N) = op(A) @ op(B), split over the threads."""
+    cdef floating* scratch = <floating*>fn_alloc(any_scratch(floating is double, M, N, K, trans_a)
+                                                 * sizeof(floating))
+    if scratch == NULL:
+        raise MemoryError("bmm: cannot allocate the scratch of a product")
+    with nogil:
+        gemm_any_mt(trans_a, trans_b, M, N, K, A, lda, B, ldb, False, C, N, scratch, _inner_threads(1))
+    fn_free(scratch)
 
 
 def _tall_gemm(const floating[:, :, ::1] a, const floating[:, :, ::1] b, Py_ssize_t j,
-               floating[:, :, ::1] c, bint trans_b, int rows, int N, int K):
-    """c (rows, N) = a (rows, K) @ op(b[j]): the batch stacked into one GEMM."""
-    cdef const floating* pb = &b[0, 0, 0] + j * b.shape[1] * b.shape[2]
-    with nogil:
-        gemm(False, trans_b, rows, N, K, <floating>1, &a[0, 0, 0], K, pb, <int>b.shape[2],
-             <floating>0, &c[0, 0, 0], N)
+               floating[:, :, ::1] c, bint trans_b, Py_ssize_t rows, int N, int K):
+    """c (rows, N) = a (rows, K) @ op(b[j]): the batch stacked into one product."""
+    _one_product(False, trans_b, rows, N, K, &a[0, 0, 0], K, &b[0, 0, 0] + j * b.shape[1] * b.shape[2],
+                 b.shape[2], &c[0, 0, 0])
 
 
 def bmm(a, b, a_index, b_index, trans_a, trans_b):
@@ -205,7 +155,7 @@ def bmm(a, b, a_index, b_index, trans_a, trans_b):
         return c
     if not trans_a and _is_identity(a_index, a.shape[0]):
         j = _shared_index(b_index)
-        if j >= 0 and batch * <Py_ssize_t>M < 2**31:
+        if j >= 0:
             _tall_gemm(a, b, j, c, trans_b, batch * M, N, K)
             return c
     _bmm_loop(a, b, a_index, b_index, c, trans_a, trans_b, M, N, K)
@@ -229,56 +179,59 @@ def _grad_loop(const floating[:, :, ::1] dc, const floating[:, :, ::1] other,
     cdef floating* out
     cdef const floating* first
     cdef const floating* second
-    cdef float* scratch
-    cdef bint own = False
-    cdef int threads = _threads_for(groups, <double>M * N * K), inner = 1
-    if floating is float:
-        own = _use_own(M, N, K)
-    if own:
-        # groups split over the threads, or a single group's products over them
-        threads = _own_threads(groups)
-        inner = 1 if threads > 1 or not fastnn_matmul_openmp() else _num_threads
+    cdef floating* scratch
+    cdef bint failed = False
+    # groups split over the threads, or a single group's products over them
+    cdef int threads = _outer_threads(groups), inner = _inner_threads(threads)
     # the product is first @ second: op(dc) @ op(other), or op(other) @ op(dc)
     cdef bint ta = trans_dc if dc_first else trans_other, tb = trans_other if dc_first else trans_dc
     cdef int ld_first = ld_dc if dc_first else ld_other, ld_second = ld_other if dc_first else ld_dc
-    cdef size_t scratch_size = _own_scratch_bytes(own, M, N, K, ta)
+    cdef size_t scratch_size = any_scratch(floating is double, M, N, K, ta) * sizeof(floating)
     with nogil:
         for i in prange(groups, num_threads=threads, schedule="static"):
             out = pg + i * grad_step
             if starts[i] == starts[i + 1]:
                 for r in range(grad_step):
                     out[r] = 0
-            # no scratch (BLAS, or a failed allocation): the products go to BLAS
-            scratch = <float*>fn_alloc(scratch_size) if own and starts[i] < starts[i + 1] else NULL
+                continue
+            scratch = <floating*>fn_alloc(scratch_size)
+            if scratch == NULL:
+                failed = True
+                continue
             for q in range(starts[i], starts[i + 1]):
                 p = order[q]
                 first = pdc + p * dc_step if dc_first else po + other_index[p] * other_step
                 second = po + other_index[p] * other_step if dc_first else pdc + p * dc_step
-                _product(ta, tb, M, N, K, first, ld_first, second, ld_second, q != starts[i], out, scratch,
-                         inner)
+                gemm_any_mt(ta, tb, M, N, K, first, ld_first, second, ld_second, q != starts[i], out, N,
+                            scratch, inner)
             fn_free(scratch)
+    if failed:
+        raise MemoryError("bmm_backward: cannot allocate the scratch of a product")
 
 
 def _tall_backward(const floating[:, :, ::1] dc, const floating[:, :, ::1] a,
                    const floating[:, :, ::1] b, Py_ssize_t j,
                    floating[:, :, ::1] da, floating[:, :, ::1] db,
-                   bint trans_b, int rows, int M, int N, int K):
-    """The backward of _tall_gemm: da = dc @ op(b[j])^T and db[j] = a^T @ dc (each one GEMM)."""
+                   bint trans_b, Py_ssize_t rows, int M, int N, int K):
+    """The backward of _tall_gemm: da = dc @ op(b[j])^T and db[j] = a^T @ dc (each one product)."""
     cdef Py_ssize_t b_step = b.shape[1] * b.shape[2]
     cdef const floating* pb = &b[0, 0, 0] + j * b_step
     cdef floating* pdb = &db[0, 0, 0]
     cdef Py_ssize_t r
+    cdef bint done
+    _one_product(False, not trans_b, rows, K, N, &dc[0, 0, 0], N, pb, b.shape[2], &da[0, 0, 0])
     with nogil:
-        gemm(False, not trans_b, rows, K, N, <floating>1, &dc[0, 0, 0], N, pb, <int>b.shape[2],
-             <floating>0, &da[0, 0, 0], K)
         for r in range(db.shape[0] * b_step):
             pdb[r] = 0
+        # a reduction over all the rows: chunks transposed and packed (fn_gemm.h)
         if trans_b:
-            gemm(True, False, N, K, rows, <floating>1, &dc[0, 0, 0], N, &a[0, 0, 0], K,
-                 <floating>0, pdb + j * b_step, K)
+            done = gemm_tn2_mt(N, K, 0, rows, &dc[0, 0, 0], N, &a[0, 0, 0], K, &a[0, 0, 0], K,
+                               pdb + j * b_step, K, False, _inner_threads(1))
         else:
-            gemm(True, False, K, N, rows, <floating>1, &a[0, 0, 0], K, &dc[0, 0, 0], N,
-                 <floating>0, pdb + j * b_step, N)
+            done = gemm_tn2_mt(K, N, 0, rows, &a[0, 0, 0], K, &dc[0, 0, 0], N, &dc[0, 0, 0], N,
+                               pdb + j * b_step, N, False, _inner_threads(1))
+    if not done:
+        raise MemoryError("bmm_backward: cannot allocate the scratch of a product")
 
 
 def bmm_backward(dc, a, b, a_index, b_index, trans_a, trans_b):
@@ -294,7 +247,7 @@ def bmm_backward(dc, a, b, a_index, b_index, trans_a, trans_b):
         return da, db
     if not trans_a and _is_identity(a_index, a.shape[0]):
         j = _shared_index(b_index)
-        if j >= 0 and batch * <Py_ssize_t>M < 2**31:
+        if j >= 0:
             _tall_backward(dc, a, b, j, da, db, trans_b, batch * M, M, N, K)
             return da, db
     order, starts = _groups(a_index, a.shape[0])
