@@ -79,165 +79,65 @@ FN_TARGET FN_UNUSED static void FN(pack_t)(ptrdiff_t K, ptrdiff_t N, const FN_T 
             }
 }
 
-/* A tile row's first nr (1 .. FN_NR) columns from p: full vectors, then a partial one. */
-FN_TARGET FN_INLINE void FN(load_row)(const FN_T *p, int nr, FN_V out[FN_NV])
+#define FN_TNV FN_NV
+#define FN_TILE(name) FN(name)
+#include "fn_tile.h"
+#undef FN_TNV
+#undef FN_TILE
+/* the half tile: FN(ukr_nn_h) and FN(ukr_tn_h) */
+#define FN_TNV (FN_NV / 2)
+#define FN_TILE(name) FN(name##_h)
+#include "fn_tile.h"
+#undef FN_TNV
+#undef FN_TILE
+
+/* Where the panels of a right operand B (K, N) lie: panel p (columns p FN_NR ..)
+ * at B + p * step, k rows ld apart, except the last, partial one (when N is not a
+ * multiple of FN_NR), at tail with rows tail_ld apart. Packed by FN(pack): step =
+ * K FN_NR, ld = tail_ld = FN_NR. Read in place (a row-major B with row stride ldb):
+ * step = FN_NR, ld = ldb, and the last panel packed unless it is exactly half a
+ * panel wide (the half tile reads no further). */
+typedef struct {
+    const FN_T *B, *tail;
+    ptrdiff_t step, ld, tail_ld;
+    int packed;  /* every panel FN(pack)'s, zero-padded to FN_NR columns */
+} FN(panels);
+
+FN_TARGET FN_INLINE FN(panels) FN(packed_panels)(const FN_T *P, ptrdiff_t K, ptrdiff_t N)
 {
-    int v;
-#pragma GCC unroll 4
-    for (v = 0; v < FN_NV; v++) {
-        const int w = nr - v * FN_VL;
-        out[v] = w >= FN_VL ? FN(ld)(p + v * FN_VL) : (w > 0 ? FN(ldn)(p + v * FN_VL, w) : FN(bc)(0));
-    }
+    FN(panels) src;
+    src.B = P;
+    src.step = K * FN_NR;
+    src.ld = src.tail_ld = FN_NR;
+    src.tail = P + N / FN_NR * src.step;
+    src.packed = 1;
+    return src;
 }
 
-/* C rows 0 .. mr (stride ldc) (+)= the tile, their first nr columns */
-FN_TARGET FN_INLINE void FN(tile_store)(FN_V acc[FN_MR][FN_NV], FN_T *c, ptrdiff_t ldc, int mr, int nr,
-                                        int accumulate)
-{
-    int r, v;
-#pragma GCC unroll 6
-    for (r = 0; r < FN_MR; r++) {
-        FN_T *cr = c + (ptrdiff_t)r * ldc;
-        if (r >= mr)
-            break;
-        if (accumulate) {
-            FN_V old[FN_NV];
-            FN(load_row)(cr, nr, old);
-#pragma GCC unroll 4
-            for (v = 0; v < FN_NV; v++)
-                acc[r][v] += old[v];
-        }
-#pragma GCC unroll 4
-        for (v = 0; v < FN_NV; v++) {
-            const int w = nr - v * FN_VL;
-            if (w >= FN_VL)
-                FN(st)(cr + v * FN_VL, acc[r][v]);
-            else if (w > 0)
-                FN(stn)(cr + v * FN_VL, w, acc[r][v]);
-        }
-    }
-}
-
-/* one reduction step of the tile: row r gets a_r[k] times the vectors b */
-#define FN_TILE_STEP(acc, ar, k, b) \
-    do { \
-        int r_, v_; \
-        _Pragma("GCC unroll 6") \
-        for (r_ = 0; r_ < FN_MR; r_++) { \
-            const FN_V av_ = FN(bc)(ar[r_][k]); \
-            _Pragma("GCC unroll 4") \
-            for (v_ = 0; v_ < FN_NV; v_++) \
-                acc[r_][v_] += av_ * b[v_]; \
-        } \
-    } while (0)
-
-/* C[0:mr, 0:nr] (+= when accumulate) init + sum over segments s of
- * sum_{k < seglen} a[s * FN_MR + i][k] * bp[boff[s] + k * FN_NR + j].
- * a holds FN_MR row pointers per segment (rows >= mr repeat a valid one); bp is a
- * packed panel (zero past nr); init is NULL (zeros) or a row of nr elements. */
-FN_TARGET FN_UNUSED static void FN(ukr_nn)(ptrdiff_t nseg, ptrdiff_t seglen, const FN_T *const *a,
-                                           const ptrdiff_t *boff, const FN_T *bp, const FN_T *init,
-                                           FN_T *c, ptrdiff_t ldc, int mr, int nr, int accumulate)
-{
-    FN_V acc[FN_MR][FN_NV], iv[FN_NV];
-    ptrdiff_t s, k;
-    int r, v;
-    /* the tile of C is read or written only at the end: fetch it while the FMAs run */
-    for (r = 0; r < mr; r++)
-        for (v = 0; v < FN_NV; v++)
-            __builtin_prefetch(c + r * ldc + v * FN_VL, 1, 3);
-    if (init != NULL)
-        FN(load_row)(init, nr, iv);
-    else
-        for (v = 0; v < FN_NV; v++)
-            iv[v] = FN(bc)(0);
-#pragma GCC unroll 6
-    for (r = 0; r < FN_MR; r++)
-#pragma GCC unroll 4
-        for (v = 0; v < FN_NV; v++)
-            acc[r][v] = iv[v];
-    for (s = 0; s < nseg; s++) {
-        const FN_T *ar[FN_MR];
-        const FN_T *b = bp + boff[s];
-#pragma GCC unroll 6
-        for (r = 0; r < FN_MR; r++)
-            ar[r] = a[s * FN_MR + r];
-        for (k = 0; k < seglen; k++, b += FN_NR) {
-            FN_V bv[FN_NV];
-#pragma GCC unroll 4
-            for (v = 0; v < FN_NV; v++)
-                bv[v] = FN(ld)(b + v * FN_VL);
-            FN_TILE_STEP(acc, ar, k, bv);
-        }
-    }
-    FN(tile_store)(acc, c, ldc, mr, nr, accumulate);
-}
-
-/* C[0:mr, 0:nr] += sum over runs q of sum_{r < len[q]} A_r[i] * B_r[j], with
- * A_r = ar[q] + aoff + r * sa and B_r = br[q] + boff + r * sb: a tile of a
- * transposed product A^T B whose operands are read along the reduction. Only
- * A_r[0:mr] and B_r[0:nr] are read. */
-FN_TARGET FN_UNUSED static void FN(ukr_tn)(ptrdiff_t nrun, const FN_T *const *ar, const FN_T *const *br,
-                                           const ptrdiff_t *len, ptrdiff_t aoff, ptrdiff_t boff,
-                                           ptrdiff_t sa, ptrdiff_t sb, FN_T *c, ptrdiff_t ldc, int mr, int nr)
-{
-    FN_V acc[FN_MR][FN_NV];
-    ptrdiff_t off[FN_MR], q, k;
-    int r, v;
-    for (r = 0; r < FN_MR; r++)
-        off[r] = r < mr ? r : mr - 1;
-#pragma GCC unroll 6
-    for (r = 0; r < FN_MR; r++)
-#pragma GCC unroll 4
-        for (v = 0; v < FN_NV; v++)
-            acc[r][v] = FN(bc)(0);
-    for (q = 0; q < nrun; q++) {
-        const FN_T *ap = ar[q] + aoff, *b = br[q] + boff;
-        const FN_T *rows[FN_MR];
-#pragma GCC unroll 6
-        for (r = 0; r < FN_MR; r++)
-            rows[r] = ap + off[r];
-        if (nr == FN_NR) {
-            for (k = 0; k < len[q]; k++, b += sb) {
-                FN_V bv[FN_NV];
-#pragma GCC unroll 4
-                for (v = 0; v < FN_NV; v++)
-                    bv[v] = FN(ld)(b + v * FN_VL);
-                FN_TILE_STEP(acc, rows, k * sa, bv);
-            }
-        } else {
-            for (k = 0; k < len[q]; k++, b += sb) {
-                FN_V bv[FN_NV];
-                FN(load_row)(b, nr, bv);
-                FN_TILE_STEP(acc, rows, k * sa, bv);
-            }
-        }
-    }
-    FN(tile_store)(acc, c, ldc, mr, nr, 1);
-}
-
-/* Long reductions are cut so that a tile's share of the packed panel stays in the
- * level-2 cache. */
+/* Long reductions are cut so that a tile's share of the panel stays in the level-2
+ * cache. */
 #define FN_KC 2048
 
-/* C (M, N) = A (M, K) @ B (+ bias, a row of N, when not NULL) (+ C when accumulate),
- * B packed by FN(pack); one thread. Rows go in blocks whose A rows stay cached
- * across the panels. */
-FN_TARGET FN_UNUSED static void FN(gemm_nn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A,
-                                            ptrdiff_t lda, const FN_T *P, const FN_T *bias, FN_T *C,
-                                            ptrdiff_t ldc, int accumulate)
+/* C (M, nr) = A (M, K) @ one panel (nr columns, row stride ldbp) (+ bias, a row of nr,
+ * when not NULL) (+ C when accumulate); one thread. Rows go in blocks whose A rows
+ * stay cached across the reduction's chunks; a panel no wider than half a full one
+ * runs on the half tile. */
+FN_TARGET FN_UNUSED static void FN(gemm_panel)(ptrdiff_t M, ptrdiff_t K, const FN_T *A, ptrdiff_t lda,
+                                               const FN_T *bp, ptrdiff_t ldbp, int nr, const FN_T *bias,
+                                               FN_T *C, ptrdiff_t ldc, int accumulate)
 {
     const ptrdiff_t MB = FN_MR * FN_TILES, zero = 0;
-    ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, m0, p, i, k0, r;
+    const int half = nr <= FN_NR / 2;
+    ptrdiff_t m0, i, k0, r;
     const FN_T *rows[FN_MR];
-    if (M <= 0 || N <= 0)
+    if (M <= 0 || nr <= 0)
         return;
     if (K <= 0) {
         for (r = 0; r < M; r++) {
             if (!accumulate)
-                memset(C + r * ldc, 0, (size_t)N * sizeof(FN_T));
+                memset(C + r * ldc, 0, (size_t)nr * sizeof(FN_T));
             if (bias != NULL)
-                for (i = 0; i < N; i++)
+                for (i = 0; i < nr; i++)
                     C[r * ldc + i] += bias[i];
         }
         return;
@@ -246,16 +146,17 @@ FN_TARGET FN_UNUSED static void FN(gemm_nn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t 
         ptrdiff_t m1 = M - m0 < MB ? M : m0 + MB;
         for (k0 = 0; k0 < K; k0 += FN_KC) {
             ptrdiff_t kc = K - k0 < FN_KC ? K - k0 : FN_KC;
-            for (p = 0; p < panels; p++) {
-                int nr = (int)(N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR);
-                for (i = m0; i < m1; i += FN_MR) {
-                    int mr = (int)(m1 - i < FN_MR ? m1 - i : FN_MR);
-                    for (r = 0; r < FN_MR; r++)
-                        rows[r] = A + (i + (r < mr ? r : mr - 1)) * lda + k0;
-                    FN(ukr_nn)(1, kc, rows, &zero, P + (p * K + k0) * FN_NR,
-                               k0 == 0 && bias != NULL ? bias + p * FN_NR : NULL,
-                               C + i * ldc + p * FN_NR, ldc, mr, nr, accumulate || k0 > 0);
-                }
+            const FN_T *init = k0 == 0 ? bias : NULL;
+            for (i = m0; i < m1; i += FN_MR) {
+                int mr = (int)(m1 - i < FN_MR ? m1 - i : FN_MR);
+                for (r = 0; r < FN_MR; r++)
+                    rows[r] = A + (i + (r < mr ? r : mr - 1)) * lda;
+                if (half)
+                    FN(ukr_nn_h)(1, kc, rows, k0, &zero, bp + k0 * ldbp, ldbp, init, C + i * ldc, ldc, mr, nr,
+                                 accumulate || k0 > 0);
+                else
+                    FN(ukr_nn)(1, kc, rows, k0, &zero, bp + k0 * ldbp, ldbp, init, C + i * ldc, ldc, mr, nr,
+                               accumulate || k0 > 0);
             }
         }
     }
@@ -324,31 +225,28 @@ FN_TARGET FN_UNUSED static void FN(ukr_row)(ptrdiff_t K, const FN_T *a, const FN
     }
 }
 
-/* FN(gemm_nn) on `threads` OpenMP threads (when the build has OpenMP): tasks of a
- * block of about FN_TASK_TILES tiles of rows by one panel, each written by one
- * thread. Blocks differ by at most one tile (a last block of 16 rows next to ones
- * of 48 would leave a thread idle for a third of a recurrent step). When A fits in
- * half the level-2 cache (a recurrent step) the tasks go panel by panel, so each
- * thread keeps its panel cached across all rows and reads only its share of P from
- * the shared cache; a larger A goes block by block, so a block of A stays cached
- * across the panels. A tile's sums do not depend on the blocks or their order, so
- * neither does the result on the thread count. A single row takes the
- * matrix-vector kernel. */
+/* C (M, N) = A (M, K) @ B (panels src) (+ bias) (+ C when accumulate) on `threads`
+ * OpenMP threads (when the build has OpenMP): tasks of a block of about
+ * FN_TASK_TILES tiles of rows by one panel, each written by one thread. Blocks
+ * differ by at most one tile (a last block of 16 rows next to ones of 48 would
+ * leave a thread idle for a third of a recurrent step). When A fits in half the
+ * level-2 cache (a recurrent step) the tasks go panel by panel, so each thread keeps
+ * its panel cached across all rows and reads only its share of B from the shared
+ * cache; a larger A goes block by block, so a block of A stays cached across the
+ * panels. A tile's sums do not depend on the blocks or their order, so neither does
+ * the result on the thread count. A single row takes the matrix-vector kernel
+ * (packed panels only). */
 #define FN_TASK_TILES 8
 #define FN_A_CACHED (512 * 1024)
-FN_TARGET FN_UNUSED static void FN(gemm_nn_mt)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A,
-                                               ptrdiff_t lda, const FN_T *P, const FN_T *bias, FN_T *C,
-                                               ptrdiff_t ldc, int accumulate, int threads)
+FN_TARGET FN_UNUSED static void FN(gemm_src_mt)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A,
+                                                ptrdiff_t lda, const FN(panels) *src, const FN_T *bias, FN_T *C,
+                                                ptrdiff_t ldc, int accumulate, int threads)
 {
-    const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, tiles = (M + FN_MR - 1) / FN_MR;
+    const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, full = N / FN_NR, tiles = (M + FN_MR - 1) / FN_MR;
     const ptrdiff_t blocks = (tiles + FN_TASK_TILES - 1) / FN_TASK_TILES;
     const int by_panel = (double)M * (double)K * sizeof(FN_T) <= FN_A_CACHED;
     if (M <= 0 || N <= 0)
         return;
-    if (K <= 0) {
-        FN(gemm_nn)(M, N, K, A, lda, P, bias, C, ldc, accumulate);
-        return;
-    }
     if (panels * blocks < 2)
         threads = 1;
     FN_TASKS(panels * blocks,
@@ -356,16 +254,25 @@ FN_TARGET FN_UNUSED static void FN(gemm_nn_mt)(ptrdiff_t M, ptrdiff_t N, ptrdiff
         ptrdiff_t q = by_panel ? task % blocks : task / panels;
         ptrdiff_t r0 = q * tiles / blocks * FN_MR, r1 = (q + 1) * tiles / blocks * FN_MR;
         int width = (int)(N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR);
+        const FN_T *bp = p < full ? src->B + p * src->step : src->tail;
+        ptrdiff_t ldbp = p < full ? src->ld : src->tail_ld;
         if (r1 > M)
             r1 = M;
-        /* the panel is a packed (K, width) matrix of its own */
-        if (M == 1)
-            FN(ukr_row)(K, A, P + p * K * FN_NR, bias != NULL ? bias + p * FN_NR : NULL, C + p * FN_NR,
-                        width, accumulate);
+        if (M == 1 && src->packed && K > 0)
+            FN(ukr_row)(K, A, bp, bias != NULL ? bias + p * FN_NR : NULL, C + p * FN_NR, width, accumulate);
         else
-            FN(gemm_nn)(r1 - r0, width, K, A + r0 * lda, lda, P + p * K * FN_NR,
-                        bias != NULL ? bias + p * FN_NR : NULL, C + r0 * ldc + p * FN_NR, ldc, accumulate);
+            FN(gemm_panel)(r1 - r0, K, A + r0 * lda, lda, bp, ldbp, width, bias != NULL ? bias + p * FN_NR : NULL,
+                           C + r0 * ldc + p * FN_NR, ldc, accumulate);
     );
+}
+
+/* FN(gemm_src_mt) with B packed by FN(pack) into P. */
+FN_TARGET FN_UNUSED static void FN(gemm_nn_mt)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A,
+                                               ptrdiff_t lda, const FN_T *P, const FN_T *bias, FN_T *C,
+                                               ptrdiff_t ldc, int accumulate, int threads)
+{
+    const FN(panels) src = FN(packed_panels)(P, K, N);
+    FN(gemm_src_mt)(M, N, K, A, lda, &src, bias, C, ldc, accumulate, threads);
 }
 
 /* At (cols, rows) = A (rows, cols)^T, in blocks of VL x VL transposed in registers. */
@@ -456,26 +363,50 @@ FN_UNUSED static inline size_t FN(any_scratch)(ptrdiff_t M, ptrdiff_t N, ptrdiff
     return FN(packed_size)(K, N) + (trans_a ? (size_t)M * (size_t)(K > 0 ? K : 0) : 0) + 1;
 }
 
-/* C (M, N) = op(A) @ op(B) (+ C when accumulate) for one product of moderate size:
- * op(B) is packed into scratch (FN(any_scratch) elements), a transposed A is
- * transposed there first, and `threads` split the tiles. op(A) is A (M, K) or, when
- * trans_a, A^T with A (K, M); op(B) likewise (K, N) or B^T. */
+/* C (M, N) = op(A) @ op(B) (+ C when accumulate) for one product of moderate size,
+ * `threads` splitting the tiles. op(A) is A (M, K) or, when trans_a, A^T with A
+ * (K, M), transposed into scratch first; op(B) is B (K, N), whose whole panels are
+ * read in place (only a partial last panel is packed), or, when trans_b, B^T with B
+ * (N, K), packed by register transposes. scratch: FN(any_scratch) elements. */
 FN_TARGET FN_UNUSED static void FN(gemm_any_mt)(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
                                                 ptrdiff_t K, const FN_T *A, ptrdiff_t lda, const FN_T *B,
                                                 ptrdiff_t ldb, int accumulate, FN_T *C, ptrdiff_t ldc,
                                                 FN_T *scratch, int threads)
 {
-    if (trans_b)
+    const ptrdiff_t full = N / FN_NR, rest = N - full * FN_NR;
+    FN(panels) src;
+    if (trans_b) {
         FN(pack_t)(K, N, B, ldb, scratch);
-    else
-        FN(pack)(K, N, B, ldb, 1, scratch);
+        src = FN(packed_panels)(scratch, K, N);
+    } else {
+        src.B = B;
+        src.step = FN_NR;
+        src.ld = ldb;
+        src.packed = 0;
+        if (rest == FN_NR / 2 && FN_NR % 2 == 0) {
+            src.tail = B + full * FN_NR;
+            src.tail_ld = ldb;
+        } else {
+            if (rest > 0)
+                FN(pack)(K, rest, B + full * FN_NR, ldb, 1, scratch);
+            src.tail = scratch;
+            src.tail_ld = FN_NR;
+        }
+    }
     if (trans_a) {
         FN_T *At = scratch + FN(packed_size)(K, N);
         FN(transpose_matrix)(K, M, A, lda, At, K);
         A = At;
         lda = K;
     }
-    FN(gemm_nn_mt)(M, N, K, A, lda, scratch, NULL, C, ldc, accumulate, threads);
+    if (K <= 0) {
+        ptrdiff_t r;
+        if (!accumulate)
+            for (r = 0; r < M; r++)
+                memset(C + r * ldc, 0, (size_t)N * sizeof(FN_T));
+        return;
+    }
+    FN(gemm_src_mt)(M, N, K, A, lda, &src, NULL, C, ldc, accumulate, threads);
 }
 
 /* Size of the per-thread scratch of FN(conv_forward), in pointers. */
@@ -540,9 +471,14 @@ FN_TARGET FN_UNUSED static void FN(conv_forward)(const fn_conv_geom *g, const FN
             for (t = 0; t < ntiles; t++) {
                 ptrdiff_t first = b0 + t * FN_MR;
                 int mr = (int)(b1 - first < FN_MR ? b1 - first : FN_MR);
-                FN(ukr_nn)(nseg[t], g->Cg, ptrs + t * taps * FN_MR, boff + t * taps,
-                           P + p * K * FN_NR, bias != NULL ? bias + p * FN_NR : NULL,
-                           y + first * ldy + p * FN_NR, ldy, mr, nr, 0);
+                if (nr <= FN_NR / 2)
+                    FN(ukr_nn_h)(nseg[t], g->Cg, ptrs + t * taps * FN_MR, 0, boff + t * taps, P + p * K * FN_NR,
+                                 FN_NR, bias != NULL ? bias + p * FN_NR : NULL, y + first * ldy + p * FN_NR, ldy,
+                                 mr, nr, 0);
+                else
+                    FN(ukr_nn)(nseg[t], g->Cg, ptrs + t * taps * FN_MR, 0, boff + t * taps, P + p * K * FN_NR,
+                               FN_NR, bias != NULL ? bias + p * FN_NR : NULL, y + first * ldy + p * FN_NR, ldy,
+                               mr, nr, 0);
             }
         }
     }
@@ -594,8 +530,12 @@ FN_TARGET FN_UNUSED static void FN(conv_weight_grad)(const fn_conv_geom *g, cons
                 int mr = (int)(g->Cg - cb < FN_MR ? g->Cg - cb : FN_MR);
                 for (p = 0; p < Cog; p += FN_NR) {
                     int nr = (int)(Cog - p < FN_NR ? Cog - p : FN_NR);
-                    FN(ukr_tn)(nrun, ar, br, len, cb, p, g->sw * g->C, ldy,
-                               dw + ((i * g->kw + j) * g->Cg + cb) * ldw + p, ldw, mr, nr);
+                    if (nr <= FN_NR / 2)
+                        FN(ukr_tn_h)(nrun, ar, br, len, cb, p, g->sw * g->C, ldy,
+                                     dw + ((i * g->kw + j) * g->Cg + cb) * ldw + p, ldw, mr, nr);
+                    else
+                        FN(ukr_tn)(nrun, ar, br, len, cb, p, g->sw * g->C, ldy,
+                                   dw + ((i * g->kw + j) * g->Cg + cb) * ldw + p, ldw, mr, nr);
                 }
             }
         }

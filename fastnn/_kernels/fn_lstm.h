@@ -166,23 +166,28 @@ FN_TARGET FN_INLINE void FN(lstm_init)(const FN_LSTM_IO *io, ptrdiff_t u0, int u
         init[v] = io->x != NULL ? FN(ldn)(io->bias + v * io->n_a + u0, units) : FN(bc)(0);
 }
 
-/* Rows r0 .. r1 of the units of panel p, in tiles of FN_LMR rows (a last tile of at
- * most half that many rows does only the work of half a tile). */
-FN_TARGET FN_UNUSED static void FN(lstm_rows)(const FN_LSTM_IO *io, const FN_T *P, ptrdiff_t p,
+/* Rows r0 .. r1 of the units of panels p0 .. p1, in tiles of FN_LMR rows (a last
+ * tile of at most half that many rows does only the work of half a tile); each
+ * tile of rows goes through all the panels before the next, so the parts of a
+ * cache line of the outputs that neighbouring panels write are written together. */
+FN_TARGET FN_UNUSED static void FN(lstm_rows)(const FN_LSTM_IO *io, const FN_T *P, ptrdiff_t p0, ptrdiff_t p1,
                                               ptrdiff_t r0, ptrdiff_t r1)
 {
-    const ptrdiff_t n_a = io->n_a, n_x = io->x != NULL ? io->n_x : 0, u0 = p * FN_VL;
-    const FN_T *bp0 = P + p * (n_a + n_x) * FN_LNR;
-    const int units = (int)(n_a - u0 < FN_VL ? n_a - u0 : FN_VL);
-    FN_V init[4];
-    ptrdiff_t i;
-    FN(lstm_init)(io, u0, units, init);
+    const ptrdiff_t n_a = io->n_a, n_x = io->x != NULL ? io->n_x : 0;
+    ptrdiff_t i, p;
     for (i = r0; i < r1; i += FN_LMR) {
         const int mr = (int)(r1 - i < FN_LMR ? r1 - i : FN_LMR);
-        if (mr > FN_LMR / 2)
-            FN_LSTM_TILE(FN_LMR);
-        else
-            FN_LSTM_TILE(FN_LMR / 2);
+        for (p = p0; p < p1; p++) {
+            const ptrdiff_t u0 = p * FN_VL;
+            const FN_T *bp0 = P + p * (n_a + n_x) * FN_LNR;
+            const int units = (int)(n_a - u0 < FN_VL ? n_a - u0 : FN_VL);
+            FN_V init[4];
+            FN(lstm_init)(io, u0, units, init);
+            if (mr > FN_LMR / 2)
+                FN_LSTM_TILE(FN_LMR);
+            else
+                FN_LSTM_TILE(FN_LMR / 2);
+        }
     }
 }
 
@@ -201,29 +206,36 @@ FN_TARGET FN_UNUSED static void FN(lstm_row)(const FN_LSTM_IO *io, const FN_T *P
     FN(lstm_row_cell)(io, 0, u0, units, sums);
 }
 
+/* Panels a task takes together: as many as write one cache line of an output row
+ * (one AVX-512 vector, two AVX2 ones) */
+#define FN_LSTM_GROUP (FN_VBYTES >= 64 ? 1 : 64 / FN_VBYTES)
+
 /* One LSTM step over m rows on `threads` threads: g (m, 4 n_a) gets the gate values
  * [f, u, c~, o], c_next, tanh_c and h_next (m, n_a) are written; P is
  * FN(lstm_pack)'s W^T (K = n_a, or n_a + n_x with x). Tasks are a block of rows by
- * one panel of VL units, panel by panel (h_prev, read by every task, stays cached);
- * every unit is computed by one task, so the result does not depend on the thread
- * count. */
+ * a group of panels of VL units, group by group (h_prev, read by every task, stays
+ * cached); every unit is computed by one task, so the result does not depend on
+ * the thread count. */
 FN_TARGET FN_UNUSED static void FN(lstm_step_mt)(ptrdiff_t m, const FN_LSTM_IO *io, const FN_T *P,
                                                  int threads)
 {
     const ptrdiff_t panels = (io->n_a + FN_VL - 1) / FN_VL;
+    const ptrdiff_t groups = (panels + FN_LSTM_GROUP - 1) / FN_LSTM_GROUP;
     const ptrdiff_t tiles = (m + FN_LMR - 1) / FN_LMR;
     const ptrdiff_t blocks = (tiles + FN_TASK_TILES - 1) / FN_TASK_TILES;
     if (m <= 0 || io->n_a <= 0)
         return;
-    if (panels * blocks < 2)
+    if (groups * blocks < 2)
         threads = 1;
-    FN_TASKS(panels * blocks,
-        ptrdiff_t p = (io->reverse ? panels * blocks - 1 - task : task) / blocks, q = task % blocks;
+    FN_TASKS(groups * blocks,
+        ptrdiff_t grp = (io->reverse ? groups * blocks - 1 - task : task) / blocks, q = task % blocks;
         ptrdiff_t r0 = q * tiles / blocks * FN_LMR, r1 = (q + 1) * tiles / blocks * FN_LMR;
+        ptrdiff_t p0 = grp * FN_LSTM_GROUP, p1 = p0 + FN_LSTM_GROUP < panels ? p0 + FN_LSTM_GROUP : panels, p;
         if (m == 1)
-            FN(lstm_row)(io, P, p);
+            for (p = p0; p < p1; p++)
+                FN(lstm_row)(io, P, p);
         else
-            FN(lstm_rows)(io, P, p, r0, r1 < m ? r1 : m);
+            FN(lstm_rows)(io, P, p0, p1, r0, r1 < m ? r1 : m);
         if (io->stream)
             FN(sfence)();  /* the streamed stores are seen by whoever reads them next */
     );
