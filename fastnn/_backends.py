@@ -1,13 +1,23 @@
-"""Backend registry: which kernel modules exist, which one an op uses, thread counts.
+"""Backend registry: which kernel modules exist, which one an op uses, thread counts,
+and the CPU tier the compiled kernels run on.
 
 A backend is a module that provides some of the kernel functions described in
 ``docs/KERNELS.md``. ``backend=None`` resolves to the process default set with
 :func:`set_backend` (or the ``FASTNN_BACKEND`` environment variable) when there is
-one, otherwise to the fastest available backend for that op family.
+one, otherwise to the fastest available backend for that op family on the active
+CPU tier.
+
+The tiers are the instruction sets the C kernels are compiled for: ``"avx512"``,
+``"avx2"`` (with FMA) and ``"generic"`` (no intrinsics). The highest one the CPU has
+is active unless ``FASTNN_ISA`` (or :func:`set_isa`) asks for a lower one; the
+numba backend is then compiled for the same level (``NUMBA_CPU_NAME``, when numba
+is not imported yet).
 """
 import importlib
 import os
+import sys
 import threading
+import warnings
 
 _MODULES = {
     "cython": "fastnn._kernels.cython_backend",
@@ -32,6 +42,11 @@ _PREFERENCE = {
     "bmm": ("cython", "numba", "reference"),
     "recurrent": ("cython", "numba", "reference"),
 }
+
+# The CPU tiers, lowest first (their index is the C kernels' FN_TIER_*), and the CPU
+# numba compiles for when a lower tier is asked for.
+ISAS = ("generic", "avx2", "avx512")
+_NUMBA_CPU = {"generic": "x86-64", "avx2": "haswell"}
 
 _loaded = {}
 _import_errors = {}
@@ -58,6 +73,10 @@ def _load(name):
             _loaded[name] = module
             if module is not None and _num_threads is not None and hasattr(module, "set_num_threads"):
                 module.set_num_threads(_num_threads)
+            if module is not None and _isa is not None and hasattr(module, "set_tier"):
+                if module.set_tier(ISAS.index(_isa)) < ISAS.index(_isa):
+                    warnings.warn(f"FASTNN_ISA={_isa}: this CPU has no {_isa}; running the "
+                                  f"{ISAS[module.active_tier()]} tier", RuntimeWarning, stacklevel=2)
     return _loaded[name]
 
 
@@ -164,7 +183,90 @@ def get_workspace_limit():
     return _workspace_bytes
 
 
+_isa = None  # the tier asked for (FASTNN_ISA or set_isa); None: the CPU's highest
+
+
+def _check_isa(fn, name):
+    if not isinstance(name, str) or name.lower() not in ISAS:
+        raise ValueError(f"{fn}: unknown instruction-set tier {name!r}; the tiers are {list(ISAS)}")
+    return name.lower()
+
+
+def cpu_isa():
+    """The highest tier this CPU (and this build of the compiled kernels) can run,
+    or None when the cython backend is not available."""
+    module = _load("cython")
+    if module is None:
+        return None
+    return ISAS[module.cpu_tier()]
+
+
+def get_isa():
+    """The tier the compiled kernels run on now (None without the cython backend)."""
+    module = _load("cython")
+    if module is None:
+        return None
+    return ISAS[module.active_tier()]
+
+
+def set_isa(name):
+    """Run the compiled kernels on tier ``name`` ("avx512", "avx2" or "generic"), or
+    on the CPU's highest when None. A tier above what the CPU has runs the highest
+    it has (a warning says so). Returns the tier now active."""
+    global _isa
+    if name is not None:
+        name = _check_isa("set_isa", name)
+        top = cpu_isa()
+        if top is not None and ISAS.index(name) > ISAS.index(top):
+            warnings.warn(f"set_isa: this CPU has no {name}; running the {top} tier", RuntimeWarning,
+                          stacklevel=2)
+            name = top
+    _isa = name
+    module = _load("cython")
+    if module is not None:
+        module.set_tier(ISAS.index(name) if name is not None else len(ISAS) - 1)
+    return get_isa()
+
+
+def cpu_info():
+    """What fastnn knows of the CPU it runs on: a dict with ``cpu`` (its name),
+    ``isa`` (the tier the compiled kernels run on), ``isa_max`` (the highest this
+    CPU can run), ``isa_forced`` (the tier asked for with FASTNN_ISA or set_isa, or
+    None), ``openmp`` (whether the kernels were built with OpenMP), ``threads`` and
+    ``cpus`` (the CPUs this process may use)."""
+    module = _load("cython")
+    return {
+        "cpu": _cpu_name(),
+        "isa": get_isa(),
+        "isa_max": cpu_isa(),
+        "isa_forced": _isa,
+        "openmp": bool(module is not None and module.openmp_enabled()),
+        "threads": get_num_threads(),
+        "cpus": os.cpu_count() or 1,
+    }
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "Model", "cpu model", "Hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def _init_from_environment():
+    global _isa
+    isa = os.environ.get("FASTNN_ISA")
+    if isa:
+        _isa = _check_isa("FASTNN_ISA", isa)
+        # numba compiles for the host CPU unless told otherwise; it must be told
+        # before it is imported
+        if _isa in _NUMBA_CPU and "numba" not in sys.modules:
+            os.environ.setdefault("NUMBA_CPU_NAME", _NUMBA_CPU[_isa])
     name = os.environ.get("FASTNN_BACKEND")
     if name:
         set_backend(name)
