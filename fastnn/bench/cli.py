@@ -104,6 +104,9 @@ def main(argv=None):
     except BrokenPipeError:  # the reader (`| head`) left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: what was started (the load process) is stopped by now
+        print("fastnn-bench: interrupted", file=sys.stderr)
+        return 130
 
 
 def _main(argv):
