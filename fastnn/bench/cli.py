@@ -11,7 +11,8 @@ from . import tier as tiers
 from .render import PlainProgress, RichProgress, plot, render_markdown, render_rich, report_console
 from .report import load_json, save_json, summarise
 from .run import Config, run
-from .suite import QUICK, SUITE, describe, parse_dtypes, parse_threads, select, select_backends
+from .suite import (GEOMEAN_LIMIT, LOAD_SELF_TARGET, LOAD_TORCH_TARGET, NUMPY_TARGET, QUICK, SUITE, describe,
+                    parse_dtypes, parse_threads, select, select_backends)
 from .timing import FULL_PLAN, QUICK_PLAN
 from .workloads import load_torch
 
@@ -117,7 +118,10 @@ def _main(argv):
             quick = " (quick)" if case.id in QUICK else ""
             targets = ", ".join(f"{dtype} ≤ {limit:g}" for dtype, limit in case.targets.items() if limit is not None)
             print(f"{case.id}  {case.op:<10} {describe(case)}  target {targets or '(group)'}{quick}")
-        print("load  L1, L2 and C2 at 2 threads with one CPU kept busy (full run, or --cases load)")
+        print("load  L1, L2 and C2 at 2 threads with one CPU kept busy (full run, or --cases load): "
+              f"≤ {LOAD_SELF_TARGET:g} × fastnn's 1-thread time, ≤ {LOAD_TORCH_TARGET:g} × PyTorch's")
+        print(f"Also: conv2d geometric mean ≤ {GEOMEAN_LIMIT['conv']:g} (float32 and float64); bmm forward "
+              f"≤ {NUMPY_TARGET['bmm']:g} × np.matmul (float32 and float64)")
         return 0
     # Refuse before measuring for minutes, not after.
     if args.plot and not _have("matplotlib"):
