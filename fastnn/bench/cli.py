@@ -89,10 +89,12 @@ def tier_environment(option, environ=os.environ, top=None):
 def reexec(env, argv, execve=os.execve):
     """Start this command afresh with ``env``: PyTorch, the BLAS and Numba read their
     CPU limits when loaded, and this process has loaded NumPy already. The new
-    process imports this very fastnn (not one that the working directory may hold)."""
+    process imports this very fastnn, not one that the working directory may hold: the
+    working directory that ``-c`` puts first on the path gives way to the folder this
+    fastnn came from, or goes when that folder is on the path anyway."""
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
-    code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from fastnn.bench.cli import main; "
-            "sys.exit(main())")
+    code = ("import sys; p = sys.argv.pop(1); sys.path[0:1] = [] if p in sys.path[1:] else [p]; "
+            "from fastnn.bench.cli import main; sys.exit(main())")
     sys.stdout.flush()
     sys.stderr.flush()
     execve(sys.executable, [sys.executable, "-c", code, package_parent, *argv], env)
