@@ -400,6 +400,7 @@ def plot(report, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     backends = report["config"]["backends"]
     sections = suite_sections(report)
@@ -430,6 +431,7 @@ def plot(report, path):
             low = min(values + [0.5]) / 1.5
             high = max(values + [2.0]) * 1.5
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
             ax.set_xlim(low, high)
             ax.axvspan(low, 1.0, color="tab:green", alpha=0.08)
             ax.axvspan(1.0, high, color="tab:red", alpha=0.06)
