@@ -1,4 +1,4 @@
-"""pytest-benchmark suite over the benchmark cases of ``python -m fastnn.bench``.
+"""pytest-benchmark suite over the benchmark cases of ``fastnn-bench``.
 
 Run with ``pytest benchmarks/ --benchmark-only``; every case and pass is its own
 group (fastnn's backends and PyTorch side by side), so two saved runs compare with
@@ -19,6 +19,8 @@ def pytest_addoption(parser):
     group.addoption("--fastnn-cases", default=None,
                     help="cases to run: ids, group names or letters, e.g. C1,P2 or conv (default: all)")
     group.addoption("--fastnn-quick", action="store_true", help=f"only the quick subset ({', '.join(bench.QUICK)})")
+    group.addoption("--fastnn-dtype", default="float32", choices=("float32", "float64"),
+                    help="dtype of the inputs (default: float32)")
 
 
 def pytest_generate_tests(metafunc):
@@ -46,11 +48,11 @@ def torch():
 
 
 @functools.lru_cache(maxsize=None)
-def inputs_of(case_id):
+def inputs_of(case_id, dtype):
     """Inputs are made once per case and shared by every implementation."""
-    return bench.make_inputs(bench.CASES[case_id])
+    return bench.make_inputs(bench.CASES[case_id], dtype=dtype)
 
 
 @pytest.fixture
-def inputs(case):
-    return inputs_of(case.id)
+def inputs(case, request):
+    return inputs_of(case.id, request.config.getoption("--fastnn-dtype"))

@@ -1,0 +1,7 @@
+"""``python -m fastnn.bench``: the benchmark command."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

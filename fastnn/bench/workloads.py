@@ -1,0 +1,267 @@
+"""The work of one case: its inputs, and closures that run it with fastnn, with
+PyTorch, and with the plain NumPy a user would write instead.
+
+Every workload is ``{"forward": f, "forward_backward": g}``; the same inputs feed all
+of them, each library in its native layout (fastnn and NumPy NHWC, PyTorch NCHW).
+"""
+import numpy as np
+
+import fastnn
+
+from .suite import output_shape, numpy_comparable
+
+
+def make_inputs(case, seed=0, dtype="float32"):
+    """Inputs of one case in fastnn's layout, plus the output gradient. The same seed
+    gives the same numbers in every dtype."""
+    rng = np.random.default_rng([seed, sum(map(ord, case.id))])
+    d = case.dims
+
+    def normal(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    grad = normal(*output_shape(case))
+    if case.group == "conv":
+        fan_in = d["k"] * d["k"] * d["C_in"]
+        return dict(x=normal(d["N"], d["H"], d["W"], d["C_in"]),
+                    w=normal(d["k"], d["k"], d["C_in"], d["C_out"], scale=fan_in ** -0.5),
+                    b=normal(d["C_out"], scale=0.1), grad=grad)
+    if case.group == "pool":
+        return dict(x=normal(d["N"], d["H"], d["W"], d["C"]), grad=grad)
+    if case.group == "bmm":
+        return dict(a=normal(d["B"], d["M"], d["K"]), b=normal(d["B"], d["K"], d["N"]), grad=grad)
+    n_a = d["n_a"]
+    return dict(x=normal(d["T"], d["m"], d["n_x"]), W=normal(4 * n_a, n_a + d["n_x"], scale=n_a ** -0.5),
+                b=normal(4 * n_a, scale=0.1), grad=grad)
+
+
+def fastnn_workload(case, inputs, backend):
+    """The case with one fastnn backend (None: what ``backend=None`` picks).
+
+    Forward only uses the function a user calls for inference (``conv2d``,
+    ``max_pool2d``, ``bmm``...; the LSTM has only ``lstm_forward``); forward + backward
+    is the ``*_forward``/``*_backward`` pair.
+    """
+    d, grad = case.dims, inputs["grad"]
+    if case.group == "conv":
+        x, w, b = inputs["x"], inputs["w"], inputs["b"]
+        geometry = dict(stride=d["stride"], padding=d["pad"], backend=backend)
+
+        def forward():
+            return fastnn.conv2d(x, w, b, **geometry)
+
+        def forward_backward():
+            _, cache = fastnn.conv2d_forward(x, w, b, **geometry)
+            return fastnn.conv2d_backward(grad, cache)
+    elif case.group == "pool":
+        x, mode = inputs["x"], "max" if case.op == "max_pool2d" else "avg"
+        pool = fastnn.max_pool2d if mode == "max" else fastnn.avg_pool2d
+        args = (x, d["k"], d["stride"], d["pad"])
+
+        def forward():
+            return pool(*args, backend=backend)
+
+        def forward_backward():
+            _, cache = fastnn.pool2d_forward(*args, mode=mode, backend=backend)
+            return fastnn.pool2d_backward(grad, cache)
+    elif case.group == "bmm":
+        a, b = inputs["a"], inputs["b"]
+
+        def forward():
+            return fastnn.bmm(a, b, backend=backend)
+
+        def forward_backward():
+            fastnn.bmm(a, b, backend=backend)
+            return fastnn.bmm_backward(grad, a, b, backend=backend)
+    else:
+        x, W, b = inputs["x"], inputs["W"], inputs["b"]
+
+        def forward():
+            return fastnn.lstm_forward(x, None, None, W, b, backend=backend)
+
+        def forward_backward():
+            _, _, cache = fastnn.lstm_forward(x, None, None, W, b, backend=backend)
+            return fastnn.lstm_backward(grad, cache)
+    return {"forward": forward, "forward_backward": forward_backward}
+
+
+def torch_workload(case, inputs, torch):
+    """The same work with PyTorch in its native layout (NCHW) and the inputs' dtype.
+
+    Forward only runs under ``torch.no_grad()`` (what inference code does); forward +
+    backward records the graph and asks autograd for the gradients of every input.
+    """
+    d = case.dims
+    F = torch.nn.functional
+
+    def tensor(array, grad=False):
+        return torch.from_numpy(np.ascontiguousarray(array)).requires_grad_(grad)
+
+    if case.group == "conv":
+        x = tensor(inputs["x"].transpose(0, 3, 1, 2), True)
+        w = tensor(inputs["w"].transpose(3, 2, 0, 1), True)
+        b = tensor(inputs["b"], True)
+        dy = tensor(inputs["grad"].transpose(0, 3, 1, 2))
+        params = (x, w, b)
+
+        def run():
+            return F.conv2d(x, w, b, stride=d["stride"], padding=d["pad"])
+    elif case.group == "pool":
+        x = tensor(inputs["x"].transpose(0, 3, 1, 2), True)
+        dy = tensor(inputs["grad"].transpose(0, 3, 1, 2))
+        pool = F.max_pool2d if case.op == "max_pool2d" else F.avg_pool2d
+        params = (x,)
+
+        def run():
+            return pool(x, d["k"], d["stride"], d["pad"])
+    elif case.group == "bmm":
+        a, b = tensor(inputs["a"], True), tensor(inputs["b"], True)
+        dy = tensor(inputs["grad"])
+        params = (a, b)
+
+        def run():
+            return torch.bmm(a, b)
+    else:
+        x = tensor(inputs["x"], True)
+        lstm = torch.nn.LSTM(d["n_x"], d["n_a"]).to(x.dtype)
+        dy = tensor(inputs["grad"])
+        params = (x, *lstm.parameters())
+
+        def run():
+            return lstm(x)[0]
+
+    def forward():
+        with torch.no_grad():
+            return run()
+
+    def forward_backward():
+        return torch.autograd.grad(run(), params, dy)
+
+    return {"forward": forward, "forward_backward": forward_backward}
+
+
+def numpy_workload(case, inputs):
+    """The case as a NumPy user would write it, vectorised, or None where NumPy has no
+    such form (see :func:`suite.numpy_comparable`): ``np.matmul`` for bmm, a reshape
+    for pooling windows that tile the image, one matmul per step for the LSTM."""
+    if not numpy_comparable(case):
+        return None
+    grad = inputs["grad"]
+    if case.group == "bmm":
+        a, b = inputs["a"], inputs["b"]
+
+        def forward():
+            return np.matmul(a, b)
+
+        def forward_backward():
+            np.matmul(a, b)
+            return np.matmul(grad, b.swapaxes(-1, -2)), np.matmul(a.swapaxes(-1, -2), grad)
+    elif case.group == "pool":
+        return _numpy_pool(case, inputs["x"], grad)
+    else:
+        x, W, b = inputs["x"], inputs["W"], inputs["b"]
+
+        def forward():
+            return numpy_lstm_forward(x, W, b)[0]
+
+        def forward_backward():
+            h, saved = numpy_lstm_forward(x, W, b)
+            return numpy_lstm_backward(grad, saved)
+    return {"forward": forward, "forward_backward": forward_backward}
+
+
+def _numpy_pool(case, x, grad):
+    k = case.dims["k"]
+    N, H, W, C = x.shape
+    windows = (N, H // k, k, W // k, k, C)  # a view: window rows and columns as axes 2 and 4
+    expand = (slice(None), slice(None), None, slice(None), None, slice(None))
+    if case.op == "max_pool2d":
+        def forward():
+            return x.reshape(windows).max(axis=(2, 4))
+
+        def forward_backward():
+            xw = x.reshape(windows)
+            y = xw.max(axis=(2, 4))
+            return ((xw == y[expand]) * grad[expand]).reshape(x.shape)
+    else:
+        scale = x.dtype.type(1.0 / (k * k))
+
+        def forward():
+            return x.reshape(windows).mean(axis=(2, 4))
+
+        def forward_backward():
+            x.reshape(windows).mean(axis=(2, 4))
+            return np.broadcast_to(grad[expand] * scale, windows).reshape(x.shape)
+    return {"forward": forward, "forward_backward": forward_backward}
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def numpy_lstm_forward(x, W, b):
+    """The LSTM of fastnn (gates f, u, c~, o stacked on [h_prev, x_t]) in NumPy, one
+    matmul per step; returns (h, saved) with what the backward pass needs."""
+    T, m, n_x = x.shape
+    n_a = W.shape[0] // 4
+    concat = np.zeros((T, m, n_a + n_x), x.dtype)
+    gates = np.empty((T, m, 4 * n_a), x.dtype)
+    c = np.zeros((T + 1, m, n_a), x.dtype)
+    tanh_c = np.empty((T, m, n_a), x.dtype)
+    h = np.empty((T, m, n_a), x.dtype)
+    h_prev = np.zeros((m, n_a), x.dtype)
+    for t in range(T):
+        concat[t, :, :n_a] = h_prev
+        concat[t, :, n_a:] = x[t]
+        z = concat[t] @ W.T
+        z += b
+        g = gates[t]
+        g[:, :2 * n_a] = _sigmoid(z[:, :2 * n_a])
+        g[:, 2 * n_a:3 * n_a] = np.tanh(z[:, 2 * n_a:3 * n_a])
+        g[:, 3 * n_a:] = _sigmoid(z[:, 3 * n_a:])
+        c[t + 1] = g[:, :n_a] * c[t] + g[:, n_a:2 * n_a] * g[:, 2 * n_a:3 * n_a]
+        np.tanh(c[t + 1], out=tanh_c[t])
+        h_prev = h[t] = g[:, 3 * n_a:] * tanh_c[t]
+    return h, (concat, gates, c, tanh_c, W)
+
+
+def numpy_lstm_backward(dh, saved):
+    """Backward through time of :func:`numpy_lstm_forward`: (dx, dW, db)."""
+    concat, gates, c, tanh_c, W = saved
+    T, m, n_a = dh.shape
+    dx = np.empty((T, m, concat.shape[2] - n_a), dh.dtype)
+    dW = np.zeros_like(W)
+    db = np.zeros(W.shape[0], dh.dtype)
+    dz = np.empty((m, 4 * n_a), dh.dtype)
+    dh_next = np.zeros((m, n_a), dh.dtype)
+    dc_next = np.zeros((m, n_a), dh.dtype)
+    for t in reversed(range(T)):
+        f, u, g, o = (gates[t][:, i * n_a:(i + 1) * n_a] for i in range(4))
+        dh_t = dh[t] + dh_next
+        dc = dc_next + dh_t * o * (1 - tanh_c[t] ** 2)
+        dz[:, :n_a] = dc * c[t] * f * (1 - f)
+        dz[:, n_a:2 * n_a] = dc * g * u * (1 - u)
+        dz[:, 2 * n_a:3 * n_a] = dc * u * (1 - g ** 2)
+        dz[:, 3 * n_a:] = dh_t * tanh_c[t] * o * (1 - o)
+        dW += dz.T @ concat[t]
+        db += dz.sum(axis=0)
+        d_concat = dz @ W
+        dh_next, dx[t] = d_concat[:, :n_a], d_concat[:, n_a:]
+        dc_next = dc * f
+    return dx, dW, db
+
+
+def load_torch():
+    """PyTorch, or None when it is not installed (the comparison is then skipped)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def set_threads(n, torch=None):
+    """n threads for fastnn (OpenMP, Numba, BLAS) and, when given, for PyTorch."""
+    fastnn.set_num_threads(n)
+    if torch is not None:
+        torch.set_num_threads(n)
