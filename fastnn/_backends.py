@@ -43,10 +43,14 @@ _PREFERENCE = {
     "recurrent": ("cython", "numba", "reference"),
 }
 
-# The CPU tiers, lowest first (their index is the C kernels' FN_TIER_*), and the CPU
-# numba compiles for when a lower tier is asked for.
+# The CPU tiers, lowest first (their index is the C kernels' FN_TIER_*), and what
+# numba is told to compile for when a lower tier is asked for (it uses the host's
+# features whatever CPU it is named, unless the features are named too).
 ISAS = ("generic", "avx2", "avx512")
-_NUMBA_CPU = {"generic": "x86-64", "avx2": "haswell"}
+NUMBA_TARGET = {
+    "generic": {"NUMBA_CPU_NAME": "x86-64", "NUMBA_CPU_FEATURES": "+sse2"},
+    "avx2": {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "+avx,+avx2,+fma"},
+}
 
 _loaded = {}
 _import_errors = {}
@@ -265,8 +269,9 @@ def _init_from_environment():
         _isa = _check_isa("FASTNN_ISA", isa)
         # numba compiles for the host CPU unless told otherwise; it must be told
         # before it is imported
-        if _isa in _NUMBA_CPU and "numba" not in sys.modules:
-            os.environ.setdefault("NUMBA_CPU_NAME", _NUMBA_CPU[_isa])
+        if _isa in NUMBA_TARGET and "numba" not in sys.modules:
+            for name, value in NUMBA_TARGET[_isa].items():
+                os.environ.setdefault(name, value)
     name = os.environ.get("FASTNN_BACKEND")
     if name:
         set_backend(name)

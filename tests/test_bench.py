@@ -419,15 +419,6 @@ def test_measure_records_a_failure_during_the_rounds():
 
 # --- the CPU tier and its emulation -----------------------------------------------------
 
-AVX512_FLAGS = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512vl", "avx512bw", "avx512dq"}
-
-
-def test_isa_of_flags():
-    assert tier.isa_of_flags(AVX512_FLAGS) == "avx512"
-    assert tier.isa_of_flags(AVX512_FLAGS - {"avx512bw"}) == "avx2"   # every feature the tier needs
-    assert tier.isa_of_flags({"avx", "avx2", "fma"}) == "avx2"
-    assert tier.isa_of_flags({"avx", "avx2"}) == "generic"            # AVX2 without FMA
-    assert tier.isa_of_flags(AVX512_FLAGS, machine="aarch64") == "generic"
 
 
 def test_required_environment_below_the_top_limits_every_library():

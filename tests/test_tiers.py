@@ -59,9 +59,11 @@ def test_a_tier_above_the_cpu_runs_the_highest_it_has():
 def test_fastnn_isa_environment_variable(isa):
     """FASTNN_ISA picks the tier at import (numba is told to compile for it too); an
     unknown name is an error that lists the tiers."""
-    code = "import fastnn, os; print(fastnn.cpu_info()['isa'], os.environ.get('NUMBA_CPU_NAME'))"
+    code = ("import fastnn, os; print(fastnn.cpu_info()['isa'], os.environ.get('NUMBA_CPU_NAME'), "
+            "os.environ.get('NUMBA_CPU_FEATURES'))")
     env = dict(os.environ, FASTNN_ISA=isa)
     env.pop("NUMBA_CPU_NAME", None)
+    env.pop("NUMBA_CPU_FEATURES", None)
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          cwd=os.path.dirname(__file__), timeout=120)
     if isa == "bogus":
@@ -69,11 +71,12 @@ def test_fastnn_isa_environment_variable(isa):
         assert "FASTNN_ISA: unknown instruction-set tier 'bogus'" in run.stderr
         return
     assert run.returncode == 0, run.stderr
-    active, numba_cpu = run.stdout.split()
+    active, numba_cpu, numba_features = run.stdout.split()
     top = _backends.cpu_isa()
     expected = isa if _backends.ISAS.index(isa) <= _backends.ISAS.index(top) else top
     assert active == expected
-    assert numba_cpu == {"generic": "x86-64", "avx2": "haswell"}[isa]
+    assert (numba_cpu, numba_features) == {"generic": ("x86-64", "+sse2"),
+                                           "avx2": ("haswell", "+avx,+avx2,+fma")}[isa]
 
 
 def case(name, N=2, H=7, W=9, C_in=16, C_out=64, k=3, stride=1, padding=0, dilation=1, groups=1,

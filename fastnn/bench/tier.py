@@ -10,31 +10,29 @@ environment variables that must be set before the process imports any of them:
 them (see ``cli.py``), and :func:`observe` asks the libraries what they run.
 """
 import os
-import platform
 
-ISAS = ("generic", "avx2", "avx512")  # lowest first
+from .. import _backends
+
+ISAS = _backends.ISAS  # lowest first
 
 # What each library must be told to run at the tier's level: oneDNN (PyTorch's
 # convolutions), ATen (PyTorch's own vectorised kernels), MKL (PyTorch's BLAS),
-# OpenBLAS (NumPy's and SciPy's, which fastnn's kernels call) and Numba. Numba
-# compiles for the host's features whatever CPU it is named, unless its features are
-# named too.
+# OpenBLAS (NumPy's and SciPy's, which the numba backend calls) and Numba (the
+# same settings fastnn gives it under FASTNN_ISA, _backends.NUMBA_TARGET).
 EMULATION = {
     "avx2": {
         "ONEDNN_MAX_CPU_ISA": "AVX2",
         "ATEN_CPU_CAPABILITY": "avx2",
         "MKL_ENABLE_INSTRUCTIONS": "AVX2",
         "OPENBLAS_CORETYPE": "Haswell",
-        "NUMBA_CPU_NAME": "haswell",
-        "NUMBA_CPU_FEATURES": "+avx,+avx2,+fma",
+        **_backends.NUMBA_TARGET["avx2"],
     },
     "generic": {
         "ONEDNN_MAX_CPU_ISA": "SSE41",
         "ATEN_CPU_CAPABILITY": "default",
         "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
         "OPENBLAS_CORETYPE": "Nehalem",
-        "NUMBA_CPU_NAME": "x86-64",
-        "NUMBA_CPU_FEATURES": "+sse2",
+        **_backends.NUMBA_TARGET["generic"],
     },
 }
 EMULATION_VARIABLES = tuple(EMULATION["avx2"])
@@ -42,43 +40,10 @@ LEVEL_LABEL = {"avx512": "AVX-512", "avx2": "AVX2", "generic": "SSE4 (no AVX)"}
 # Set in the environment of the re-executed benchmark, so that it never re-executes again.
 REEXEC_GUARD = "FASTNN_BENCH_REEXEC"
 
-# The CPU features each tier of fastnn's kernels needs (what they test at run time).
-_TIER_FLAGS = {
-    "avx512": {"avx512f", "avx512vl", "avx512bw", "avx512dq", "fma"},
-    "avx2": {"avx2", "fma"},
-}
-
-
-def isa_of_flags(flags, machine="x86_64"):
-    """The highest tier a CPU with these /proc/cpuinfo flags can run."""
-    if machine.lower() not in ("x86_64", "amd64", "x64"):
-        return "generic"
-    flags = set(flags)
-    for isa in ("avx512", "avx2"):
-        if _TIER_FLAGS[isa] <= flags:
-            return isa
-    return "generic"
-
-
-def cpu_flags():
-    """The CPU's feature flags from /proc/cpuinfo, or None where there is none."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
-
-
 def cpu_isa():
-    """The highest tier this CPU can run, from its flags (None when unknown). It is what
-    PyTorch, the BLAS and Numba would run, whatever fastnn's build has."""
-    flags = cpu_flags()
-    if flags is None:
-        return "generic" if platform.machine().lower() not in ("x86_64", "amd64", "x64") else None
-    return isa_of_flags(flags, platform.machine())
+    """The highest tier this CPU can run (fastnn's own check of its features, through
+    the compiled kernels; None without them)."""
+    return _backends.cpu_isa()
 
 
 def check_isa(name, option="--isa"):
