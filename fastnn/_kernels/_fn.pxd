@@ -17,6 +17,14 @@ cdef extern from "fn_kernels.h":
     int fn_max_threads() noexcept nogil
     int fn_tile_rows() noexcept nogil
     int fn_panel_width(int is_double) noexcept nogil
+    ctypedef struct fn_region:
+        double wall, cpu, busy
+    int fn_region_threads(int threads) noexcept nogil
+    void fn_region_begin(fn_region* r) noexcept nogil
+    void fn_region_end(const fn_region* r) noexcept nogil
+    double fn_main_clock() noexcept nogil
+    void fn_add_busy(double* busy, double t0) noexcept nogil
+    int fn_backing_off() noexcept nogil
     void* fn_alloc(size_t nbytes) noexcept nogil
     void fn_free(void* p) noexcept nogil
 

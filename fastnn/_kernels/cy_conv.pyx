@@ -18,10 +18,13 @@ float64:
 Depthwise convolutions (one input channel per group) are direct loops: a GEMM whose
 reduction is kh * kw long would waste its tiles.
 
-Threads: the forward and the stride-1 dx split their output tiles over the
-threads, each tile computed whole by one thread, so their results do not depend
-on the thread count; dw and the strided dx split chunks of the batch in a fixed
-assignment, so theirs are bit-identical for a given thread count.
+Threads: the forward and both dx routes split their output over the threads, each
+tile (or image) computed whole by one thread; dw splits the batch into parts fixed
+by the sizes and sums their partial gradients in order. So no result depends on the
+thread count, and the work is handed out dynamically: a thread slowed by a busy
+core takes less (and after a stall the module backs off to one thread for a
+while, fn_base.h). Depthwise convolutions and the bias gradient keep per-thread
+partial sums: bit-identical for a given thread count.
 
 Column order of ``im2col``: column ``(i * kw + j) * C + c`` holds kernel tap
 ``(i, j)`` of channel ``c``, so that ``cols @ w.reshape(kh * kw * C, C_out)`` is the
@@ -33,16 +36,22 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
-from ._fn cimport (conv_dw_scratch, conv_forward, conv_scratch, conv_weight_grad, fn_alloc, fn_conv_geom,
-                   fn_cpu_tier, fn_free, fn_max_threads, fn_openmp, fn_set_tier, fn_tier, gemm_nn_mt,
-                   pack, pack_t, packed_size)
+from ._fn cimport (conv_dw_scratch, conv_forward, conv_scratch, conv_weight_grad, fn_add_busy, fn_alloc,
+                   fn_conv_geom, fn_cpu_tier, fn_free, fn_main_clock, fn_max_threads, fn_openmp, fn_region,
+                   fn_region_begin, fn_region_end, fn_region_threads, fn_set_tier, fn_tier, gemm_nn_mt, pack,
+                   pack_t, packed_size)
 
 
 cdef int _num_threads = max(1, fn_max_threads())
 
-# Output pixels per forward task, and the size of a weight-gradient task's slice of dy.
+# Output pixels per forward task; the size of a weight-gradient chunk's slice of dy;
+# the parts of the batch whose weight gradients are summed separately (at most this
+# many, and at most _DW_PARTIAL_BYTES of partial sums): they let the threads share a
+# small batch's rows, and depend on the sizes only.
 cdef Py_ssize_t _BLOCK_PIXELS = 96
 cdef Py_ssize_t _DW_CHUNK_BYTES = 256 * 1024
+cdef Py_ssize_t _DW_PARTS = 8
+cdef Py_ssize_t _DW_PARTIAL_BYTES = 16 * 2**20
 # Chunks of the strided dx's columns aim at this size, so that a chunk is still in
 # cache when col2im reads it back.
 cdef Py_ssize_t _CHUNK_BYTES = 2 * 2**20
@@ -258,13 +267,20 @@ cdef void _implicit_blocks(const fn_conv_geom* g, const floating* x, const float
                            Py_ssize_t psize, Py_ssize_t groups, Py_ssize_t Cog,
                            const floating* bias, floating* y, Py_ssize_t ldy, const floating* zeros,
                            void** scratch, Py_ssize_t sstride, int nthreads) noexcept nogil:
-    """Every output pixel of every group, in blocks of pixels spread over the threads."""
+    """Every output pixel of every group, in blocks of pixels spread over the threads
+    (a block is computed whole by one thread, so the result does not depend on which,
+    and the threads may back off to one after a stall: fn_base.h)."""
     cdef Py_ssize_t rows = g.N * g.Ho * g.Wo
     cdef Py_ssize_t nblocks = (rows + _BLOCK_PIXELS - 1) // _BLOCK_PIXELS
     cdef Py_ssize_t blk, gi, m0, m1
     cdef void** sc
     cdef const floating* bg
+    cdef fn_region region
+    cdef double t0
+    nthreads = fn_region_threads(nthreads)
+    fn_region_begin(&region)
     for blk in prange(nblocks, nogil=True, schedule="dynamic", num_threads=nthreads):
+        t0 = fn_main_clock()
         sc = scratch + threadid() * sstride
         m0 = blk * _BLOCK_PIXELS
         m1 = min(m0 + _BLOCK_PIXELS, rows)
@@ -273,6 +289,9 @@ cdef void _implicit_blocks(const fn_conv_geom* g, const floating* x, const float
             if bias != NULL:
                 bg = bias + gi * Cog
             conv_forward(g, x, gi * g.Cg, P + gi * psize, Cog, bg, y + gi * Cog, ldy, m0, m1, zeros, sc)
+        fn_add_busy(&region.busy, t0)
+    if nthreads > 1:
+        fn_region_end(&region)
 
 
 cdef void _implicit_gemm(const floating* x, const floating* w, Py_ssize_t w_group_off, Py_ssize_t w_sk,
@@ -302,48 +321,66 @@ cdef void _implicit_gemm(const floating* x, const floating* w, Py_ssize_t w_grou
                          <void**>&scratch[0], sstride, nthreads)
 
 
-cdef void _weight_grad_chunks(const fn_conv_geom* g, const floating* x, const floating* dy,
-                              Py_ssize_t groups, Py_ssize_t C_out, floating* dw_partial,
-                              Py_ssize_t chunk, void** scratch, Py_ssize_t sstride,
-                              int nthreads) noexcept nogil:
-    """dw_partial[t] (zeroed) += thread t's chunks of output rows; chunk c goes to thread
-    c % nthreads, which fixes every summation order."""
+cdef void _weight_grad_tasks(const fn_conv_geom* g, const floating* x, const floating* dy,
+                             Py_ssize_t groups, Py_ssize_t C_out, floating* dw_partial, Py_ssize_t n_parts,
+                             Py_ssize_t chunk, Py_ssize_t width, void** scratch, Py_ssize_t sstride,
+                             int nthreads) noexcept nogil:
+    """dw_partial[part] (zeroed) += the weight gradient over part `part` of the output
+    rows, `width` output columns of each conv group at a time: a task is one part and
+    one block of columns, its rows taken in chunks of `chunk` in order. The parts and
+    blocks depend on the sizes only, so the sums do not depend on the thread count."""
     cdef Py_ssize_t rows = g.N * g.Ho
     cdef Py_ssize_t n_chunks = (rows + chunk - 1) // chunk
     cdef Py_ssize_t K = g.kh * g.kw * g.Cg
     cdef Py_ssize_t Cog = C_out // groups
-    cdef Py_ssize_t c, gi
-    cdef int t
-    for c in prange(n_chunks, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
-        t = threadid()
-        for gi in range(groups):
-            conv_weight_grad(g, x, gi * g.Cg, dy, C_out, gi * Cog, Cog,
-                             dw_partial + t * K * C_out + gi * Cog, C_out,
-                             c * chunk, min((c + 1) * chunk, rows), scratch + t * sstride)
+    cdef Py_ssize_t blocks = (Cog + width - 1) // width
+    cdef Py_ssize_t task, part, gi, b, c, c1, co
+    cdef fn_region region
+    cdef double t0
+    nthreads = fn_region_threads(nthreads)
+    fn_region_begin(&region)
+    for task in prange(n_parts * groups * blocks, nogil=True, schedule="dynamic", num_threads=nthreads):
+        t0 = fn_main_clock()
+        part = task // (groups * blocks)
+        gi = task // blocks % groups
+        b = task % blocks
+        co = gi * Cog + b * width
+        c1 = (part + 1) * n_chunks // n_parts
+        for c in range(part * n_chunks // n_parts, c1):
+            conv_weight_grad(g, x, gi * g.Cg, dy, C_out, co, min(width, Cog - b * width),
+                             dw_partial + part * K * C_out + co, C_out,
+                             c * chunk, min((c + 1) * chunk, rows), scratch + threadid() * sstride)
+        fn_add_busy(&region.busy, t0)
+    if nthreads > 1:
+        fn_region_end(&region)
 
 
 cdef object _weight_grad(const floating* x, const floating* dy, const Geometry* geo,
                          Py_ssize_t groups, Py_ssize_t C_out):
-    """dw as a (kh * kw * Cg, C_out) array, summed over per-thread partials in order."""
+    """dw as a (kh * kw * Cg, C_out) array: partial sums over parts of the batch (as
+    many as _DW_PARTIAL_BYTES of them hold, at most _DW_PARTS) added in order."""
     cdef bint dbl = floating is double
     cdef fn_conv_geom g = _fn_geometry(geo)
     cdef Py_ssize_t K = g.kh * g.kw * g.Cg
     cdef Py_ssize_t rows = g.N * g.Ho
-    cdef Py_ssize_t chunk = max(1, _DW_CHUNK_BYTES // max(1, g.Wo * C_out * <Py_ssize_t>sizeof(floating)))
-    cdef int nthreads = _threads()
+    cdef Py_ssize_t item = <Py_ssize_t>sizeof(floating)
+    # rows per chunk: a chunk's share of dy stays cached while the taps go over it
+    cdef Py_ssize_t chunk = max(1, _DW_CHUNK_BYTES // max(1, g.Wo * C_out * item))
+    cdef Py_ssize_t n_chunks = (rows + chunk - 1) // chunk
+    cdef Py_ssize_t n_parts = max(1, min(_DW_PARTS, n_chunks, _DW_PARTIAL_BYTES // max(1, K * C_out * item)))
+    cdef Py_ssize_t width = 64
+    cdef Py_ssize_t tasks = n_parts * groups * ((C_out // groups + width - 1) // width)
+    cdef int nthreads = <int>max(1, min(_threads(), tasks))
     cdef Py_ssize_t t
-    if nthreads > 1:
-        chunk = min(chunk, max(1, (rows + nthreads - 1) // nthreads))
-    nthreads = <int>max(1, min(nthreads, (rows + chunk - 1) // chunk))
     cdef Py_ssize_t sstride = <Py_ssize_t>conv_dw_scratch(dbl, chunk)
     cdef Py_ssize_t[::1] scratch = np.empty(max(1, nthreads * sstride), dtype=np.intp)
-    partial_arr = np.zeros((nthreads, K * C_out), dtype=np.float64 if dbl else np.float32)
+    partial_arr = np.zeros((n_parts, K * C_out), dtype=np.float64 if dbl else np.float32)
     cdef floating[:, ::1] partial = partial_arr
     with nogil:
-        _weight_grad_chunks(&g, x, dy, groups, C_out, &partial[0, 0], chunk,
-                            <void**>&scratch[0], sstride, nthreads)
+        _weight_grad_tasks(&g, x, dy, groups, C_out, &partial[0, 0], n_parts, chunk, width,
+                           <void**>&scratch[0], sstride, nthreads)
     dw = partial_arr[0]
-    for t in range(1, nthreads):
+    for t in range(1, n_parts):
         dw += partial_arr[t]
     return dw
 
@@ -362,7 +399,12 @@ cdef void _strided_dx_chunks(const floating* dy, const floating* packed, Py_ssiz
     cdef Py_ssize_t n_chunks = (g.N + images - 1) // images
     cdef Py_ssize_t c, gi, r0, r1, q
     cdef floating* buf
-    for c in prange(n_chunks, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
+    cdef fn_region region
+    cdef double t0
+    nthreads = fn_region_threads(nthreads)
+    fn_region_begin(&region)
+    for c in prange(n_chunks, nogil=True, schedule="dynamic", num_threads=nthreads):
+        t0 = fn_main_clock()
         buf = work + threadid() * images * HoWo * K
         r0 = c * images * HoWo
         r1 = min((c + 1) * images, g.N) * HoWo
@@ -371,6 +413,9 @@ cdef void _strided_dx_chunks(const floating* dy, const floating* packed, Py_ssiz
                        buf, K, False, 1)
             for q in range((r0 // HoWo) * g.H, (r1 // HoWo) * g.H):
                 _col2im_input_row(dx, buf, g, q // g.H, q % g.H, r0, r1, gi * g.Cg)
+        fn_add_busy(&region.busy, t0)
+    if nthreads > 1:
+        fn_region_end(&region)
 
 
 cdef void _strided_dx(const floating* dy, const floating* w, floating* dx, const Geometry* g,

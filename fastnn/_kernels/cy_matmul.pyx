@@ -25,8 +25,9 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
-from ._fn cimport (any_scratch, fn_alloc, fn_cpu_tier, fn_free, fn_max_threads, fn_openmp, fn_set_tier,
-                   fn_tier, gemm_any_mt, gemm_tn2_mt)
+from ._fn cimport (any_scratch, fn_add_busy, fn_alloc, fn_cpu_tier, fn_free, fn_main_clock, fn_max_threads,
+                   fn_openmp, fn_region, fn_region_begin, fn_region_end, fn_region_threads, fn_set_tier, fn_tier,
+                   gemm_any_mt, gemm_tn2_mt)
 
 
 cdef int _num_threads = max(1, fn_max_threads())
@@ -58,10 +59,11 @@ def active_tier():
 
 
 cdef inline int _outer_threads(Py_ssize_t jobs) noexcept nogil:
-    """Threads over independent products (1: one at a time, each split over the threads)."""
+    """Threads over independent products (1: one at a time, each split over the threads;
+    also while backing off after a stall, fn_base.h)."""
     if _num_threads <= 1 or jobs < _num_threads or not fn_openmp():
         return 1
-    return _num_threads
+    return fn_region_threads(_num_threads)
 
 
 cdef inline int _inner_threads(int outer) noexcept nogil:
@@ -102,9 +104,13 @@ def _bmm_loop(const floating[:, :, ::1] a, const floating[:, :, ::1] b,
     cdef size_t scratch_size = any_scratch(floating is double, M, N, K, trans_a) * sizeof(floating)
     cdef floating* scratch
     cdef bint failed = False
+    cdef fn_region region
+    cdef double t0
     with nogil:
         if threads > 1:
-            for p in prange(batch, num_threads=threads, schedule="static"):
+            fn_region_begin(&region)
+            for p in prange(batch, num_threads=threads, schedule="dynamic"):
+                t0 = fn_main_clock()
                 scratch = <floating*>fn_alloc(scratch_size)
                 if scratch == NULL:
                     failed = True
@@ -112,6 +118,8 @@ def _bmm_loop(const floating[:, :, ::1] a, const floating[:, :, ::1] b,
                     gemm_any_mt(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda,
                                 pb + b_index[p] * b_step, ldb, False, pc + p * c_step, N, scratch, 1)
                 fn_free(scratch)
+                fn_add_busy(&region.busy, t0)
+            fn_region_end(&region)
         else:
             scratch = <floating*>fn_alloc(scratch_size)
             if scratch == NULL:
@@ -187,8 +195,12 @@ def _grad_loop(const floating[:, :, ::1] dc, const floating[:, :, ::1] other,
     cdef bint ta = trans_dc if dc_first else trans_other, tb = trans_other if dc_first else trans_dc
     cdef int ld_first = ld_dc if dc_first else ld_other, ld_second = ld_other if dc_first else ld_dc
     cdef size_t scratch_size = any_scratch(floating is double, M, N, K, ta) * sizeof(floating)
+    cdef fn_region region
+    cdef double t0
     with nogil:
-        for i in prange(groups, num_threads=threads, schedule="static"):
+        fn_region_begin(&region)
+        for i in prange(groups, num_threads=threads, schedule="dynamic"):
+            t0 = fn_main_clock()
             out = pg + i * grad_step
             if starts[i] == starts[i + 1]:
                 for r in range(grad_step):
@@ -205,6 +217,9 @@ def _grad_loop(const floating[:, :, ::1] dc, const floating[:, :, ::1] other,
                 gemm_any_mt(ta, tb, M, N, K, first, ld_first, second, ld_second, q != starts[i], out, N,
                             scratch, inner)
             fn_free(scratch)
+            fn_add_busy(&region.busy, t0)
+        if threads > 1:
+            fn_region_end(&region)
     if failed:
         raise MemoryError("bmm_backward: cannot allocate the scratch of a product")
 

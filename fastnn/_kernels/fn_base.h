@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <time.h>
 #if defined(_WIN32)
 #include <malloc.h>
 #endif
@@ -120,19 +122,172 @@ FN_UNUSED static inline int fn_max_threads(void)
 
 /* for (task = 0; task < count; task++) BODY, over `threads` OpenMP threads when
  * above 1 (one thread enters no parallel region: a step may take a microsecond).
- * The static schedule gives every task to the same thread at every call. */
+ * Tasks write disjoint parts of the result, so which thread runs one changes no
+ * bit of it; they are handed out one at a time, so a thread slowed by a busy core
+ * takes fewer.
+ *
+ * On a machine where another process keeps a core busy, a parallel region can
+ * still wait milliseconds for a thread the scheduler has not run yet: a recurrent
+ * sequence, a region per step, then takes several times its one-thread time. So
+ * every region measures what the calling thread spent waiting beyond its own work;
+ * when that exceeds FN_STALL_SECONDS (and twice the work it did), the module runs its
+ * kernels on one thread for the next FN_BACKOFF_SECONDS before trying the threads
+ * again (and for twice as long each time the first try stalls again, so a machine
+ * that stays busy costs a stall every few seconds at most; on Linux the machine's
+ * idle time over the back-off tells whether to try at all). On a quiet machine the
+ * wait is a few microseconds and nothing changes. The Cython drivers' parallel
+ * loops whose results do not depend on the thread count take part through
+ * fn_region_threads, fn_region_begin, fn_main_clock, fn_add_busy and fn_region_end. */
 #ifdef _OPENMP
+#define FN_STALL_SECONDS 200e-6
+#define FN_BACKOFF_SECONDS 0.2
+#define FN_BACKOFF_MAX_SECONDS 3.2
+#define FN_CAP_SECONDS 5.0
+static double fn_serial_until = 0.0, fn_backoff = FN_BACKOFF_SECONDS, fn_last_stall = -1e9;
+/* after a back-off, the team is held to the cores that were idle during it (plus the
+ * caller's) until FN_CAP_SECONDS pass without a stall; 0: no cap */
+static int fn_team_cap = 0;
+
+/* The calling thread's CPU time (seconds), or -1 where it cannot be read. */
+FN_UNUSED static inline double fn_thread_cpu(void)
+{
+#if defined(CLOCK_THREAD_CPUTIME_ID)
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#endif
+    return -1.0;
+}
+
+/* A parallel region as its calling thread (thread 0 of the team) sees it: when it
+ * began (wall clock and the thread's CPU time) and how long the thread worked. */
+typedef struct {
+    double wall, cpu, busy;
+} fn_region;
+
+/* Idle CPU time of the whole machine since the previous call, in cores (Linux:
+ * /proc/stat), or -1 where it cannot be read. The first call only samples. */
+static double fn_stat_idle = -1.0, fn_stat_total = -1.0;
+FN_UNUSED static double fn_idle_cores(void)
+{
+#if defined(__linux__)
+    unsigned long long v[8] = {0};
+    double idle, total, cores = -1.0;
+    int i, n;
+    FILE *f = fopen("/proc/stat", "r");
+    if (f == NULL)
+        return -1.0;
+    n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+               &v[6], &v[7]);
+    fclose(f);
+    if (n < 5)
+        return -1.0;
+    idle = (double)(v[3] + v[4]);
+    for (total = 0.0, i = 0; i < n; i++)
+        total += (double)v[i];
+    if (fn_stat_total >= 0.0 && total > fn_stat_total)
+        cores = (idle - fn_stat_idle) / (total - fn_stat_total) * (double)omp_get_num_procs();
+    fn_stat_idle = idle;
+    fn_stat_total = total;
+    return cores;
+#else
+    return -1.0;
+#endif
+}
+
+/* The thread count a parallel region may use now: 1 while backing off. When a
+ * back-off ends, the machine's idle time over it says whether a core is free again
+ * (where it can be read): if not, the back-off goes on without a try. */
+FN_UNUSED static inline int fn_region_threads(int threads)
+{
+    double now, idle;
+    if (threads <= 1 || (fn_serial_until <= 0.0 && fn_team_cap == 0))
+        return threads;
+    now = omp_get_wtime();
+    if (fn_serial_until <= 0.0) {
+        if (now - fn_last_stall > FN_CAP_SECONDS)
+            fn_team_cap = 0;
+        return fn_team_cap > 0 && fn_team_cap < threads ? fn_team_cap : threads;
+    }
+    if (now < fn_serial_until)
+        return 1;
+    idle = fn_idle_cores();
+    if (idle >= 0.0 && idle < 0.5) {
+        fn_serial_until = now + fn_backoff;
+        return 1;
+    }
+    fn_serial_until = 0.0;
+    fn_team_cap = idle >= 0.0 ? 1 + (int)(idle + 0.25) : 0;
+    return fn_team_cap > 0 && fn_team_cap < threads ? fn_team_cap : threads;
+}
+
+FN_UNUSED static inline void fn_region_begin(fn_region *r)
+{
+    r->wall = omp_get_wtime();
+    r->cpu = fn_thread_cpu();
+    r->busy = 0.0;
+}
+
+/* After a region: back off when the calling thread waited long for the others, or
+ * was itself off its CPU for most of the region (the threads outnumber the free
+ * cores). A stall soon after the last one doubles the back-off, up to
+ * FN_BACKOFF_MAX_SECONDS. */
+FN_UNUSED static inline void fn_region_end(const fn_region *r)
+{
+    const double now = omp_get_wtime(), wall = now - r->wall, wait = wall - r->busy;
+    const double cpu = r->cpu >= 0.0 ? fn_thread_cpu() - r->cpu : wall;
+    const double off = wall - cpu;
+    if ((wait > FN_STALL_SECONDS && wait > 2.0 * r->busy) || (off > FN_STALL_SECONDS && off > 0.5 * wall)) {
+        if (now - fn_last_stall < 4.0 * fn_backoff + 1.0)
+            fn_backoff = 2.0 * fn_backoff < FN_BACKOFF_MAX_SECONDS ? 2.0 * fn_backoff : FN_BACKOFF_MAX_SECONDS;
+        else
+            fn_backoff = FN_BACKOFF_SECONDS;
+        fn_last_stall = now;
+        fn_serial_until = now + fn_backoff;
+        fn_idle_cores();  /* the idle time from here on decides when to try again */
+    }
+}
+
+/* For a parallel loop written in Cython: the clock when the calling thread starts a
+ * piece of work (0 on the other threads), and the work's time added to *busy. */
+FN_UNUSED static inline double fn_main_clock(void) { return omp_get_thread_num() == 0 ? omp_get_wtime() : 0.0; }
+FN_UNUSED static inline void fn_add_busy(double *busy, double t0)
+{
+    if (omp_get_thread_num() == 0)
+        *busy += omp_get_wtime() - t0;
+}
+
+/* 1 while the module runs on one thread after a stall */
+FN_UNUSED static int fn_backing_off(void) { return fn_serial_until > 0.0 && omp_get_wtime() < fn_serial_until; }
+
 #define FN_TASKS(count, ...) \
     do { \
         ptrdiff_t task; \
-        if (threads > 1) { \
-            _Pragma("omp parallel for num_threads(threads) schedule(static)") \
-            for (task = 0; task < (count); task++) { __VA_ARGS__ } \
+        const int team_ = fn_region_threads(threads); \
+        if (team_ > 1) { \
+            fn_region region_; \
+            fn_region_begin(&region_); \
+            _Pragma("omp parallel for num_threads(team_) schedule(dynamic, 1)") \
+            for (task = 0; task < (count); task++) { \
+                const double t0_ = fn_main_clock(); \
+                { __VA_ARGS__ } \
+                fn_add_busy(&region_.busy, t0_); \
+            } \
+            fn_region_end(&region_); \
         } else { \
             for (task = 0; task < (count); task++) { __VA_ARGS__ } \
         } \
     } while (0)
 #else
+typedef struct {
+    double wall, cpu, busy;
+} fn_region;
+FN_UNUSED static inline int fn_region_threads(int threads) { (void)threads; return 1; }
+FN_UNUSED static inline void fn_region_begin(fn_region *r) { r->wall = r->cpu = r->busy = 0.0; }
+FN_UNUSED static inline void fn_region_end(const fn_region *r) { (void)r; }
+FN_UNUSED static inline double fn_main_clock(void) { return 0.0; }
+FN_UNUSED static inline void fn_add_busy(double *busy, double t0) { (void)busy; (void)t0; }
+FN_UNUSED static int fn_backing_off(void) { return 0; }
 #define FN_TASKS(count, ...) \
     do { ptrdiff_t task; for (task = 0; task < (count); task++) { __VA_ARGS__ } } while (0)
 #endif
