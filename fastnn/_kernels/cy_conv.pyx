@@ -11,9 +11,11 @@ float64:
   in a fixed order;
 - dx of a stride-1 convolution: the forward kernel applied to dy with the flipped,
   transposed weights;
-- dx of a strided one: dcols = dy @ w^T for a chunk of whole images at a time (the
-  same GEMM core), gathered back into dx by col2im. The chunks are what the
-  workspace limit bounds.
+- dx of a strided one, or of one with few input channels per group (fewer than
+  half a panel: the transposed convolution's tiles would be mostly empty):
+  dcols = dy @ w^T for a chunk of whole images at a time (the same GEMM core),
+  gathered back into dx by col2im. The chunks are what the workspace limit
+  bounds.
 
 Depthwise convolutions (one input channel per group) are direct loops: a GEMM whose
 reduction is kh * kw long would waste its tiles.
@@ -37,9 +39,9 @@ from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
 from ._fn cimport (conv_dw_scratch, conv_forward, conv_scratch, conv_weight_grad, fn_add_busy, fn_alloc,
-                   fn_conv_geom, fn_cpu_tier, fn_free, fn_main_clock, fn_max_threads, fn_openmp, fn_region,
-                   fn_region_begin, fn_region_end, fn_region_threads, fn_set_tier, fn_tier, gemm_nn_mt, pack,
-                   pack_t, packed_size)
+                   fn_conv_geom, fn_cpu_tier, fn_free, fn_main_clock, fn_max_threads, fn_openmp, fn_panel_width,
+                   fn_region, fn_region_begin, fn_region_end, fn_region_threads, fn_set_tier, fn_tier, gemm_nn_mt,
+                   pack, pack_t, packed_size)
 
 
 cdef int _num_threads = max(1, fn_max_threads())
@@ -386,9 +388,9 @@ cdef object _weight_grad(const floating* x, const floating* dy, const Geometry* 
 
 
 # ---------------------------------------------------------------------------
-# dx of a strided convolution: dcols = dy @ w^T, then col2im
+# dx by columns: dcols = dy @ w^T, then col2im
 
-cdef void _strided_dx_chunks(const floating* dy, const floating* packed, Py_ssize_t psize, floating* dx,
+cdef void _dx_by_columns_chunks(const floating* dy, const floating* packed, Py_ssize_t psize, floating* dx,
                              floating* work, const Geometry* g, Py_ssize_t groups, Py_ssize_t C_out,
                              Py_ssize_t images, int nthreads) noexcept nogil:
     """dx (zeroed) += col2im(dy @ w_g^T) of every group, `images` images per chunk,
@@ -418,7 +420,7 @@ cdef void _strided_dx_chunks(const floating* dy, const floating* packed, Py_ssiz
         fn_region_end(&region)
 
 
-cdef void _strided_dx(const floating* dy, const floating* w, floating* dx, const Geometry* g,
+cdef void _dx_by_columns(const floating* dy, const floating* w, floating* dx, const Geometry* g,
                       Py_ssize_t groups, Py_ssize_t C_out, Py_ssize_t workspace_bytes) except *:
     cdef bint dbl = floating is double
     cdef Py_ssize_t K = g.kh * g.kw * g.Cg
@@ -439,7 +441,7 @@ cdef void _strided_dx(const floating* dy, const floating* w, floating* dx, const
         for gi in range(groups):
             # op(B) = w_g^T, w_g the (K, Cog) block of group gi (row stride C_out)
             pack_t(Cog, K, w + gi * Cog, C_out, &packed[gi * psize])
-        _strided_dx_chunks(dy, &packed[0], psize, dx, &work[0], g, groups, C_out, images, nthreads)
+        _dx_by_columns_chunks(dy, &packed[0], psize, dx, &work[0], g, groups, C_out, images, nthreads)
 
 
 cdef void _forward_depthwise(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -598,8 +600,10 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
     cdef int nthreads = _threads()
     dtype = np.float32 if floating is float else np.float64
     cdef bint depthwise = groups > 1 and g.Cg == 1
-    cdef bint strided = g.sh > 1 or g.sw > 1
-    dx_arr = (np.zeros if strided and not depthwise else np.empty)((g.N, g.H, g.W, g.C), dtype=dtype)
+    # dx by columns and col2im for a strided convolution, and where the transposed
+    # convolution's output (C_in per group) would fill less than half a panel
+    cdef bint by_columns = g.sh > 1 or g.sw > 1 or 2 * g.Cg < fn_panel_width(floating is double)
+    dx_arr = (np.zeros if by_columns and not depthwise else np.empty)((g.N, g.H, g.W, g.C), dtype=dtype)
     dw_arr = np.empty((g.kh, g.kw, g.Cg, C_out), dtype=dtype)
     db_arr = np.empty(C_out, dtype=dtype) if has_bias else None
     if rows == 0 or K == 0 or C_out == 0:
@@ -620,8 +624,8 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
         dw_arr[...] = np.asarray(partial).sum(axis=0).reshape(dw_arr.shape)
     else:
         dw_arr.reshape(-1)[...] = _weight_grad(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], &g, groups, C_out)
-        if strided:
-            _strided_dx(&dy[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0], &g, groups, C_out, workspace_bytes)
+        if by_columns:
+            _dx_by_columns(&dy[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0], &g, groups, C_out, workspace_bytes)
         else:
             # dx is the stride-1 convolution of dy (padded by the kernel's reach minus the
             # padding) with the flipped kernel, input and output channels swapped:
