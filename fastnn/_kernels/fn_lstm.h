@@ -1,309 +1,217 @@
-/* A fused float32 LSTM step for x86-64 CPUs with AVX-512 (fastnn's own kernels,
- * next to fn_sgemm.h, whose tile macros it uses).
+/* A fused LSTM step: the gates' product and the cell's elementwise work in one
+ * kernel, next to fn_gemm.h (whose row kernel it shares). Instantiated per CPU tier
+ * and element type by fn_kernels.h (no include guard).
  *
  * A step is z = [h_prev, x_t] @ W^T + b followed by the cell's elementwise work.
- * The product's tile holds all four gates of the same 16 units: W^T is packed with
- * its columns reordered, panel p holding [f, u, c~, o] of units 16p .. 16p + 15.
- * So the tile's epilogue has everything a cell needs in registers and writes the
- * gate values, c, tanh(c) and h directly: no pass over a gate buffer after the
- * product, and one parallel region per step instead of two.
+ * The product's tile holds all four gates of the same FN_VL units: W^T is packed
+ * with its columns reordered, panel p holding [f, u, c~, o] of units VL p .. VL p +
+ * VL - 1 (FN_LNR = 4 VL columns). So the tile's epilogue has everything a cell
+ * needs in registers and writes the gate values, c, tanh(c) and h directly: no pass
+ * over a gate buffer after the product, and one parallel region per step instead
+ * of two. A tile is FN_LMR rows by the four gate vectors (6 rows on AVX-512, 3 on
+ * the 16-register tiers).
  *
- * The input part x_t @ W_x^T + b is either in g already (the input projection of
+ * The input part x_t @ W_x^T + b is either in gx already (the input projection of
  * all steps, one GEMM before the time loop) or computed here in the same tile, the
  * product running over K = n_a + n_x (x_t given): at a batch of a few rows up the
  * second is faster, since the projection would write the pre-activations of every
  * step to memory only to read them back one step at a time.
- *
- * sigmoid and tanh are vector functions here. sigmoid: e^-x as 2^n times a degree-6
- * minimax polynomial (scalef), 1 / (1 + e^-x) as rcp14 refined by one Newton step;
- * tanh: a rational minimax fit x P(x^2) / Q(x^2) (degrees 4 and 4) on |x| <= 9,
- * divided the same way, and clamped to [-1, 1] (past 9.01 tanh rounds to +-1).
- * Over every float, sigmoid is within 2.1e-7 and tanh within 3.3e-7 of the exact
- * value, relatively (tests/test_own_kernels.py measures a sample); NaN propagates;
- * +-inf give +-1 and 1, 0 (sigmoid(-inf) is 6e-39, the value at the clamp of -88).
  */
-#ifndef FASTNN_FN_LSTM_H
-#define FASTNN_FN_LSTM_H
 
-#include "fn_sgemm.h"
+#define FN_LNR (4 * FN_VL)   /* columns per panel: one vector of each gate */
 
-#define FN_LSTM_UNITS 16  /* units per panel: one vector of each gate */
-
-/* Per-step arrays: rows of g have 4 * n_a floats, the others n_a. x (rows of n_x)
- * is the step's input when the product includes it (then bias is b and g is only
- * written), NULL when g holds the input projection on entry. g_next is the next
- * step's g (NULL at the last step) in that case, fetched ahead. reverse (the
- * step's parity) runs the panels last to first: the panels of W^T a step used last
- * are the ones still cached when the next step starts (a cyclic order over more
- * than the cache holds would find none of them there). stream writes the gate
- * values and tanh(c), which no later step reads, past the caches (non-temporal
- * stores, for sequences much larger than the level-2 cache). */
-typedef struct {
-    ptrdiff_t n_a, n_x;
-    const float *h_prev, *c_prev, *x, *bias;
-    float *g, *c_next, *tanh_c, *h_next;
-    const float *g_next;
-    int reverse, stream;
-} fn_lstm_io;
-
-/* Floats in the packed form of an LSTM's W^T for a product over K inputs (n_a: h
- * only; n_a + n_x: h and x), 4 * n_a gate columns. */
-static inline size_t fn_lstm_packed_size(ptrdiff_t n_a, ptrdiff_t K)
+/* Elements in the packed form of an LSTM's W^T for a product over K inputs (n_a:
+ * h only; n_a + n_x: h and x), 4 * n_a gate columns. */
+FN_UNUSED static inline size_t FN(lstm_packed_size)(ptrdiff_t n_a, ptrdiff_t K)
 {
-    return (size_t)((n_a + FN_LSTM_UNITS - 1) / FN_LSTM_UNITS) * FN_NR * (size_t)(K > 0 ? K : 0);
+    return (size_t)((n_a + FN_VL - 1) / FN_VL) * FN_LNR * (size_t)(K > 0 ? K : 0);
 }
 
-#ifdef FN_SGEMM_AVX512
-
-/* Pack W^T for fn_lstm_step_mt: W (4 * n_a rows, row stride ldw) holds W_h in its
+/* Pack W^T for FN(lstm_step_mt): W (4 * n_a rows, row stride ldw) holds W_h in its
  * first n_a columns and W_x after them; the first K columns are packed, panel p
- * holding W[gate * n_a + 16p + j, k] at P[(p * K + k) * FN_NR + gate * 16 + j], zero
- * for units past n_a: a 16 x 16 transpose per gate and block of 16 k. */
-FN_AVX512 FN_UNUSED static void fn_lstm_pack(ptrdiff_t n_a, ptrdiff_t K, const float *W, ptrdiff_t ldw,
-                                             float *P)
+ * holding W[gate * n_a + VL p + j, k] at P[(p * K + k) * FN_LNR + gate * VL + j], zero
+ * for units past n_a: a VL x VL transpose per gate and block of VL k. */
+FN_TARGET FN_UNUSED static void FN(lstm_pack)(ptrdiff_t n_a, ptrdiff_t K, const FN_T *W, ptrdiff_t ldw,
+                                              FN_T *P)
 {
-    const ptrdiff_t panels = (n_a + FN_LSTM_UNITS - 1) / FN_LSTM_UNITS;
+    const ptrdiff_t panels = (n_a + FN_VL - 1) / FN_VL;
     ptrdiff_t p, k0, gate;
     for (p = 0; p < panels; p++) {
-        const ptrdiff_t u0 = p * FN_LSTM_UNITS;
-        const int units = (int)(n_a - u0 < FN_LSTM_UNITS ? n_a - u0 : FN_LSTM_UNITS);
-        for (k0 = 0; k0 < K; k0 += 16)
+        const ptrdiff_t u0 = p * FN_VL;
+        const int units = (int)(n_a - u0 < FN_VL ? n_a - u0 : FN_VL);
+        for (k0 = 0; k0 < K; k0 += FN_VL)
             for (gate = 0; gate < 4; gate++)
-                fn_transpose16(W + (gate * n_a + u0) * ldw + k0, ldw, units,
-                               (int)(K - k0 < 16 ? K - k0 : 16),
-                               P + (p * K + k0) * FN_NR + gate * FN_LSTM_UNITS, FN_NR);
+                FN(transpose)(W + (gate * n_a + u0) * ldw + k0, ldw, units, (int)(K - k0 < FN_VL ? K - k0 : FN_VL),
+                              P + (p * K + k0) * FN_LNR + gate * FN_VL, FN_LNR);
     }
 }
 
-/* e^-x for x in [-88, 88]: n = round(-x / ln 2) and s = x + n ln 2 (ln 2 in two
- * parts) in [-ln2/2, ln2/2], e^-x = 2^n e^-s with e^-s a degree-6 minimax
- * polynomial (relative error 1.9e-9) */
-FN_AVX512 static inline __m512 fn_v_exp_neg(__m512 x)
+/* One vector to p, `units` lanes of it: past the caches when asked and the vector
+ * is a whole aligned one. */
+FN_TARGET FN_INLINE void FN(lstm_put)(FN_T *p, int units, FN_V v, int stream)
 {
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(-1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 s = _mm512_fmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f),
-                                     _mm512_fmadd_ps(n, _mm512_set1_ps(0.693359375f), x));
-    __m512 p = _mm512_fmadd_ps(s, _mm512_set1_ps(0.0013836845922111807f), _mm512_set1_ps(-0.008374815804204775f));
-    p = _mm512_fmadd_ps(s, p, _mm512_set1_ps(0.04166822557075854f));
-    p = _mm512_fmadd_ps(s, p, _mm512_set1_ps(-0.16666420169851795f));
-    p = _mm512_fmadd_ps(s, p, _mm512_set1_ps(0.4999999207981093f));
-    p = _mm512_fmadd_ps(s, p, _mm512_set1_ps(-1.0000000363231982f));
-    p = _mm512_fmadd_ps(s, p, _mm512_set1_ps(1.0000000005541685f));
-    return _mm512_scalef_ps(p, n);
+    if (units == FN_VL) {
+        if (stream && FN_STREAM_ALIGN > 0 && ((uintptr_t)p & (FN_STREAM_ALIGN - 1)) == 0)
+            FN(stream)(p, v);
+        else
+            FN(st)(p, v);
+    } else {
+        FN(stn)(p, units, v);
+    }
 }
 
-/* lo <= x <= hi; min and max return their second operand when one is NaN, so a
- * NaN x is kept */
-FN_AVX512 static inline __m512 fn_v_clamp(__m512 x, float lo, float hi)
+/* The cell of VL units (`units` of them exist) from the gates' pre-activations: g
+ * (at the first unit, gates n_a apart) gets the gate values. */
+FN_TARGET FN_INLINE void FN(lstm_cell)(FN_V zf, FN_V zu, FN_V zc, FN_V zo, int units, FN_T *g,
+                                       ptrdiff_t n_a, const FN_T *cp, FN_T *cn, FN_T *tc, FN_T *hn,
+                                       int stream)
 {
-    return _mm512_max_ps(_mm512_set1_ps(lo), _mm512_min_ps(_mm512_set1_ps(hi), x));
+    const FN_V f = FN(sigmoid)(zf), u = FN(sigmoid)(zu), cc = FN(tanh)(zc), o = FN(sigmoid)(zo);
+    const FN_V cprev = units == FN_VL ? FN(ld)(cp) : FN(ldn)(cp, units);
+    const FN_V c = f * cprev + u * cc;
+    const FN_V t = FN(tanh)(c);
+    FN(lstm_put)(g, units, f, stream);
+    FN(lstm_put)(g + n_a, units, u, stream);
+    FN(lstm_put)(g + 2 * n_a, units, cc, stream);
+    FN(lstm_put)(g + 3 * n_a, units, o, stream);
+    FN(lstm_put)(tc, units, t, stream);
+    FN(lstm_put)(cn, units, c, 0);
+    FN(lstm_put)(hn, units, o * t, 0);
 }
 
-FN_AVX512 static inline __m512 fn_v_sigmoid(__m512 x)
+/* the tile's share of gx, c_prev and the outputs is touched only after the
+ * product: fetch it now, into the level-2 cache (the panel streaming through level
+ * 1 during the product would evict it from there); and the next step's input
+ * projection, which the projection GEMM left in the last-level cache or memory */
+FN_TARGET FN_INLINE void FN(lstm_prefetch)(const FN_LSTM_IO *io, ptrdiff_t row, ptrdiff_t u0)
 {
-    const __m512 d = _mm512_add_ps(fn_v_exp_neg(fn_v_clamp(x, -88.0f, 88.0f)), _mm512_set1_ps(1.0f));
-    const __m512 r = _mm512_rcp14_ps(d);
-    return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+    const ptrdiff_t n_a = io->n_a;
+    int v;
+    for (v = 0; v < 4; v++) {
+        if (io->gx != NULL)
+            __builtin_prefetch(io->gx + row * 4 * n_a + v * n_a + u0, 0, 2);
+        if (io->gx_next != NULL)
+            __builtin_prefetch(io->gx_next + row * 4 * n_a + v * n_a + u0, 0, 1);
+    }
+    __builtin_prefetch(io->c_prev + row * n_a + u0, 0, 2);
+    __builtin_prefetch(io->c_next + row * n_a + u0, 1, 2);
+    __builtin_prefetch(io->h_next + row * n_a + u0, 1, 2);
+    if (!io->stream)
+        __builtin_prefetch(io->tanh_c + row * n_a + u0, 1, 2);
 }
 
-/* The coefficients: a minimax fit of the relative error on [0, 9] (2.1e-8), all
- * positive, so Horner's rule adds no cancellation; at |x| = 9.5 the quotient is
- * above 1, so the clamp gives exactly +-1 from there on. */
-FN_AVX512 static inline __m512 fn_v_tanh(__m512 x)
+/* The epilogue of one row: its pre-activations are the sums, plus gx's input
+ * projection when the product did not include x. */
+FN_TARGET FN_INLINE void FN(lstm_row_cell)(const FN_LSTM_IO *io, ptrdiff_t row, ptrdiff_t u0, int units,
+                                           FN_V sums[4])
 {
-    const __m512 xc = fn_v_clamp(x, -9.5f, 9.5f), y = _mm512_mul_ps(xc, xc);
-    __m512 p = _mm512_fmadd_ps(y, _mm512_set1_ps(1.335455727327421e-08f), _mm512_set1_ps(2.0609005294865192e-05f));
-    __m512 q = _mm512_fmadd_ps(y, _mm512_set1_ps(7.776515006805797e-07f), _mm512_set1_ps(0.00032856271369997327f));
-    __m512 num, r, t;
-    p = _mm512_fmadd_ps(y, p, _mm512_set1_ps(0.0034955834317175164f));
-    q = _mm512_fmadd_ps(y, q, _mm512_set1_ps(0.025876964363397995f));
-    p = _mm512_fmadd_ps(y, p, _mm512_set1_ps(0.13381021696612522f));
-    q = _mm512_fmadd_ps(y, q, _mm512_set1_ps(0.46714337291882696f));
-    p = _mm512_fmadd_ps(y, p, _mm512_set1_ps(0.9999999794745632f));
-    q = _mm512_fmadd_ps(y, q, _mm512_set1_ps(1.0f));
-    /* num / q: rcp14 and one Newton step on the quotient */
-    num = _mm512_mul_ps(xc, p);
-    r = _mm512_rcp14_ps(q);
-    t = _mm512_mul_ps(num, r);
-    t = _mm512_fmadd_ps(r, _mm512_fnmadd_ps(q, t, num), t);
-    return fn_v_clamp(t, -1.0f, 1.0f);
+    const ptrdiff_t n_a = io->n_a;
+    int v;
+    if (io->gx != NULL) {
+        const FN_T *gi = io->gx + row * 4 * n_a + u0;
+        for (v = 0; v < 4; v++)
+            sums[v] += units == FN_VL ? FN(ld)(gi + v * n_a) : FN(ldn)(gi + v * n_a, units);
+    }
+    FN(lstm_cell)(sums[0], sums[1], sums[2], sums[3], units, io->g + row * 4 * n_a + u0, n_a,
+                  io->c_prev + row * n_a + u0, io->c_next + row * n_a + u0, io->tanh_c + row * n_a + u0,
+                  io->h_next + row * n_a + u0, io->stream);
 }
 
-/* A vector of 16 floats to p: past the caches when asked and the vector is a whole
- * aligned cache line, else through them (mk: the units that exist). */
-FN_AVX512 static inline void fn_lstm_put(float *p, __mmask16 mk, __m512 v, int stream)
-{
-    if (stream && mk == (__mmask16)0xFFFF && ((uintptr_t)p & 63) == 0)
-        _mm512_stream_ps(p, v);
-    else
-        _mm512_mask_storeu_ps(p, mk, v);
-}
-
-/* The cell of 16 units (mask: those that exist) from the gates' pre-activations:
- * g row (at the panel's first unit, gates n_a apart) gets the gate values. */
-FN_AVX512 static inline void fn_lstm_cell(__m512 zf, __m512 zu, __m512 zc, __m512 zo, __mmask16 mk,
-                                          float *g, ptrdiff_t n_a, const float *cp, float *cn,
-                                          float *tc, float *hn, int stream)
-{
-    const __m512 f = fn_v_sigmoid(zf), u = fn_v_sigmoid(zu), cc = fn_v_tanh(zc), o = fn_v_sigmoid(zo);
-    const __m512 c = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(mk, cp), _mm512_mul_ps(u, cc));
-    const __m512 t = fn_v_tanh(c);
-    fn_lstm_put(g, mk, f, stream);
-    fn_lstm_put(g + n_a, mk, u, stream);
-    fn_lstm_put(g + 2 * n_a, mk, cc, stream);
-    fn_lstm_put(g + 3 * n_a, mk, o, stream);
-    fn_lstm_put(tc, mk, t, stream);
-    _mm512_mask_storeu_ps(cn, mk, c);
-    _mm512_mask_storeu_ps(hn, mk, _mm512_mul_ps(o, t));
-}
-
-/* the tile's share of g (when it holds the input projection), c_prev and the
- * outputs is touched only after the product: fetch it now, into the level-2 cache
- * (the panel streaming through level 1 during the product would evict it from
- * there); and the tile's share of the next step's g, which the input projection
- * left in the last-level cache or memory (11 % of an L1 step) */
-#define FN_LSTM_PREFETCH(r) \
-    if (r < mr) { \
-        if (io->x == NULL) { \
-            const char *gi = (const char *)(io->g + (i + r) * 4 * n_a + u0); \
-            _mm_prefetch(gi, _MM_HINT_T1); \
-            _mm_prefetch(gi + n_a * sizeof(float), _MM_HINT_T1); \
-            _mm_prefetch(gi + 2 * n_a * sizeof(float), _MM_HINT_T1); \
-            _mm_prefetch(gi + 3 * n_a * sizeof(float), _MM_HINT_T1); \
+/* Rows i .. i + mr (mr <= R) of panel p: the product in an R-row tile over the two
+ * segments (h_prev against W_h^T, then x_t against W_x^T), then the cell. */
+#define FN_LSTM_TILE(R) \
+    do { \
+        FN_V acc[R][4]; \
+        const FN_T *a[R]; \
+        const FN_T *b = bp0; \
+        ptrdiff_t k; \
+        int r, v, seg; \
+        for (r = 0; r < mr; r++) \
+            FN(lstm_prefetch)(io, i + r, u0); \
+        _Pragma("GCC unroll 6") \
+        for (r = 0; r < (R); r++) \
+            for (v = 0; v < 4; v++) \
+                acc[r][v] = init[v]; \
+        for (seg = 0; seg < 2; seg++) { \
+            const ptrdiff_t len = seg == 0 ? n_a : n_x; \
+            const FN_T *base = seg == 0 ? io->h_prev : io->x; \
+            if (len == 0) \
+                continue; \
+            _Pragma("GCC unroll 6") \
+            for (r = 0; r < (R); r++) \
+                a[r] = base + (i + (r < mr ? r : mr - 1)) * len; \
+            for (k = 0; k < len; k++, b += FN_LNR) { \
+                FN_V bv[4]; \
+                _Pragma("GCC unroll 4") \
+                for (v = 0; v < 4; v++) \
+                    bv[v] = FN(ld)(b + v * FN_VL); \
+                _Pragma("GCC unroll 6") \
+                for (r = 0; r < (R); r++) { \
+                    const FN_V av = FN(bc)(a[r][k]); \
+                    _Pragma("GCC unroll 4") \
+                    for (v = 0; v < 4; v++) \
+                        acc[r][v] += av * bv[v]; \
+                } \
+            } \
         } \
-        _mm_prefetch((const char *)(io->c_prev + (i + r) * n_a + u0), _MM_HINT_T1); \
-        _mm_prefetch((const char *)(io->c_next + (i + r) * n_a + u0), _MM_HINT_T1); \
-        _mm_prefetch((const char *)(io->h_next + (i + r) * n_a + u0), _MM_HINT_T1); \
-        if (!io->stream) \
-            _mm_prefetch((const char *)(io->tanh_c + (i + r) * n_a + u0), _MM_HINT_T1); \
-        if (io->g_next != NULL) { \
-            const char *gn = (const char *)(io->g_next + (i + r) * 4 * n_a + u0); \
-            _mm_prefetch(gn, _MM_HINT_T2); \
-            _mm_prefetch(gn + n_a * sizeof(float), _MM_HINT_T2); \
-            _mm_prefetch(gn + 2 * n_a * sizeof(float), _MM_HINT_T2); \
-            _mm_prefetch(gn + 3 * n_a * sizeof(float), _MM_HINT_T2); \
-        } \
-    }
-/* the tile's sums leave the registers for the epilogue, whose functions need them */
-#define FN_LSTM_SAVE(r) \
-    _mm512_store_ps(acc[r][0], c##r##0); _mm512_store_ps(acc[r][1], c##r##1); \
-    _mm512_store_ps(acc[r][2], c##r##2); _mm512_store_ps(acc[r][3], c##r##3);
-/* the tile += rows a0 .. a5 (K long) @ the panel at b, which moves past them */
-#define FN_LSTM_FULL_TILE(K) \
-    for (k = 0; k < (K); k++, b += FN_NR) { \
-        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16); \
-        __m512 b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48); \
-        FN_TILE_FMA(a0[k], a1[k], a2[k], a3[k], a4[k], a5[k]) \
-    }
-/* the same for a short tile of up to 4 rows, which does only its own rows' work
- * (64 rows = 10 x 6 + 4) */
-#define FN_LSTM_SHORT_TILE(K) \
-    for (k = 0; k < (K); k++, b += FN_NR) { \
-        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16); \
-        __m512 b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48), av; \
-        av = _mm512_set1_ps(a0[k]); FN_ACC_FMA(0, av) \
-        av = _mm512_set1_ps(a1[k]); FN_ACC_FMA(1, av) \
-        av = _mm512_set1_ps(a2[k]); FN_ACC_FMA(2, av) \
-        av = _mm512_set1_ps(a3[k]); FN_ACC_FMA(3, av) \
-    }
-/* a0 .. a5: rows i .. i + 5 of `base` (row length ld), the ones past mr repeating
- * the last valid row */
-#define FN_LSTM_ROWS(base, ld) \
-    a0 = (base) + i * (ld); a1 = a0 + (mr > 1 ? 1 : 0) * (ld); a2 = a0 + (mr > 2 ? 2 : mr - 1) * (ld); \
-    a3 = a0 + (mr > 3 ? 3 : mr - 1) * (ld); a4 = a0 + (mr > 4 ? 4 : mr - 1) * (ld); \
-    a5 = a0 + (mr > 5 ? 5 : mr - 1) * (ld);
+        for (r = 0; r < mr; r++) \
+            FN(lstm_row_cell)(io, i + r, u0, units, acc[r]); \
+    } while (0)
 
 /* The four gates' initial sums of the units of a panel: b (x given) or zero. */
-FN_AVX512 static inline void fn_lstm_init(const fn_lstm_io *io, ptrdiff_t u0, __mmask16 mk, __m512 init[4])
+FN_TARGET FN_INLINE void FN(lstm_init)(const FN_LSTM_IO *io, ptrdiff_t u0, int units, FN_V init[4])
 {
     int v;
     for (v = 0; v < 4; v++)
-        init[v] = io->x != NULL ? _mm512_maskz_loadu_ps(mk, io->bias + v * io->n_a + u0) : _mm512_setzero_ps();
+        init[v] = io->x != NULL ? FN(ldn)(io->bias + v * io->n_a + u0, units) : FN(bc)(0);
 }
 
-/* The gates' pre-activations of one row: the sums, plus g's input projection when
- * the product did not include x. */
-#define FN_LSTM_Z(v) \
-    (io->x != NULL ? sums[v] : _mm512_add_ps(sums[v], _mm512_maskz_loadu_ps(mk, gi + (v) * n_a)))
-
-/* Rows r0 .. r1 of the units of panel p, in tiles of FN_MR rows. */
-FN_AVX512 static void fn_lstm_rows(const fn_lstm_io *io, const float *P, ptrdiff_t p, ptrdiff_t r0,
-                                   ptrdiff_t r1)
+/* Rows r0 .. r1 of the units of panel p, in tiles of FN_LMR rows (a last tile of at
+ * most half that many rows does only the work of half a tile). */
+FN_TARGET FN_UNUSED static void FN(lstm_rows)(const FN_LSTM_IO *io, const FN_T *P, ptrdiff_t p,
+                                              ptrdiff_t r0, ptrdiff_t r1)
 {
-    const ptrdiff_t n_a = io->n_a, n_x = io->x != NULL ? io->n_x : 0, u0 = p * FN_LSTM_UNITS;
-    const float *bp0 = P + p * (n_a + n_x) * FN_NR;
-    const int units = (int)(n_a - u0 < FN_LSTM_UNITS ? n_a - u0 : FN_LSTM_UNITS);
-    const __mmask16 mk = (__mmask16)((1u << units) - 1);
-    float acc[FN_MR][4][16] __attribute__((aligned(64)));
-    __m512 init[4];
-    ptrdiff_t i, k;
-    int r, seg;
-    fn_lstm_init(io, u0, mk, init);
-    for (i = r0; i < r1; i += FN_MR) {
-        const int mr = (int)(r1 - i < FN_MR ? r1 - i : FN_MR);
-        const float *a0, *a1, *a2, *a3, *a4, *a5;
-        const float *b = bp0;
-        FN_TILE_DECL
-        FN_LSTM_PREFETCH(0) FN_LSTM_PREFETCH(1) FN_LSTM_PREFETCH(2)
-        FN_LSTM_PREFETCH(3) FN_LSTM_PREFETCH(4) FN_LSTM_PREFETCH(5)
-        FN_TILE_SET(init[0], init[1], init[2], init[3])
-        /* the reduction in two segments: h_prev against W_h^T, then x_t against W_x^T */
-        for (seg = 0; seg < 2; seg++) {
-            const ptrdiff_t len = seg == 0 ? n_a : n_x;
-            if (len == 0)
-                continue;
-            FN_LSTM_ROWS(seg == 0 ? io->h_prev : io->x, len)
-            if (mr > 4)
-                FN_LSTM_FULL_TILE(len)
-            else
-                FN_LSTM_SHORT_TILE(len)
-        }
-        FN_LSTM_SAVE(0) FN_LSTM_SAVE(1) FN_LSTM_SAVE(2) FN_LSTM_SAVE(3) FN_LSTM_SAVE(4) FN_LSTM_SAVE(5)
-        for (r = 0; r < mr; r++) {
-            const ptrdiff_t row = i + r;
-            float *gi = io->g + row * 4 * n_a + u0;
-            __m512 sums[4];
-            int v;
-            for (v = 0; v < 4; v++)
-                sums[v] = _mm512_load_ps(acc[r][v]);
-            fn_lstm_cell(FN_LSTM_Z(0), FN_LSTM_Z(1), FN_LSTM_Z(2), FN_LSTM_Z(3), mk, gi, n_a,
-                         io->c_prev + row * n_a + u0, io->c_next + row * n_a + u0,
-                         io->tanh_c + row * n_a + u0, io->h_next + row * n_a + u0, io->stream);
-        }
+    const ptrdiff_t n_a = io->n_a, n_x = io->x != NULL ? io->n_x : 0, u0 = p * FN_VL;
+    const FN_T *bp0 = P + p * (n_a + n_x) * FN_LNR;
+    const int units = (int)(n_a - u0 < FN_VL ? n_a - u0 : FN_VL);
+    FN_V init[4];
+    ptrdiff_t i;
+    FN(lstm_init)(io, u0, units, init);
+    for (i = r0; i < r1; i += FN_LMR) {
+        const int mr = (int)(r1 - i < FN_LMR ? r1 - i : FN_LMR);
+        if (mr > FN_LMR / 2)
+            FN_LSTM_TILE(FN_LMR);
+        else
+            FN_LSTM_TILE(FN_LMR / 2);
     }
 }
 
-/* A batch of one row: the matrix-vector kernel, started from the gates' input part
- * (g) or from b and x_t's product. */
-FN_AVX512 static void fn_lstm_row(const fn_lstm_io *io, const float *P, ptrdiff_t p)
+/* A batch of one row: the matrix-vector kernel, started from b (x given) or zero. */
+FN_TARGET FN_UNUSED static void FN(lstm_row)(const FN_LSTM_IO *io, const FN_T *P, ptrdiff_t p)
 {
-    const ptrdiff_t n_a = io->n_a, n_x = io->x != NULL ? io->n_x : 0, u0 = p * FN_LSTM_UNITS;
-    const float *bp = P + p * (n_a + n_x) * FN_NR;
-    const int units = (int)(n_a - u0 < FN_LSTM_UNITS ? n_a - u0 : FN_LSTM_UNITS);
-    const __mmask16 mk = (__mmask16)((1u << units) - 1);
-    float *gi = io->g + u0;
-    __m512 sums[4];
-    fn_lstm_init(io, u0, mk, sums);
-    fn_row_acc(n_a, io->h_prev, bp, sums);
+    const ptrdiff_t n_a = io->n_a, n_x = io->x != NULL ? io->n_x : 0, u0 = p * FN_VL;
+    const FN_T *bp = P + p * (n_a + n_x) * FN_LNR;
+    const int units = (int)(n_a - u0 < FN_VL ? n_a - u0 : FN_VL);
+    FN_V sums[4];
+    FN(lstm_init)(io, u0, units, sums);
+    FN(lstm_prefetch)(io, 0, u0);
+    FN(row_acc4)(n_a, io->h_prev, bp, sums);
     if (n_x > 0)
-        fn_row_acc(n_x, io->x, bp + n_a * FN_NR, sums);
-    fn_lstm_cell(FN_LSTM_Z(0), FN_LSTM_Z(1), FN_LSTM_Z(2), FN_LSTM_Z(3), mk, gi, n_a, io->c_prev + u0,
-                 io->c_next + u0, io->tanh_c + u0, io->h_next + u0, io->stream);
+        FN(row_acc4)(n_x, io->x, bp + n_a * FN_LNR, sums);
+    FN(lstm_row_cell)(io, 0, u0, units, sums);
 }
 
-/* One LSTM step over m rows on `threads` threads: g (m, 4 n_a) holds the input
- * projection (and bias) on entry unless x is given, and the gate values
- * [f, u, c~, o] on exit; c_next, tanh_c and h_next (m, n_a) are written; P is
- * fn_lstm_pack's W^T (K = n_a, or n_a + n_x with x). Tasks are a block of rows by
- * one panel of 16 units, panel by panel (h_prev, read by every task, stays cached);
+/* One LSTM step over m rows on `threads` threads: g (m, 4 n_a) gets the gate values
+ * [f, u, c~, o], c_next, tanh_c and h_next (m, n_a) are written; P is
+ * FN(lstm_pack)'s W^T (K = n_a, or n_a + n_x with x). Tasks are a block of rows by
+ * one panel of VL units, panel by panel (h_prev, read by every task, stays cached);
  * every unit is computed by one task, so the result does not depend on the thread
  * count. */
-FN_AVX512 FN_UNUSED static void fn_lstm_step_mt(ptrdiff_t m, const fn_lstm_io *io, const float *P,
-                                                int threads)
+FN_TARGET FN_UNUSED static void FN(lstm_step_mt)(ptrdiff_t m, const FN_LSTM_IO *io, const FN_T *P,
+                                                 int threads)
 {
-    const ptrdiff_t panels = (io->n_a + FN_LSTM_UNITS - 1) / FN_LSTM_UNITS;
-    const ptrdiff_t tiles = (m + FN_MR - 1) / FN_MR;
+    const ptrdiff_t panels = (io->n_a + FN_VL - 1) / FN_VL;
+    const ptrdiff_t tiles = (m + FN_LMR - 1) / FN_LMR;
     const ptrdiff_t blocks = (tiles + FN_TASK_TILES - 1) / FN_TASK_TILES;
     if (m <= 0 || io->n_a <= 0)
         return;
@@ -311,28 +219,14 @@ FN_AVX512 FN_UNUSED static void fn_lstm_step_mt(ptrdiff_t m, const fn_lstm_io *i
         threads = 1;
     FN_TASKS(panels * blocks,
         ptrdiff_t p = (io->reverse ? panels * blocks - 1 - task : task) / blocks, q = task % blocks;
-        ptrdiff_t r0 = q * tiles / blocks * FN_MR, r1 = (q + 1) * tiles / blocks * FN_MR;
+        ptrdiff_t r0 = q * tiles / blocks * FN_LMR, r1 = (q + 1) * tiles / blocks * FN_LMR;
         if (m == 1)
-            fn_lstm_row(io, P, p);
+            FN(lstm_row)(io, P, p);
         else
-            fn_lstm_rows(io, P, p, r0, r1 < m ? r1 : m);
+            FN(lstm_rows)(io, P, p, r0, r1 < m ? r1 : m);
         if (io->stream)
-            _mm_sfence();  /* the streamed stores are seen by whoever reads them next */
+            FN(sfence)();  /* the streamed stores are seen by whoever reads them next */
     );
 }
 
-#else  /* no AVX-512 build: the callers take their other paths */
-
-FN_UNUSED static void fn_lstm_pack(ptrdiff_t n_a, ptrdiff_t K, const float *W, ptrdiff_t ldw, float *P)
-{
-    (void)n_a; (void)K; (void)W; (void)ldw; (void)P;
-}
-
-FN_UNUSED static void fn_lstm_step_mt(ptrdiff_t m, const fn_lstm_io *io, const float *P, int threads)
-{
-    (void)m; (void)io; (void)P; (void)threads;
-}
-
-#endif
-
-#endif
+#undef FN_LSTM_TILE

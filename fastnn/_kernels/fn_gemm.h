@@ -1,0 +1,604 @@
+/* fastnn's one matrix-multiply core: register-tiled micro-kernels and the drivers
+ * of GEMMs and convolutions built on them. Written once over vector extensions;
+ * fn_kernels.h instantiates it per CPU tier and element type (no include guard).
+ *
+ * Why not BLAS: the products of a convolution or a recurrent step are thin (64 to
+ * 256 output columns) and, for a convolution, their left operand is the im2col
+ * matrix, which BLAS needs written out in memory first. These kernels read the
+ * left operand through a table of row pointers instead, so a convolution reads its
+ * input pixels where they lie (an "implicit GEMM": no im2col buffer at all), and
+ * the right operand is packed once per call into panels of FN_NR columns.
+ *
+ * A tile of the result is FN_MR rows by FN_NR = FN_NV vectors, held in registers:
+ * 6 x 4 vectors of the 32 AVX-512 registers, 6 x 2 of the 16 AVX2 (or SSE/NEON)
+ * ones. Two micro-kernels:
+ *   ukr_nn  C_tile = init + sum_k A[i][k] * P[k][j]    (A rows through pointers,
+ *           the reduction cut into segments, e.g. one per kernel tap)
+ *   ukr_tn  C_tile += sum_r a_r[i] * b_r[j]             (both operands read along
+ *           the reduction in runs of fixed stride: a weight gradient)
+ * No function reads or writes outside the rows, columns and pointers it is given:
+ * partial tiles use the tier's masked loads and stores, and rows past the end of
+ * a tile repeat the last valid row's pointer (their results are never stored).
+ */
+
+#define FN_NR (FN_NV * FN_VL)   /* columns per packed panel */
+#define FN_TILES 16              /* tiles per block of a convolution's pointer table */
+
+/* Elements in the packed form of a (K, N) matrix. */
+FN_UNUSED static inline size_t FN(packed_size)(ptrdiff_t K, ptrdiff_t N)
+{
+    return (size_t)((N + FN_NR - 1) / FN_NR) * FN_NR * (size_t)(K > 0 ? K : 0);
+}
+
+/* Pack B (K, N), element (k, n) at src[k * sk + n * sn], into panels of FN_NR
+ * columns: panel p holds B[k, p * FN_NR + j] at P[(p * K + k) * FN_NR + j], the
+ * columns past N zero. */
+FN_TARGET FN_UNUSED static void FN(pack)(ptrdiff_t K, ptrdiff_t N, const FN_T *src, ptrdiff_t sk,
+                                         ptrdiff_t sn, FN_T *P)
+{
+    ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, p, k, j;
+    for (p = 0; p < panels; p++) {
+        ptrdiff_t width = N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR;
+        FN_T *out = P + p * K * FN_NR;
+        if (sn == 1) {
+            for (k = 0; k < K; k++) {
+                memcpy(out + k * FN_NR, src + k * sk + p * FN_NR, (size_t)width * sizeof(FN_T));
+                for (j = width; j < FN_NR; j++)
+                    out[k * FN_NR + j] = 0;
+            }
+        } else {
+            /* column by column, so a transposed source is read along its rows */
+            for (j = 0; j < FN_NR; j++) {
+                if (j < width) {
+                    const FN_T *col = src + (p * FN_NR + j) * sn;
+                    for (k = 0; k < K; k++)
+                        out[k * FN_NR + j] = col[k * sk];
+                } else {
+                    for (k = 0; k < K; k++)
+                        out[k * FN_NR + j] = 0;
+                }
+            }
+        }
+    }
+}
+
+/* FN(pack) of B = S^T with S (N, K) at row stride ls (a weight matrix used
+ * transposed), by VL x VL transposes in registers: several times the speed of the
+ * element-by-element copy, which shows in the per-call cost of a short sequence. */
+FN_TARGET FN_UNUSED static void FN(pack_t)(ptrdiff_t K, ptrdiff_t N, const FN_T *S, ptrdiff_t ls, FN_T *P)
+{
+    const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR;
+    ptrdiff_t p, k0, v;
+    for (p = 0; p < panels; p++)
+        for (k0 = 0; k0 < K; k0 += FN_VL)
+            for (v = 0; v < FN_NR; v += FN_VL) {
+                const ptrdiff_t n0 = p * FN_NR + v;
+                const int rows = (int)(N - n0 < 0 ? 0 : (N - n0 < FN_VL ? N - n0 : FN_VL));
+                FN(transpose)(S + (rows > 0 ? n0 : 0) * ls + k0, ls, rows,
+                              (int)(K - k0 < FN_VL ? K - k0 : FN_VL), P + (p * K + k0) * FN_NR + v, FN_NR);
+            }
+}
+
+/* A tile row's first nr (1 .. FN_NR) columns from p: full vectors, then a partial one. */
+FN_TARGET FN_INLINE void FN(load_row)(const FN_T *p, int nr, FN_V out[FN_NV])
+{
+    int v;
+#pragma GCC unroll 4
+    for (v = 0; v < FN_NV; v++) {
+        const int w = nr - v * FN_VL;
+        out[v] = w >= FN_VL ? FN(ld)(p + v * FN_VL) : (w > 0 ? FN(ldn)(p + v * FN_VL, w) : FN(bc)(0));
+    }
+}
+
+/* C rows 0 .. mr (stride ldc) (+)= the tile, their first nr columns */
+FN_TARGET FN_INLINE void FN(tile_store)(FN_V acc[FN_MR][FN_NV], FN_T *c, ptrdiff_t ldc, int mr, int nr,
+                                        int accumulate)
+{
+    int r, v;
+#pragma GCC unroll 6
+    for (r = 0; r < FN_MR; r++) {
+        FN_T *cr = c + (ptrdiff_t)r * ldc;
+        if (r >= mr)
+            break;
+        if (accumulate) {
+            FN_V old[FN_NV];
+            FN(load_row)(cr, nr, old);
+#pragma GCC unroll 4
+            for (v = 0; v < FN_NV; v++)
+                acc[r][v] += old[v];
+        }
+#pragma GCC unroll 4
+        for (v = 0; v < FN_NV; v++) {
+            const int w = nr - v * FN_VL;
+            if (w >= FN_VL)
+                FN(st)(cr + v * FN_VL, acc[r][v]);
+            else if (w > 0)
+                FN(stn)(cr + v * FN_VL, w, acc[r][v]);
+        }
+    }
+}
+
+/* one reduction step of the tile: row r gets a_r[k] times the vectors b */
+#define FN_TILE_STEP(acc, ar, k, b) \
+    do { \
+        int r_, v_; \
+        _Pragma("GCC unroll 6") \
+        for (r_ = 0; r_ < FN_MR; r_++) { \
+            const FN_V av_ = FN(bc)(ar[r_][k]); \
+            _Pragma("GCC unroll 4") \
+            for (v_ = 0; v_ < FN_NV; v_++) \
+                acc[r_][v_] += av_ * b[v_]; \
+        } \
+    } while (0)
+
+/* C[0:mr, 0:nr] (+= when accumulate) init + sum over segments s of
+ * sum_{k < seglen} a[s * FN_MR + i][k] * bp[boff[s] + k * FN_NR + j].
+ * a holds FN_MR row pointers per segment (rows >= mr repeat a valid one); bp is a
+ * packed panel (zero past nr); init is NULL (zeros) or a row of nr elements. */
+FN_TARGET FN_UNUSED static void FN(ukr_nn)(ptrdiff_t nseg, ptrdiff_t seglen, const FN_T *const *a,
+                                           const ptrdiff_t *boff, const FN_T *bp, const FN_T *init,
+                                           FN_T *c, ptrdiff_t ldc, int mr, int nr, int accumulate)
+{
+    FN_V acc[FN_MR][FN_NV], iv[FN_NV];
+    ptrdiff_t s, k;
+    int r, v;
+    /* the tile of C is read or written only at the end: fetch it while the FMAs run */
+    for (r = 0; r < mr; r++)
+        for (v = 0; v < FN_NV; v++)
+            __builtin_prefetch(c + r * ldc + v * FN_VL, 1, 3);
+    if (init != NULL)
+        FN(load_row)(init, nr, iv);
+    else
+        for (v = 0; v < FN_NV; v++)
+            iv[v] = FN(bc)(0);
+#pragma GCC unroll 6
+    for (r = 0; r < FN_MR; r++)
+#pragma GCC unroll 4
+        for (v = 0; v < FN_NV; v++)
+            acc[r][v] = iv[v];
+    for (s = 0; s < nseg; s++) {
+        const FN_T *ar[FN_MR];
+        const FN_T *b = bp + boff[s];
+#pragma GCC unroll 6
+        for (r = 0; r < FN_MR; r++)
+            ar[r] = a[s * FN_MR + r];
+        for (k = 0; k < seglen; k++, b += FN_NR) {
+            FN_V bv[FN_NV];
+#pragma GCC unroll 4
+            for (v = 0; v < FN_NV; v++)
+                bv[v] = FN(ld)(b + v * FN_VL);
+            FN_TILE_STEP(acc, ar, k, bv);
+        }
+    }
+    FN(tile_store)(acc, c, ldc, mr, nr, accumulate);
+}
+
+/* C[0:mr, 0:nr] += sum over runs q of sum_{r < len[q]} A_r[i] * B_r[j], with
+ * A_r = ar[q] + aoff + r * sa and B_r = br[q] + boff + r * sb: a tile of a
+ * transposed product A^T B whose operands are read along the reduction. Only
+ * A_r[0:mr] and B_r[0:nr] are read. */
+FN_TARGET FN_UNUSED static void FN(ukr_tn)(ptrdiff_t nrun, const FN_T *const *ar, const FN_T *const *br,
+                                           const ptrdiff_t *len, ptrdiff_t aoff, ptrdiff_t boff,
+                                           ptrdiff_t sa, ptrdiff_t sb, FN_T *c, ptrdiff_t ldc, int mr, int nr)
+{
+    FN_V acc[FN_MR][FN_NV];
+    ptrdiff_t off[FN_MR], q, k;
+    int r, v;
+    for (r = 0; r < FN_MR; r++)
+        off[r] = r < mr ? r : mr - 1;
+#pragma GCC unroll 6
+    for (r = 0; r < FN_MR; r++)
+#pragma GCC unroll 4
+        for (v = 0; v < FN_NV; v++)
+            acc[r][v] = FN(bc)(0);
+    for (q = 0; q < nrun; q++) {
+        const FN_T *ap = ar[q] + aoff, *b = br[q] + boff;
+        const FN_T *rows[FN_MR];
+#pragma GCC unroll 6
+        for (r = 0; r < FN_MR; r++)
+            rows[r] = ap + off[r];
+        if (nr == FN_NR) {
+            for (k = 0; k < len[q]; k++, b += sb) {
+                FN_V bv[FN_NV];
+#pragma GCC unroll 4
+                for (v = 0; v < FN_NV; v++)
+                    bv[v] = FN(ld)(b + v * FN_VL);
+                FN_TILE_STEP(acc, rows, k * sa, bv);
+            }
+        } else {
+            for (k = 0; k < len[q]; k++, b += sb) {
+                FN_V bv[FN_NV];
+                FN(load_row)(b, nr, bv);
+                FN_TILE_STEP(acc, rows, k * sa, bv);
+            }
+        }
+    }
+    FN(tile_store)(acc, c, ldc, mr, nr, 1);
+}
+
+/* Long reductions are cut so that a tile's share of the packed panel stays in the
+ * level-2 cache. */
+#define FN_KC 2048
+
+/* C (M, N) = A (M, K) @ B (+ bias, a row of N, when not NULL) (+ C when accumulate),
+ * B packed by FN(pack); one thread. Rows go in blocks whose A rows stay cached
+ * across the panels. */
+FN_TARGET FN_UNUSED static void FN(gemm_nn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A,
+                                            ptrdiff_t lda, const FN_T *P, const FN_T *bias, FN_T *C,
+                                            ptrdiff_t ldc, int accumulate)
+{
+    const ptrdiff_t MB = FN_MR * FN_TILES, zero = 0;
+    ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, m0, p, i, k0, r;
+    const FN_T *rows[FN_MR];
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        for (r = 0; r < M; r++) {
+            if (!accumulate)
+                memset(C + r * ldc, 0, (size_t)N * sizeof(FN_T));
+            if (bias != NULL)
+                for (i = 0; i < N; i++)
+                    C[r * ldc + i] += bias[i];
+        }
+        return;
+    }
+    for (m0 = 0; m0 < M; m0 += MB) {
+        ptrdiff_t m1 = M - m0 < MB ? M : m0 + MB;
+        for (k0 = 0; k0 < K; k0 += FN_KC) {
+            ptrdiff_t kc = K - k0 < FN_KC ? K - k0 : FN_KC;
+            for (p = 0; p < panels; p++) {
+                int nr = (int)(N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR);
+                for (i = m0; i < m1; i += FN_MR) {
+                    int mr = (int)(m1 - i < FN_MR ? m1 - i : FN_MR);
+                    for (r = 0; r < FN_MR; r++)
+                        rows[r] = A + (i + (r < mr ? r : mr - 1)) * lda + k0;
+                    FN(ukr_nn)(1, kc, rows, &zero, P + (p * K + k0) * FN_NR,
+                               k0 == 0 && bias != NULL ? bias + p * FN_NR : NULL,
+                               C + i * ldc + p * FN_NR, ldc, mr, nr, accumulate || k0 > 0);
+                }
+            }
+        }
+    }
+}
+
+/* acc += a (K) @ one packed panel of NV_ vectors: two interleaved chains keep twice
+ * the FMAs in flight (a matrix-vector step, where a tile of FN_MR rows would waste
+ * most of its work). row_acc: a GEMM panel; row_acc4: an LSTM panel (fn_lstm.h). */
+#define FN_DEFINE_ROW_ACC(NAME, NV_) \
+    FN_TARGET FN_INLINE void FN(NAME)(ptrdiff_t K, const FN_T *a, const FN_T *bp, FN_V acc[NV_]) \
+    { \
+        FN_V c[NV_], d[NV_]; \
+        ptrdiff_t k = 0; \
+        int v; \
+        _Pragma("GCC unroll 4") \
+        for (v = 0; v < (NV_); v++) { \
+            c[v] = acc[v]; \
+            d[v] = FN(bc)(0); \
+        } \
+        for (; k + 1 < K; k += 2, bp += 2 * (NV_) * FN_VL) { \
+            const FN_V a0 = FN(bc)(a[k]), a1 = FN(bc)(a[k + 1]); \
+            _Pragma("GCC unroll 4") \
+            for (v = 0; v < (NV_); v++) { \
+                c[v] += a0 * FN(ld)(bp + v * FN_VL); \
+                d[v] += a1 * FN(ld)(bp + ((NV_) + v) * FN_VL); \
+            } \
+        } \
+        if (k < K) { \
+            const FN_V a0 = FN(bc)(a[k]); \
+            _Pragma("GCC unroll 4") \
+            for (v = 0; v < (NV_); v++) \
+                c[v] += a0 * FN(ld)(bp + v * FN_VL); \
+        } \
+        _Pragma("GCC unroll 4") \
+        for (v = 0; v < (NV_); v++) \
+            acc[v] = c[v] + d[v]; \
+    }
+FN_DEFINE_ROW_ACC(row_acc, FN_NV)
+FN_DEFINE_ROW_ACC(row_acc4, 4)
+#undef FN_DEFINE_ROW_ACC
+
+/* One row of C (+)= init + a (K) @ P panel (init: NULL or a row of nr elements). */
+FN_TARGET FN_UNUSED static void FN(ukr_row)(ptrdiff_t K, const FN_T *a, const FN_T *bp, const FN_T *init,
+                                            FN_T *c, int nr, int accumulate)
+{
+    FN_V acc[FN_NV];
+    int v;
+    if (init != NULL)
+        FN(load_row)(init, nr, acc);
+    else
+        for (v = 0; v < FN_NV; v++)
+            acc[v] = FN(bc)(0);
+    FN(row_acc)(K, a, bp, acc);
+    if (accumulate) {
+        FN_V old[FN_NV];
+        FN(load_row)(c, nr, old);
+        for (v = 0; v < FN_NV; v++)
+            acc[v] += old[v];
+    }
+    for (v = 0; v < FN_NV; v++) {
+        const int w = nr - v * FN_VL;
+        if (w >= FN_VL)
+            FN(st)(c + v * FN_VL, acc[v]);
+        else if (w > 0)
+            FN(stn)(c + v * FN_VL, w, acc[v]);
+    }
+}
+
+/* FN(gemm_nn) on `threads` OpenMP threads (when the build has OpenMP): tasks of a
+ * block of about FN_TASK_TILES tiles of rows by one panel, each written by one
+ * thread. Blocks differ by at most one tile (a last block of 16 rows next to ones
+ * of 48 would leave a thread idle for a third of a recurrent step). When A fits in
+ * half the level-2 cache (a recurrent step) the tasks go panel by panel, so each
+ * thread keeps its panel cached across all rows and reads only its share of P from
+ * the shared cache; a larger A goes block by block, so a block of A stays cached
+ * across the panels. A tile's sums do not depend on the blocks or their order, so
+ * neither does the result on the thread count. A single row takes the
+ * matrix-vector kernel. */
+#define FN_TASK_TILES 8
+#define FN_A_CACHED (512 * 1024)
+FN_TARGET FN_UNUSED static void FN(gemm_nn_mt)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A,
+                                               ptrdiff_t lda, const FN_T *P, const FN_T *bias, FN_T *C,
+                                               ptrdiff_t ldc, int accumulate, int threads)
+{
+    const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, tiles = (M + FN_MR - 1) / FN_MR;
+    const ptrdiff_t blocks = (tiles + FN_TASK_TILES - 1) / FN_TASK_TILES;
+    const int by_panel = (double)M * (double)K * sizeof(FN_T) <= FN_A_CACHED;
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {
+        FN(gemm_nn)(M, N, K, A, lda, P, bias, C, ldc, accumulate);
+        return;
+    }
+    if (panels * blocks < 2)
+        threads = 1;
+    FN_TASKS(panels * blocks,
+        ptrdiff_t p = by_panel ? task / blocks : task % panels;
+        ptrdiff_t q = by_panel ? task % blocks : task / panels;
+        ptrdiff_t r0 = q * tiles / blocks * FN_MR, r1 = (q + 1) * tiles / blocks * FN_MR;
+        int width = (int)(N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR);
+        if (r1 > M)
+            r1 = M;
+        /* the panel is a packed (K, width) matrix of its own */
+        if (M == 1)
+            FN(ukr_row)(K, A, P + p * K * FN_NR, bias != NULL ? bias + p * FN_NR : NULL, C + p * FN_NR,
+                        width, accumulate);
+        else
+            FN(gemm_nn)(r1 - r0, width, K, A + r0 * lda, lda, P + p * K * FN_NR,
+                        bias != NULL ? bias + p * FN_NR : NULL, C + r0 * ldc + p * FN_NR, ldc, accumulate);
+    );
+}
+
+/* At (cols, rows) = A (rows, cols)^T, in blocks of VL x VL transposed in registers. */
+FN_TARGET FN_UNUSED static void FN(transpose_matrix)(ptrdiff_t rows, ptrdiff_t cols, const FN_T *A,
+                                                     ptrdiff_t lda, FN_T *At, ptrdiff_t ldt)
+{
+    ptrdiff_t i0, j0, i, j;
+    for (j0 = 0; j0 < cols; j0 += FN_VL) {
+        const int nc = (int)(cols - j0 < FN_VL ? cols - j0 : FN_VL);
+        for (i0 = 0; i0 + FN_VL <= rows; i0 += FN_VL)
+            FN(transpose)(A + i0 * lda + j0, lda, FN_VL, nc, At + j0 * ldt + i0, ldt);
+        /* the last rows, fewer than a block: the block transpose would write past them */
+        for (j = j0; j < j0 + nc; j++)
+            for (i = i0; i < rows; i++)
+                At[j * ldt + i] = A[i * lda + j];
+    }
+}
+
+/* C (M, N1 + N2) (+)= A^T [B1 | B2] with A (R, M), B1 (R, N1) and B2 (R, N2) (a weight
+ * gradient: the reduction runs along the rows of all three). The reduction goes in
+ * chunks of FN_TN_RC rows: each chunk of A is transposed and each of B packed (in
+ * tasks over `threads` threads), then FN(gemm_nn_mt) multiplies them, so the tiles
+ * read both operands contiguously where reading A^T in place would stride through
+ * memory a row per multiply-add. The chunk order is fixed, so the result does not
+ * depend on the thread count. Returns 0, having done nothing, when its scratch
+ * cannot be allocated. */
+#define FN_TN_RC 512
+#define FN_TN_COLS 64
+FN_TARGET FN_UNUSED static int FN(gemm_tn2_mt)(ptrdiff_t M, ptrdiff_t N1, ptrdiff_t N2, ptrdiff_t R,
+                                               const FN_T *A, ptrdiff_t lda, const FN_T *B1,
+                                               ptrdiff_t ldb1, const FN_T *B2, ptrdiff_t ldb2,
+                                               FN_T *C, ptrdiff_t ldc, int accumulate, int threads)
+{
+    const ptrdiff_t rc = R < FN_TN_RC ? R : FN_TN_RC, N = N1 + N2;
+    const ptrdiff_t p1 = (N1 + FN_NR - 1) / FN_NR, p2 = (N2 + FN_NR - 1) / FN_NR;
+    const ptrdiff_t blocks = (M + FN_TN_COLS - 1) / FN_TN_COLS;
+    FN_T *At, *P;
+    ptrdiff_t r0, r;
+    if (M <= 0 || N <= 0)
+        return 1;
+    if (R <= 0) {
+        if (!accumulate)
+            for (r = 0; r < M; r++)
+                memset(C + r * ldc, 0, (size_t)N * sizeof(FN_T));
+        return 1;
+    }
+    At = (FN_T *)fn_alloc(((size_t)M + (size_t)(p1 + p2) * FN_NR) * (size_t)rc * sizeof(FN_T));
+    if (At == NULL)
+        return 0;
+    P = At + M * rc;
+    for (r0 = 0; r0 < R; r0 += rc) {
+        const ptrdiff_t len = R - r0 < rc ? R - r0 : rc;
+        const FN_T *a = A + r0 * lda;
+        FN_TASKS(blocks + p1 + p2,
+            if (task < blocks) {
+                ptrdiff_t c0 = task * FN_TN_COLS;
+                FN(transpose_matrix)(len, M - c0 < FN_TN_COLS ? M - c0 : FN_TN_COLS, a + c0, lda,
+                                     At + c0 * len, len);
+            } else if (task < blocks + p1) {
+                ptrdiff_t p = task - blocks, c0 = p * FN_NR;
+                FN(pack)(len, N1 - c0 < FN_NR ? N1 - c0 : FN_NR, B1 + r0 * ldb1 + c0, ldb1, 1,
+                         P + p * len * FN_NR);
+            } else {
+                ptrdiff_t p = task - blocks - p1, c0 = p * FN_NR;
+                FN(pack)(len, N2 - c0 < FN_NR ? N2 - c0 : FN_NR, B2 + r0 * ldb2 + c0, ldb2, 1,
+                         P + (p1 + p) * len * FN_NR);
+            }
+        );
+        FN(gemm_nn_mt)(M, N1, len, At, len, P, NULL, C, ldc, accumulate || r0 > 0, threads);
+        FN(gemm_nn_mt)(M, N2, len, At, len, P + p1 * len * FN_NR, NULL, C + N1, ldc,
+                       accumulate || r0 > 0, threads);
+    }
+    fn_free(At);
+    return 1;
+}
+
+/* C (M, N) (+)= A^T B: FN(gemm_tn2_mt) with one right operand. */
+FN_TARGET FN_UNUSED static int FN(gemm_tn_mt)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t R, const FN_T *A,
+                                              ptrdiff_t lda, const FN_T *B, ptrdiff_t ldb, FN_T *C,
+                                              ptrdiff_t ldc, int accumulate, int threads)
+{
+    return FN(gemm_tn2_mt)(M, N, 0, R, A, lda, B, ldb, B, ldb, C, ldc, accumulate, threads);
+}
+
+/* Elements of scratch FN(gemm_any_mt) needs. */
+FN_UNUSED static inline size_t FN(any_scratch)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int trans_a)
+{
+    return FN(packed_size)(K, N) + (trans_a ? (size_t)M * (size_t)(K > 0 ? K : 0) : 0) + 1;
+}
+
+/* C (M, N) = op(A) @ op(B) (+ C when accumulate) for one product of moderate size:
+ * op(B) is packed into scratch (FN(any_scratch) elements), a transposed A is
+ * transposed there first, and `threads` split the tiles. op(A) is A (M, K) or, when
+ * trans_a, A^T with A (K, M); op(B) likewise (K, N) or B^T. */
+FN_TARGET FN_UNUSED static void FN(gemm_any_mt)(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
+                                                ptrdiff_t K, const FN_T *A, ptrdiff_t lda, const FN_T *B,
+                                                ptrdiff_t ldb, int accumulate, FN_T *C, ptrdiff_t ldc,
+                                                FN_T *scratch, int threads)
+{
+    if (trans_b)
+        FN(pack_t)(K, N, B, ldb, scratch);
+    else
+        FN(pack)(K, N, B, ldb, 1, scratch);
+    if (trans_a) {
+        FN_T *At = scratch + FN(packed_size)(K, N);
+        FN(transpose_matrix)(K, M, A, lda, At, K);
+        A = At;
+        lda = K;
+    }
+    FN(gemm_nn_mt)(M, N, K, A, lda, scratch, NULL, C, ldc, accumulate, threads);
+}
+
+/* Size of the per-thread scratch of FN(conv_forward), in pointers. */
+FN_UNUSED static inline size_t FN(conv_scratch)(const fn_conv_geom *g)
+{
+    return (size_t)FN_TILES * (size_t)(g->kh * g->kw) * (FN_MR + 1) + FN_TILES;
+}
+
+/* Output pixels m0 .. m1 (m = (n * Ho + oh) * Wo + ow) of one group of an NHWC
+ * convolution as an implicit GEMM: y[m, 0:Cog] = bias + sum over taps (i, j) and
+ * channels c of x[n, ih, iw, c0 + c] * P[(i * kw + j) * Cg + c, :], with P the
+ * packed (kh * kw * Cg, Cog) weights. Taps falling in the padding read `zeros`
+ * (at least Cg elements); a tap in the padding for all pixels of a tile is skipped.
+ * scratch: FN(conv_scratch)(g) pointers. */
+FN_TARGET FN_UNUSED static void FN(conv_forward)(const fn_conv_geom *g, const FN_T *x, ptrdiff_t c0,
+                                                 const FN_T *P, ptrdiff_t Cog, const FN_T *bias,
+                                                 FN_T *y, ptrdiff_t ldy, ptrdiff_t m0, ptrdiff_t m1,
+                                                 const FN_T *zeros, void **scratch)
+{
+    const ptrdiff_t taps = g->kh * g->kw, K = taps * g->Cg;
+    const ptrdiff_t panels = (Cog + FN_NR - 1) / FN_NR;
+    const FN_T **ptrs = (const FN_T **)scratch;
+    ptrdiff_t *boff = (ptrdiff_t *)(scratch + (size_t)FN_TILES * taps * FN_MR);
+    ptrdiff_t *nseg = boff + FN_TILES * taps;
+    ptrdiff_t b0, t, p, i, j, r;
+    for (b0 = m0; b0 < m1; b0 += FN_MR * FN_TILES) {
+        ptrdiff_t b1 = m1 - b0 < FN_MR * FN_TILES ? m1 : b0 + FN_MR * FN_TILES;
+        ptrdiff_t ntiles = (b1 - b0 + FN_MR - 1) / FN_MR;
+        /* the pointer table of the block's tiles */
+        for (t = 0; t < ntiles; t++) {
+            ptrdiff_t first = b0 + t * FN_MR;
+            int mr = (int)(b1 - first < FN_MR ? b1 - first : FN_MR);
+            ptrdiff_t ih0[FN_MR], iw0[FN_MR], base[FN_MR];
+            const FN_T **tp = ptrs + t * taps * FN_MR;
+            ptrdiff_t *tb = boff + t * taps, ns = 0;
+            for (r = 0; r < FN_MR; r++) {
+                ptrdiff_t mm = first + (r < mr ? r : mr - 1);
+                ptrdiff_t ow = mm % g->Wo, q = mm / g->Wo, oh = q % g->Ho, n = q / g->Ho;
+                ih0[r] = oh * g->sh - g->pt;
+                iw0[r] = ow * g->sw - g->pl;
+                base[r] = n * g->H;
+            }
+            for (i = 0; i < g->kh; i++)
+                for (j = 0; j < g->kw; j++) {
+                    int any = 0;
+                    for (r = 0; r < FN_MR; r++) {
+                        ptrdiff_t ih = ih0[r] + i * g->dh, iw = iw0[r] + j * g->dw;
+                        if (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) {
+                            tp[ns * FN_MR + r] = x + ((base[r] + ih) * g->W + iw) * g->C + c0;
+                            any = 1;
+                        } else {
+                            tp[ns * FN_MR + r] = zeros;
+                        }
+                    }
+                    if (any)
+                        tb[ns++] = (i * g->kw + j) * g->Cg * FN_NR;
+                }
+            nseg[t] = ns;
+        }
+        for (p = 0; p < panels; p++) {
+            int nr = (int)(Cog - p * FN_NR < FN_NR ? Cog - p * FN_NR : FN_NR);
+            for (t = 0; t < ntiles; t++) {
+                ptrdiff_t first = b0 + t * FN_MR;
+                int mr = (int)(b1 - first < FN_MR ? b1 - first : FN_MR);
+                FN(ukr_nn)(nseg[t], g->Cg, ptrs + t * taps * FN_MR, boff + t * taps,
+                           P + p * K * FN_NR, bias != NULL ? bias + p * FN_NR : NULL,
+                           y + first * ldy + p * FN_NR, ldy, mr, nr, 0);
+            }
+        }
+    }
+}
+
+/* Size of the scratch of FN(conv_weight_grad) for `rows` output rows, in pointers. */
+FN_UNUSED static inline size_t FN(conv_dw_scratch)(ptrdiff_t rows)
+{
+    return (size_t)(rows > 0 ? rows : 0) * 3;
+}
+
+/* dw[(i * kw + j) * Cg + c, 0:Cog] += sum over the output pixels of output rows
+ * q0 .. q1 (q = n * Ho + oh) of x[n, ih, iw, c0 + c] * dy[pixel, co0 : co0 + Cog],
+ * the taps in the padding left out: one group's weight gradient over a chunk of
+ * the batch, dw with row stride ldw. scratch: FN(conv_dw_scratch)(q1 - q0). */
+FN_TARGET FN_UNUSED static void FN(conv_weight_grad)(const fn_conv_geom *g, const FN_T *x, ptrdiff_t c0,
+                                                     const FN_T *dy, ptrdiff_t ldy, ptrdiff_t co0,
+                                                     ptrdiff_t Cog, FN_T *dw, ptrdiff_t ldw,
+                                                     ptrdiff_t q0, ptrdiff_t q1, void **scratch)
+{
+    const ptrdiff_t rows = q1 - q0;
+    const FN_T **ar = (const FN_T **)scratch, **br = ar + rows;
+    ptrdiff_t *len = (ptrdiff_t *)(scratch + 2 * rows);
+    ptrdiff_t i, j, q, cb, p;
+    for (i = 0; i < g->kh; i++)
+        for (j = 0; j < g->kw; j++) {
+            /* output columns ow whose tap j lies inside the input: [lo, hi) */
+            ptrdiff_t num = g->pl - j * g->dw, lo, hi, nrun = 0;
+            lo = num <= 0 ? 0 : (num + g->sw - 1) / g->sw;
+            num = g->W + g->pl - j * g->dw;
+            hi = num <= 0 ? 0 : (num + g->sw - 1) / g->sw;
+            if (hi > g->Wo)
+                hi = g->Wo;
+            if (hi <= lo)
+                continue;
+            for (q = q0; q < q1; q++) {
+                ptrdiff_t n = q / g->Ho, oh = q % g->Ho;
+                ptrdiff_t ih = oh * g->sh - g->pt + i * g->dh;
+                if (ih < 0 || ih >= g->H)
+                    continue;
+                ar[nrun] = x + ((n * g->H + ih) * g->W + lo * g->sw - g->pl + j * g->dw) * g->C + c0;
+                br[nrun] = dy + (q * g->Wo + lo) * ldy + co0;
+                len[nrun] = hi - lo;
+                nrun++;
+            }
+            if (nrun == 0)
+                continue;
+            for (cb = 0; cb < g->Cg; cb += FN_MR) {
+                int mr = (int)(g->Cg - cb < FN_MR ? g->Cg - cb : FN_MR);
+                for (p = 0; p < Cog; p += FN_NR) {
+                    int nr = (int)(Cog - p < FN_NR ? Cog - p : FN_NR);
+                    FN(ukr_tn)(nrun, ar, br, len, cb, p, g->sw * g->C, ldy,
+                               dw + ((i * g->kw + j) * g->Cg + cb) * ldw + p, ldw, mr, nr);
+                }
+            }
+        }
+}
+
+#undef FN_TILE_STEP

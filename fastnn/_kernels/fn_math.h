@@ -1,0 +1,102 @@
+/* exp, sigmoid and tanh as vector functions: the one copy of each in fastnn,
+ * instantiated per tier and element type by fn_kernels.h (no include guard).
+ *
+ * exp(y) = 2^n e^r with n = round(y / ln 2) and |r| <= ln2 / 2 (ln 2 in two parts,
+ * so r keeps its bits). n is rounded by adding 1.5 * 2^(mantissa bits), which
+ * leaves n in the low bits of the sum; shifted into the exponent field it gives
+ * 2^n with no float-to-integer conversion (the shift pushes the sum's own exponent
+ * bits out). e^r: float, a degree-6 minimax polynomial (relative error 1.9e-9);
+ * double, its Taylor polynomial of degree 12 (truncation 1.7e-16).
+ *
+ * sigmoid(x) = 1 / (1 + e^-x), x clamped where e^-x still fits (float +-88,
+ * double +-708): sigmoid(-inf) is then the value at the clamp (6e-39, 3e-308)
+ * and sigmoid(inf) is 1.
+ *
+ * tanh, float: a rational minimax fit x P(x^2) / Q(x^2) (degrees 4 and 4, all
+ * coefficients positive, so Horner's rule adds no cancellation; relative error
+ * 2.1e-8 on [0, 9]), x clamped to +-9.5 and the result to +-1 (past 9.01 tanh
+ * rounds to +-1). double: (1 - e) / (1 + e) with e = e^(-2|x|), and below 0.125
+ * the odd Taylor series to x^13, where 1 - e would cancel.
+ *
+ * Over every float, sigmoid is within 2.1e-7 and tanh within 3.3e-7 of the exact
+ * value, relatively, with the AVX-512 reciprocal (tests/test_own_kernels.py
+ * measures a sample on every tier); NaN propagates; tanh(+-inf) = +-1.
+ */
+
+FN_TARGET FN_INLINE FN_V FN(exp)(FN_V y)
+{
+#if FN_DOUBLE
+    const FN_V shift = FN(bc)(6755399441055744.0);  /* 1.5 * 2^52 */
+    const FN_V t = y * 1.4426950408889634 + shift, n = t - shift;
+    const FN_V r = (y - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+    FN_V p = FN(bc)(1.0 / 479001600.0);
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    return p * (FN_V)(((FN_VB)t + 1023) << 52);
+#else
+    const FN_V shift = FN(bc)(12582912.0f);  /* 1.5 * 2^23 */
+    const FN_V t = y * 1.44269504088896341f + shift, n = t - shift;
+    const FN_V r = (y - n * 0.693359375f) + n * 2.12194440e-4f;
+    FN_V p = FN(bc)(0.0013836845922111807f);
+    p = p * r + 0.008374815804204775f;
+    p = p * r + 0.04166822557075854f;
+    p = p * r + 0.16666420169851795f;
+    p = p * r + 0.4999999207981093f;
+    p = p * r + 1.0000000363231982f;
+    p = p * r + 1.0000000005541685f;
+    return p * (FN_V)(((FN_VB)t + 127) << 23);
+#endif
+}
+
+#if FN_DOUBLE
+#define FN_EXP_LIMIT 708.0
+#else
+#define FN_EXP_LIMIT 88.0f
+#endif
+
+FN_TARGET FN_INLINE FN_V FN(sigmoid)(FN_V x)
+{
+    const FN_V e = FN(exp)(-FN(atmost)(FN(atleast)(x, -FN_EXP_LIMIT), FN_EXP_LIMIT));
+    return FN(div)(FN(bc)(1), e + 1);
+}
+
+FN_TARGET FN_INLINE FN_V FN(tanh)(FN_V x)
+{
+#if FN_DOUBLE
+    const FN_V a = FN(atmost)((FN_V)((FN_VB)x & 0x7FFFFFFFFFFFFFFFull), 19.5);  /* |x|, NaN kept */
+    const FN_V e = FN(exp)(-2.0 * a), z = a * a;
+    const FN_V sign = (FN_V)((FN_VB)x & 0x8000000000000000ull);
+    FN_V s = FN(bc)(21844.0 / 6081075.0), big, small;
+    s = s * z - 1382.0 / 155925.0;
+    s = s * z + 62.0 / 2835.0;
+    s = s * z - 17.0 / 315.0;
+    s = s * z + 2.0 / 15.0;
+    s = s * z - 1.0 / 3.0;
+    small = a + a * z * s;
+    big = FN(div)(1.0 - e, 1.0 + e);
+    return (FN_V)((FN_VB)FN(sel)(a < FN(bc)(0.125), small, big) | (FN_VB)sign);
+#else
+    const FN_V xc = FN(atmost)(FN(atleast)(x, -9.5f), 9.5f), y = xc * xc;
+    FN_V p = FN(bc)(1.335455727327421e-08f), q = FN(bc)(7.776515006805797e-07f);
+    p = p * y + 2.0609005294865192e-05f;
+    q = q * y + 0.00032856271369997327f;
+    p = p * y + 0.0034955834317175164f;
+    q = q * y + 0.025876964363397995f;
+    p = p * y + 0.13381021696612522f;
+    q = q * y + 0.46714337291882696f;
+    p = p * y + 0.9999999794745632f;
+    q = q * y + 1.0f;
+    return FN(atmost)(FN(atleast)(FN(div)(xc * p, q), -1.0f), 1.0f);
+#endif
+}
+#undef FN_EXP_LIMIT

@@ -1,0 +1,2 @@
+/* Pooling kernels, instantiated per CPU tier and element type by fn_kernels.h (no
+ * include guard). */

@@ -1,0 +1,158 @@
+/* The elementwise passes of the recurrent cells that do not run fused into their
+ * product (fn_lstm.h fuses the LSTM forward): one time step over `rows` batch rows,
+ * row i of every array at i * its row length, rows split over `threads` threads.
+ * Instantiated per CPU tier and element type by fn_kernels.h (no include guard).
+ * Every element is computed by one thread in a fixed order, so the results do not
+ * depend on the thread count.
+ */
+
+/* the n (<= VL) elements at p as a vector, and back */
+#define FN_GET(p, n) ((n) == FN_VL ? FN(ld)(p) : FN(ldn)((p), (n)))
+#define FN_PUT(p, n, v) do { if ((n) == FN_VL) FN(st)((p), (v)); else FN(stn)((p), (n), (v)); } while (0)
+/* for each block of VL units of a row: j its first, w how many */
+#define FN_UNITS(n_units, ...) \
+    do { \
+        ptrdiff_t j; \
+        for (j = 0; j < (n_units); j += FN_VL) { \
+            const int w = (int)((n_units) - j < FN_VL ? (n_units) - j : FN_VL); \
+            __VA_ARGS__ \
+        } \
+    } while (0)
+
+/* h = tanh(h) or max(h, 0) in place (NaN stays NaN) */
+FN_TARGET FN_UNUSED static void FN(rnn_forward_rows)(ptrdiff_t rows, ptrdiff_t n, FN_T *h, int relu,
+                                                     int threads)
+{
+    FN_TASKS(rows,
+        FN_T *hi = h + task * n;
+        FN_UNITS(n,
+            const FN_V z = FN_GET(hi + j, w);
+            FN_PUT(hi + j, w, relu ? FN(sel)(z <= FN(bc)(0), FN(bc)(0), z) : FN(tanh)(z));
+        );
+    );
+}
+
+/* dz = dh * act'(z), act' taken from h = act(z); ReLU' is 0 at 0 */
+FN_TARGET FN_UNUSED static void FN(rnn_backward_rows)(ptrdiff_t rows, ptrdiff_t n, const FN_T *h,
+                                                      const FN_T *dh, FN_T *dz, int relu, int threads)
+{
+    FN_TASKS(rows,
+        const FN_T *hi = h + task * n, *dhi = dh + task * n;
+        FN_T *dzi = dz + task * n;
+        FN_UNITS(n,
+            const FN_V hv = FN_GET(hi + j, w), d = FN_GET(dhi + j, w);
+            FN_PUT(dzi + j, w, relu ? FN(sel)(hv > FN(bc)(0), d, FN(bc)(0) * d) : d * (1 - hv * hv));
+        );
+    );
+}
+
+/* g rows [f, u, c~, o] of gate values; dc holds dLoss/dc_next on entry (dh's share
+ * not yet added) and dLoss/dc_prev on exit */
+FN_TARGET FN_UNUSED static void FN(lstm_backward_rows)(ptrdiff_t rows, ptrdiff_t n, const FN_T *g,
+                                                       const FN_T *c_prev, const FN_T *tanh_c,
+                                                       const FN_T *dh, FN_T *dc, FN_T *dz, int threads)
+{
+    FN_TASKS(rows,
+        const FN_T *gf = g + task * 4 * n, *gu = gf + n, *gc = gu + n, *go = gc + n;
+        const FN_T *cp = c_prev + task * n, *tc = tanh_c + task * n, *dhi = dh + task * n;
+        FN_T *dci = dc + task * n;
+        FN_T *dzf = dz + task * 4 * n, *dzu = dzf + n, *dzc = dzu + n, *dzo = dzc + n;
+        FN_UNITS(n,
+            const FN_V f = FN_GET(gf + j, w), u = FN_GET(gu + j, w), cc = FN_GET(gc + j, w);
+            const FN_V o = FN_GET(go + j, w), t = FN_GET(tc + j, w), d = FN_GET(dhi + j, w);
+            const FN_V k = FN_GET(dci + j, w) + d * o * (1 - t * t);
+            FN_PUT(dzo + j, w, d * t * o * (1 - o));
+            FN_PUT(dzc + j, w, k * u * (1 - cc * cc));
+            FN_PUT(dzu + j, w, k * cc * u * (1 - u));
+            FN_PUT(dzf + j, w, k * FN_GET(cp + j, w) * f * (1 - f));
+            FN_PUT(dci + j, w, k * f);
+        );
+    );
+}
+
+/* g rows [u, r, c~] of pre-activations: the gates u and r in place, and
+ * rh = r * h_prev (the candidate's input) */
+FN_TARGET FN_UNUSED static void FN(gru_gates_rows)(ptrdiff_t rows, ptrdiff_t n, FN_T *g,
+                                                   const FN_T *h_prev, FN_T *rh, int threads)
+{
+    FN_TASKS(rows,
+        FN_T *gu = g + task * 3 * n, *gr = gu + n;
+        const FN_T *hp = h_prev + task * n;
+        FN_T *rhi = rh + task * n;
+        FN_UNITS(n,
+            const FN_V r = FN(sigmoid)(FN_GET(gr + j, w));
+            FN_PUT(gu + j, w, FN(sigmoid)(FN_GET(gu + j, w)));
+            FN_PUT(gr + j, w, r);
+            FN_PUT(rhi + j, w, r * FN_GET(hp + j, w));
+        );
+    );
+}
+
+/* c~ = tanh of its pre-activation in place; h_next = u * c~ + (1 - u) * h_prev */
+FN_TARGET FN_UNUSED static void FN(gru_output_rows)(ptrdiff_t rows, ptrdiff_t n, FN_T *g,
+                                                    const FN_T *h_prev, FN_T *h_next, int threads)
+{
+    FN_TASKS(rows,
+        FN_T *gu = g + task * 3 * n, *gc = gu + 2 * n;
+        const FN_T *hp = h_prev + task * n;
+        FN_T *hn = h_next + task * n;
+        FN_UNITS(n,
+            const FN_V u = FN_GET(gu + j, w), cc = FN(tanh)(FN_GET(gc + j, w));
+            FN_PUT(gc + j, w, cc);
+            FN_PUT(hn + j, w, u * cc + (1 - u) * FN_GET(hp + j, w));
+        );
+    );
+}
+
+/* dz_u and dz_c; dh_prev += dh * (1 - u) (its direct share) */
+FN_TARGET FN_UNUSED static void FN(gru_backward_out_rows)(ptrdiff_t rows, ptrdiff_t n, const FN_T *g,
+                                                          const FN_T *h_prev, const FN_T *dh,
+                                                          FN_T *dh_prev, FN_T *dz, int threads)
+{
+    FN_TASKS(rows,
+        const FN_T *gu = g + task * 3 * n, *gc = gu + 2 * n;
+        const FN_T *hp = h_prev + task * n, *dhi = dh + task * n;
+        FN_T *dhp = dh_prev + task * n, *dzu = dz + task * 3 * n, *dzc = dzu + 2 * n;
+        FN_UNITS(n,
+            const FN_V u = FN_GET(gu + j, w), cc = FN_GET(gc + j, w), d = FN_GET(dhi + j, w);
+            FN_PUT(dzc + j, w, d * u * (1 - cc * cc));
+            FN_PUT(dzu + j, w, d * (cc - FN_GET(hp + j, w)) * u * (1 - u));
+            FN_PUT(dhp + j, w, FN_GET(dhp + j, w) + d * (1 - u));
+        );
+    );
+}
+
+/* given drh = dLoss/d(r * h_prev): dz_r; dh_prev += drh * r */
+FN_TARGET FN_UNUSED static void FN(gru_backward_reset_rows)(ptrdiff_t rows, ptrdiff_t n, const FN_T *g,
+                                                            const FN_T *h_prev, const FN_T *drh,
+                                                            FN_T *dh_prev, FN_T *dz, int threads)
+{
+    FN_TASKS(rows,
+        const FN_T *gr = g + task * 3 * n + n;
+        const FN_T *hp = h_prev + task * n, *drhi = drh + task * n;
+        FN_T *dhp = dh_prev + task * n, *dzr = dz + task * 3 * n + n;
+        FN_UNITS(n,
+            const FN_V r = FN_GET(gr + j, w), d = FN_GET(drhi + j, w);
+            FN_PUT(dzr + j, w, d * FN_GET(hp + j, w) * r * (1 - r));
+            FN_PUT(dhp + j, w, FN_GET(dhp + j, w) + d * r);
+        );
+    );
+}
+
+/* y = act(x) for n elements (kind FN_ACT_*), in parallel blocks */
+FN_TARGET FN_UNUSED static void FN(activate)(int kind, ptrdiff_t n, const FN_T *x, FN_T *y, int threads)
+{
+    const ptrdiff_t block = 4096, blocks = (n + block - 1) / block;
+    FN_TASKS(blocks,
+        const ptrdiff_t j0 = task * block, count = n - j0 < block ? n - j0 : block;
+        FN_UNITS(count,
+            const FN_V z = FN_GET(x + j0 + j, w);
+            FN_PUT(y + j0 + j, w, kind == FN_ACT_SIGMOID ? FN(sigmoid)(z)
+                                  : kind == FN_ACT_TANH ? FN(tanh)(z) : FN(sel)(z <= FN(bc)(0), FN(bc)(0), z));
+        );
+    );
+}
+
+#undef FN_GET
+#undef FN_PUT
+#undef FN_UNITS
