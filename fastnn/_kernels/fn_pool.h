@@ -94,6 +94,41 @@ FN_UNUSED static inline int fn_pool_cols_disjoint(const fn_pool_geom *g)
 typedef int8_t FN(pa8) __attribute__((vector_size(FN_VL), aligned(1), may_alias));
 typedef int32_t FN(pa32) __attribute__((vector_size(4 * FN_VL), aligned(4), may_alias));
 
+/* VL int8 taps at p to and from the tap vector: the tiers' widening loads and
+ * narrowing stores (the generic conversion compiles to a lane-by-lane loop) */
+#if FN_TIER_ID == FN_TIER_AVX512 && FN_DOUBLE
+FN_TARGET FN_INLINE FN_VI FN(pool_ld8)(const int8_t *p) { return (FN_VI)_mm512_cvtepi8_epi64(_mm_loadl_epi64((const __m128i *)p)); }
+FN_TARGET FN_INLINE void FN(pool_st8)(int8_t *p, FN_VI k) { _mm_storel_epi64((__m128i *)p, _mm512_cvtepi64_epi8((__m512i)k)); }
+#elif FN_TIER_ID == FN_TIER_AVX512
+FN_TARGET FN_INLINE FN_VI FN(pool_ld8)(const int8_t *p) { return (FN_VI)_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)); }
+FN_TARGET FN_INLINE void FN(pool_st8)(int8_t *p, FN_VI k) { _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8((__m512i)k)); }
+#elif FN_TIER_ID == FN_TIER_AVX2 && FN_DOUBLE
+FN_TARGET FN_INLINE FN_VI FN(pool_ld8)(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return (FN_VI)_mm256_cvtepi8_epi64(_mm_cvtsi32_si128(v));
+}
+FN_TARGET FN_INLINE void FN(pool_st8)(int8_t *p, FN_VI k)
+{
+    /* the low halves of the four int64 lanes (taps fit in int8), packed to bytes */
+    const __m128i d = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32((__m256i)k, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+    const __m128i w = _mm_packs_epi32(d, d);
+    const int32_t v = _mm_cvtsi128_si32(_mm_packs_epi16(w, w));
+    memcpy(p, &v, 4);
+}
+#elif FN_TIER_ID == FN_TIER_AVX2
+FN_TARGET FN_INLINE FN_VI FN(pool_ld8)(const int8_t *p) { return (FN_VI)_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
+FN_TARGET FN_INLINE void FN(pool_st8)(int8_t *p, FN_VI k)
+{
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128((__m256i)k), _mm256_extracti128_si256((__m256i)k, 1));
+    _mm_storel_epi64((__m128i *)p, _mm_packs_epi16(w, w));
+}
+#else
+FN_TARGET FN_INLINE FN_VI FN(pool_ld8)(const int8_t *p) { return __builtin_convertvector(*(const FN(pa8) *)p, FN_VI); }
+FN_TARGET FN_INLINE void FN(pool_st8)(int8_t *p, FN_VI k) { *(FN(pa8) *)p = __builtin_convertvector(k, FN(pa8)); }
+#endif
+
 /* store the first n lanes of the taps k at arg[at] (1- or 4-byte records) */
 FN_TARGET FN_INLINE void FN(pool_put_arg)(void *arg, ptrdiff_t at, int n, int bytes, FN_VI k)
 {
@@ -101,7 +136,7 @@ FN_TARGET FN_INLINE void FN(pool_put_arg)(void *arg, ptrdiff_t at, int n, int by
     if (bytes == 1) {
         int8_t *a = (int8_t *)arg + at;
         if (n == FN_VL) {
-            *(FN(pa8) *)a = __builtin_convertvector(k, FN(pa8));
+            FN(pool_st8)(a, k);
         } else {
             for (l = 0; l < n; l++)
                 a[l] = (int8_t)k[l];
@@ -124,7 +159,7 @@ FN_TARGET FN_INLINE FN_VI FN(pool_get_arg)(const void *arg, ptrdiff_t at, int n,
     int l;
     if (n == FN_VL) {
         if (bytes == 1)
-            return __builtin_convertvector(*(const FN(pa8) *)((const int8_t *)arg + at), FN_VI);
+            return FN(pool_ld8)((const int8_t *)arg + at);
         return __builtin_convertvector(*(const FN(pa32) *)((const int32_t *)arg + at), FN_VI);
     }
     k = (FN_VI){0} - 1;
@@ -133,57 +168,102 @@ FN_TARGET FN_INLINE FN_VI FN(pool_get_arg)(const void *arg, ptrdiff_t at, int n,
     return k;
 }
 
+/* Every window loop below runs on U vectors of channels at once (U independent
+ * dependency chains per tap; the channel tail one vector at a time), through an
+ * always-inline helper called with constant U and n, so that the full-vector paths
+ * compile without lane masks or branches on them. */
+#define FN_POOL_U 4
+
+/* for each channel run of U vectors, then the tail: BODY(c, U, n) with constants */
+#define FN_POOL_CHANNELS(C, BODY) \
+    do { \
+        ptrdiff_t c_ = 0; \
+        for (; c_ + FN_POOL_U * FN_VL <= (C); c_ += FN_POOL_U * FN_VL) \
+            BODY(c_, FN_POOL_U, FN_VL); \
+        for (; c_ < (C); c_ += FN_VL) { \
+            if ((C) - c_ >= FN_VL) \
+                BODY(c_, 1, FN_VL); \
+            else \
+                BODY(c_, 1, (int)((C) - c_)); \
+        } \
+    } while (0)
+
 /* ---- max pooling ---- */
+
+/* the maxima over a window's taps (i, j) in [ilo, ihi) x [jlo, jhi) of the U vectors
+ * at x0 + u * VL (n lanes), x0 the tap (ilo, jlo), and their first taps */
+FN_TARGET FN_INLINE void FN(pool_max_win)(const FN_T *x0, ptrdiff_t ilo, ptrdiff_t ihi, ptrdiff_t jlo,
+                                          ptrdiff_t jhi, ptrdiff_t kw, ptrdiff_t rstep, ptrdiff_t cstep,
+                                          int U, int n, FN_V *best, FN_VI *kv)
+{
+    const FN_T *xr = x0;
+    ptrdiff_t i, j;
+    int u;
+    for (u = 0; u < U; u++) {
+        best[u] = FN_PGET(x0 + u * FN_VL, n);
+        kv[u] = (FN_VI){0} + (int)(ilo * kw + jlo);
+    }
+    for (i = ilo; i < ihi; i++, xr += rstep) {
+        const FN_T *xp = xr;
+        j = jlo;
+        if (i == ilo) {
+            j++;
+            xp += cstep;
+        }
+        for (; j < jhi; j++, xp += cstep) {
+            const FN_VI k = (FN_VI){0} + (int)(i * kw + j);
+            for (u = 0; u < U; u++) {
+                const FN_V v = FN_PGET(xp + u * FN_VL, n);
+                /* strictly larger, or NaN while the maximum is not */
+                const FN_VI take = ~(v <= best[u]) & (best[u] == best[u]);
+                best[u] = FN(sel)(take, v, best[u]);
+                kv[u] = (kv[u] & ~take) | (k & take);
+            }
+        }
+    }
+}
 
 /* output row oh of image x (H, W, C) into y (Wo, C) and its tap records at arg[at] */
 FN_TARGET static void FN(pool_max_row)(const fn_pool_geom *g, const FN_T *x, ptrdiff_t oh, FN_T *y,
                                        void *arg, ptrdiff_t at)
 {
     const ptrdiff_t W = g->W, C = g->C, kw = g->kw, dh = g->dh, dw = g->dw;
-    const ptrdiff_t ih0 = oh * g->sh - g->ph;
+    const ptrdiff_t ih0 = oh * g->sh - g->ph, rstep = dh * W * C, cstep = dw * C;
     const int bytes = g->arg_bytes;
-    ptrdiff_t ilo, ihi, jlo, jhi, ow, c, i, j;
+    ptrdiff_t ilo, ihi, jlo, jhi, ow;
     fn_pool_taps(ih0, g->kh, dh, g->H, &ilo, &ihi);
     for (ow = 0; ow < g->Wo; ow++) {
-        const ptrdiff_t iw0 = ow * g->sw - g->pw;
+        const ptrdiff_t iw0 = ow * g->sw - g->pw, ya = at + ow * C;
         FN_T *yp = y + ow * C;
+        const FN_T *x0;
         fn_pool_taps(iw0, kw, dw, W, &jlo, &jhi);
         if (ilo >= ihi || jlo >= jhi) {
-            for (c = 0; c < C; c += FN_VL) {
-                const int n = (int)(C - c < FN_VL ? C - c : FN_VL);
-                FN_PPUT(yp + c, n, FN(bc)(-(FN_T)__builtin_inf()));
-                FN(pool_put_arg)(arg, at + ow * C + c, n, bytes, (FN_VI){0} - 1);
-            }
+#define FN_POOL_EMPTY(c, U, n) \
+            do { \
+                int u_; \
+                for (u_ = 0; u_ < (U); u_++) { \
+                    FN_PPUT(yp + (c) + u_ * FN_VL, (n), FN(bc)(-(FN_T)__builtin_inf())); \
+                    FN(pool_put_arg)(arg, ya + (c) + u_ * FN_VL, (n), bytes, (FN_VI){0} - 1); \
+                } \
+            } while (0)
+            FN_POOL_CHANNELS(C, FN_POOL_EMPTY);
+#undef FN_POOL_EMPTY
             continue;
         }
-        {
-            /* the window's first cell inside the input, and the taps from it */
-            const FN_T *x0 = x + ((ih0 + ilo * dh) * W + iw0 + jlo * dw) * C;
-            const ptrdiff_t row_step = dh * W * C, col_step = dw * C;
-            for (c = 0; c < C; c += FN_VL) {
-                const int n = (int)(C - c < FN_VL ? C - c : FN_VL);
-                FN_V best = FN_PGET(x0 + c, n);
-                FN_VI kv = (FN_VI){0} + (int)(ilo * kw + jlo);
-                const FN_T *xr = x0 + c;
-                for (i = ilo; i < ihi; i++, xr += row_step) {
-                    const FN_T *xp = xr;
-                    j = jlo;
-                    if (i == ilo) {
-                        j++;
-                        xp += col_step;
-                    }
-                    for (; j < jhi; j++, xp += col_step) {
-                        const FN_V v = FN_PGET(xp, n);
-                        /* strictly larger, or NaN while the maximum is not */
-                        const FN_VI take = ~(v <= best) & (best == best);
-                        best = FN(sel)(take, v, best);
-                        kv = (kv & ~take) | (((FN_VI){0} + (int)(i * kw + j)) & take);
-                    }
-                }
-                FN_PPUT(yp + c, n, best);
-                FN(pool_put_arg)(arg, at + ow * C + c, n, bytes, kv);
-            }
-        }
+        x0 = x + ((ih0 + ilo * dh) * W + iw0 + jlo * dw) * C;
+#define FN_POOL_MAX(c, U, n) \
+        do { \
+            FN_V b_[FN_POOL_U]; \
+            FN_VI k_[FN_POOL_U]; \
+            int u_; \
+            FN(pool_max_win)(x0 + (c), ilo, ihi, jlo, jhi, kw, rstep, cstep, (U), (n), b_, k_); \
+            for (u_ = 0; u_ < (U); u_++) { \
+                FN_PPUT(yp + (c) + u_ * FN_VL, (n), b_[u_]); \
+                FN(pool_put_arg)(arg, ya + (c) + u_ * FN_VL, (n), bytes, k_[u_]); \
+            } \
+        } while (0)
+        FN_POOL_CHANNELS(C, FN_POOL_MAX);
+#undef FN_POOL_MAX
     }
 }
 
@@ -197,21 +277,47 @@ FN_TARGET FN_UNUSED static void FN(pool_max_forward)(const fn_pool_geom *g, cons
     );
 }
 
+/* the U vectors of one window's gradient (gp, taps at arg[at]) at its taps (i, j),
+ * j in [jlo, jhi), of one input row: dp0 the cell of tap jlo */
+FN_TARGET FN_INLINE void FN(pool_max_back_win)(const FN_T *gp, const void *arg, ptrdiff_t at, FN_T *dp0,
+                                               ptrdiff_t jlo, ptrdiff_t jhi, ptrdiff_t cstep, int kbase,
+                                               int bytes, int U, int n, int assign)
+{
+    FN_V gv[FN_POOL_U];
+    FN_VI av[FN_POOL_U];
+    FN_T *dp = dp0;
+    ptrdiff_t j;
+    int u;
+    for (u = 0; u < U; u++) {
+        gv[u] = FN_PGET(gp + u * FN_VL, n);
+        av[u] = FN(pool_get_arg)(arg, at + u * FN_VL, n, bytes);
+    }
+    for (j = jlo; j < jhi; j++, dp += cstep) {
+        const FN_VI k = (FN_VI){0} + (int)(kbase + j);
+        for (u = 0; u < U; u++) {
+            const FN_V add = FN(sel)(av[u] == k, gv[u], FN(bc)(0));
+            FN_PPUT(dp + u * FN_VL, n, assign ? add : FN_PGET(dp + u * FN_VL, n) + add);
+        }
+    }
+}
+
 /* dx row (W, C) += the gradients dy row (Wo, C) routes through tap row i, where the
  * recorded tap (arg at `at`) is the cell's; assign: write instead of add, zeros
  * where no window of the row reaches (windows of a row must not overlap) */
 FN_TARGET static void FN(pool_max_back_row)(const fn_pool_geom *g, const FN_T *dy, const void *arg, ptrdiff_t at,
                                             ptrdiff_t i, FN_T *dx, int assign)
 {
-    const ptrdiff_t W = g->W, C = g->C, kw = g->kw, dw = g->dw;
-    const int bytes = g->arg_bytes;
-    const FN_V zero = FN(bc)(0);
-    ptrdiff_t ow, c, j, jlo, jhi, next = 0;
+    const ptrdiff_t W = g->W, C = g->C, kw = g->kw, dw = g->dw, cstep = dw * C;
+    const int bytes = g->arg_bytes, kbase = (int)(i * kw);
+    ptrdiff_t ow, j, jlo, jhi, next = 0;
     for (ow = 0; ow < g->Wo; ow++) {
-        const ptrdiff_t iw0 = ow * g->sw - g->pw;
+        const ptrdiff_t iw0 = ow * g->sw - g->pw, a0 = at + ow * C;
+        const FN_T *gp = dy + ow * C;
+        FN_T *dp0;
         fn_pool_taps(iw0, kw, dw, W, &jlo, &jhi);
         if (jlo >= jhi)
             continue;
+        dp0 = dx + (iw0 + jlo * dw) * C;
         if (assign) {
             /* zeros for the cells before each tap that no earlier window reached */
             for (j = jlo; j < jhi; j++) {
@@ -220,16 +326,15 @@ FN_TARGET static void FN(pool_max_back_row)(const fn_pool_geom *g, const FN_T *d
                     memset(dx + next * C, 0, (size_t)((col - next) * C) * sizeof(FN_T));
                 next = col + 1;
             }
-        }
-        for (c = 0; c < C; c += FN_VL) {
-            const int n = (int)(C - c < FN_VL ? C - c : FN_VL);
-            const FN_V gv = FN_PGET(dy + ow * C + c, n);
-            const FN_VI av = FN(pool_get_arg)(arg, at + ow * C + c, n, bytes);
-            FN_T *dp = dx + (iw0 + jlo * dw) * C + c;
-            for (j = jlo; j < jhi; j++, dp += dw * C) {
-                const FN_V add = FN(sel)(av == (FN_VI){0} + (int)(i * kw + j), gv, zero);
-                FN_PPUT(dp, n, assign ? add : FN_PGET(dp, n) + add);
-            }
+#define FN_POOL_BACK(c, U, n) \
+            FN(pool_max_back_win)(gp + (c), arg, a0 + (c), dp0 + (c), jlo, jhi, cstep, kbase, bytes, (U), (n), 1)
+            FN_POOL_CHANNELS(C, FN_POOL_BACK);
+#undef FN_POOL_BACK
+        } else {
+#define FN_POOL_BACK(c, U, n) \
+            FN(pool_max_back_win)(gp + (c), arg, a0 + (c), dp0 + (c), jlo, jhi, cstep, kbase, bytes, (U), (n), 0)
+            FN_POOL_CHANNELS(C, FN_POOL_BACK);
+#undef FN_POOL_BACK
         }
     }
     if (assign && next < W)
@@ -238,29 +343,46 @@ FN_TARGET static void FN(pool_max_back_row)(const fn_pool_geom *g, const FN_T *d
 
 /* ---- average pooling (dilation 1) ---- */
 
+/* the sums over a window (rows x cols taps from x0) of the U vectors at x0 + u * VL */
+FN_TARGET FN_INLINE void FN(pool_avg_win)(const FN_T *x0, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t rstep,
+                                          ptrdiff_t C, int U, int n, FN_V *s)
+{
+    const FN_T *xr = x0;
+    ptrdiff_t i, j;
+    int u;
+    for (u = 0; u < U; u++)
+        s[u] = FN(bc)(0);
+    for (i = 0; i < rows; i++, xr += rstep)
+        for (j = 0; j < cols; j++)
+            for (u = 0; u < U; u++)
+                s[u] += FN_PGET(xr + j * C + u * FN_VL, n);
+}
+
 /* output row oh of image x (H, W, C) into y (Wo, C) */
 FN_TARGET static void FN(pool_avg_row)(const fn_pool_geom *g, const FN_T *x, ptrdiff_t oh, FN_T *y)
 {
     const ptrdiff_t W = g->W, C = g->C;
     const ptrdiff_t ih0 = oh * g->sh - g->ph;
     const ptrdiff_t span_h = fn_pool_span(ih0, g->kh, g->H, g->ph, g->count_include_pad);
-    ptrdiff_t ilo, ihi, jlo, jhi, ow, c, i, j;
+    ptrdiff_t ilo, ihi, jlo, jhi, ow;
     fn_pool_taps(ih0, g->kh, 1, g->H, &ilo, &ihi);
     for (ow = 0; ow < g->Wo; ow++) {
         const ptrdiff_t iw0 = ow * g->sw - g->pw;
         const FN_T scale = (FN_T)1 / (FN_T)(span_h * fn_pool_span(iw0, g->kw, W, g->pw, g->count_include_pad));
-        const FN_T *x0 = x + ((ih0 + ilo) * W + iw0) * C;
+        const FN_T *x0;
         FN_T *yp = y + ow * C;
         fn_pool_taps(iw0, g->kw, 1, W, &jlo, &jhi);
-        for (c = 0; c < C; c += FN_VL) {
-            const int n = (int)(C - c < FN_VL ? C - c : FN_VL);
-            FN_V s = FN(bc)(0);
-            const FN_T *xr = x0 + c;
-            for (i = ilo; i < ihi; i++, xr += W * C)
-                for (j = jlo; j < jhi; j++)
-                    s += FN_PGET(xr + j * C, n);
-            FN_PPUT(yp + c, n, s * scale);
-        }
+        x0 = x + ((ih0 + ilo) * W + iw0 + jlo) * C;
+#define FN_POOL_AVG(c, U, n) \
+        do { \
+            FN_V s_[FN_POOL_U]; \
+            int u_; \
+            FN(pool_avg_win)(x0 + (c), ihi - ilo, jhi - jlo, W * C, C, (U), (n), s_); \
+            for (u_ = 0; u_ < (U); u_++) \
+                FN_PPUT(yp + (c) + u_ * FN_VL, (n), s_[u_] * scale); \
+        } while (0)
+        FN_POOL_CHANNELS(C, FN_POOL_AVG);
+#undef FN_POOL_AVG
     }
 }
 
@@ -273,6 +395,21 @@ FN_TARGET FN_UNUSED static void FN(pool_avg_forward)(const fn_pool_geom *g, cons
     );
 }
 
+/* the U vectors of one window's gradient gp times scale at its cols cells from dp0 */
+FN_TARGET FN_INLINE void FN(pool_avg_back_win)(const FN_T *gp, FN_T scale, FN_T *dp0, ptrdiff_t cols,
+                                               ptrdiff_t C, int U, int n, int assign)
+{
+    FN_V gv[FN_POOL_U];
+    FN_T *dp = dp0;
+    ptrdiff_t j;
+    int u;
+    for (u = 0; u < U; u++)
+        gv[u] = FN_PGET(gp + u * FN_VL, n) * scale;
+    for (j = 0; j < cols; j++, dp += C)
+        for (u = 0; u < U; u++)
+            FN_PPUT(dp + u * FN_VL, n, assign ? gv[u] : FN_PGET(dp + u * FN_VL, n) + gv[u]);
+}
+
 /* dx row (W, C) += the gradients / divisors of dy row (Wo, C) of output row oh;
  * assign as in pool_max_back_row */
 FN_TARGET static void FN(pool_avg_back_row)(const fn_pool_geom *g, const FN_T *dy, ptrdiff_t oh, FN_T *dx,
@@ -280,25 +417,27 @@ FN_TARGET static void FN(pool_avg_back_row)(const fn_pool_geom *g, const FN_T *d
 {
     const ptrdiff_t W = g->W, C = g->C;
     const ptrdiff_t span_h = fn_pool_span(oh * g->sh - g->ph, g->kh, g->H, g->ph, g->count_include_pad);
-    ptrdiff_t ow, c, j, jlo, jhi, next = 0;
+    ptrdiff_t ow, jlo, jhi, next = 0;
     for (ow = 0; ow < g->Wo; ow++) {
         const ptrdiff_t iw0 = ow * g->sw - g->pw;
-        FN_T scale;
+        const FN_T *gp = dy + ow * C;
+        FN_T scale, *dp0;
         fn_pool_taps(iw0, g->kw, 1, W, &jlo, &jhi);
         if (jlo >= jhi)
             continue;
         scale = (FN_T)1 / (FN_T)(span_h * fn_pool_span(iw0, g->kw, W, g->pw, g->count_include_pad));
+        dp0 = dx + (iw0 + jlo) * C;
         if (assign) {
             if (next < iw0 + jlo)
                 memset(dx + next * C, 0, (size_t)((iw0 + jlo - next) * C) * sizeof(FN_T));
             next = iw0 + jhi;
-        }
-        for (c = 0; c < C; c += FN_VL) {
-            const int n = (int)(C - c < FN_VL ? C - c : FN_VL);
-            const FN_V gv = FN_PGET(dy + ow * C + c, n) * scale;
-            FN_T *dp = dx + (iw0 + jlo) * C + c;
-            for (j = jlo; j < jhi; j++, dp += C)
-                FN_PPUT(dp, n, assign ? gv : FN_PGET(dp, n) + gv);
+#define FN_POOL_BACK(c, U, n) FN(pool_avg_back_win)(gp + (c), scale, dp0 + (c), jhi - jlo, C, (U), (n), 1)
+            FN_POOL_CHANNELS(C, FN_POOL_BACK);
+#undef FN_POOL_BACK
+        } else {
+#define FN_POOL_BACK(c, U, n) FN(pool_avg_back_win)(gp + (c), scale, dp0 + (c), jhi - jlo, C, (U), (n), 0)
+            FN_POOL_CHANNELS(C, FN_POOL_BACK);
+#undef FN_POOL_BACK
         }
     }
     if (assign && next < W)
@@ -342,3 +481,5 @@ FN_TARGET FN_UNUSED static void FN(pool_backward)(const fn_pool_geom *g, const F
 
 #undef FN_PGET
 #undef FN_PPUT
+#undef FN_POOL_U
+#undef FN_POOL_CHANNELS
