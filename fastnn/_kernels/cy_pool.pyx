@@ -42,10 +42,10 @@ cdef extern from "fn_kernels.h":
                                int threads) noexcept nogil
     void fn_pool_avg_forward_f(const fn_pool_geom *g, const float *x, float *y, int threads) noexcept nogil
     void fn_pool_avg_forward_d(const fn_pool_geom *g, const double *x, double *y, int threads) noexcept nogil
-    void fn_pool_backward_f(const fn_pool_geom *g, const float *dy, const void *arg, float *dx,
-                            int threads) noexcept nogil
-    void fn_pool_backward_d(const fn_pool_geom *g, const double *dy, const void *arg, double *dx,
-                            int threads) noexcept nogil
+    int fn_pool_backward_f(const fn_pool_geom *g, const float *dy, const void *arg, float *dx,
+                           int threads) noexcept nogil
+    int fn_pool_backward_d(const fn_pool_geom *g, const double *dy, const void *arg, double *dx,
+                           int threads) noexcept nogil
 
 
 cdef int _num_threads = max(1, fn_max_threads())
@@ -134,6 +134,7 @@ def pool2d_backward(dy, state):
     cdef void *dyp
     cdef void *dxp
     cdef const void *ap = NULL
+    cdef int status = 0
     dx = _empty(x_shape, dtype=dy.dtype)
     if g.N * g.H * g.W * g.C > 0:
         dyp = _data(dy)
@@ -142,7 +143,9 @@ def pool2d_backward(dy, state):
             ap = _data(arg)
         with nogil:
             if single:
-                fn_pool_backward_f(&g, <const float *>dyp, ap, <float *>dxp, threads)
+                status = fn_pool_backward_f(&g, <const float *>dyp, ap, <float *>dxp, threads)
             else:
-                fn_pool_backward_d(&g, <const double *>dyp, ap, <double *>dxp, threads)
+                status = fn_pool_backward_d(&g, <const double *>dyp, ap, <double *>dxp, threads)
+        if status != 0:
+            raise MemoryError("pool2d_backward: no memory for the column table")
     return dx

@@ -19,8 +19,12 @@
  *   A task owns every cell it writes, so overlapping windows need no atomics and
  *   the summation order is fixed: the bits do not depend on the thread count.
  *   Every cell is written (no zeroing pass over dx first): when the windows of one
- *   output row do not overlap, the first tap row assigns (zeros between windows)
- *   and later ones add; otherwise the row is zeroed in the cache and accumulated.
+ *   output row do not overlap, the first covering output row assigns (zeros
+ *   between windows) and later ones add; when they overlap (ResNet's 3x3 stride 2),
+ *   each cell sums all its terms in registers, from a table of the windows covering
+ *   each input column, and is stored once.
+ * - Outputs far larger than the caches (FN_POOL_STREAM_BYTES) written once per cell
+ *   go out with non-temporal stores.
  * - Average pooling multiplies by the reciprocal of the divisor (one division per
  *   window; within an ulp of sum / divisor).
  */
@@ -89,6 +93,26 @@ FN_UNUSED static inline int fn_pool_cols_disjoint(const fn_pool_geom *g)
 /* the n (<= VL) values at p as a vector, and back */
 #define FN_PGET(p, n) ((n) == FN_VL ? FN(ld)(p) : FN(ldn)((p), (n)))
 #define FN_PPUT(p, n, v) do { if ((n) == FN_VL) FN(st)((p), (v)); else FN(stn)((p), (n), (v)); } while (0)
+
+/* Outputs of at least this many bytes are written with non-temporal stores when
+ * every vector of them is aligned: past the caches, with no read for ownership. An
+ * output written once per cell and this large is evicted long before it is read
+ * again; the stores halve its memory traffic (ResNet stem P2: a 26 MB dx, forward
+ * + backward 8.0 -> 4.0 ms on one thread), while the 8 MiB dx of P1/P3 float32 is
+ * faster through the caches. */
+#ifndef FN_POOL_STREAM_BYTES
+#define FN_POOL_STREAM_BYTES ((size_t)12 << 20)
+#endif
+
+/* whether to write an output of `bytes` at p (C channels a pixel) past the caches */
+FN_TARGET FN_INLINE int FN(pool_stream)(const void *p, ptrdiff_t C, size_t bytes)
+{
+    return FN_STREAM_ALIGN > 0 && C % FN_VL == 0 &&
+           (uintptr_t)p % (FN_STREAM_ALIGN > 0 ? FN_STREAM_ALIGN : 1) == 0 && bytes >= FN_POOL_STREAM_BYTES;
+}
+/* store the n lanes of v at p, past the caches when stream (and n == VL) */
+#define FN_PSTORE(p, n, v, nt) \
+    do { if ((nt) && (n) == FN_VL) FN(stream)((p), (v)); else FN_PPUT((p), (n), (v)); } while (0)
 
 /* max pooling's tap record: VL lanes of int8, and of int32 (any alignment) */
 typedef int8_t FN(pa8) __attribute__((vector_size(FN_VL), aligned(1), may_alias));
@@ -225,7 +249,7 @@ FN_TARGET FN_INLINE void FN(pool_max_win)(const FN_T *x0, ptrdiff_t ilo, ptrdiff
 
 /* output row oh of image x (H, W, C) into y (Wo, C) and its tap records at arg[at] */
 FN_TARGET static void FN(pool_max_row)(const fn_pool_geom *g, const FN_T *x, ptrdiff_t oh, FN_T *y,
-                                       void *arg, ptrdiff_t at)
+                                       void *arg, ptrdiff_t at, int stream)
 {
     const ptrdiff_t W = g->W, C = g->C, kw = g->kw, dh = g->dh, dw = g->dw;
     const ptrdiff_t ih0 = oh * g->sh - g->ph, rstep = dh * W * C, cstep = dw * C;
@@ -258,7 +282,7 @@ FN_TARGET static void FN(pool_max_row)(const fn_pool_geom *g, const FN_T *x, ptr
             int u_; \
             FN(pool_max_win)(x0 + (c), ilo, ihi, jlo, jhi, kw, rstep, cstep, (U), (n), b_, k_); \
             for (u_ = 0; u_ < (U); u_++) { \
-                FN_PPUT(yp + (c) + u_ * FN_VL, (n), b_[u_]); \
+                FN_PSTORE(yp + (c) + u_ * FN_VL, (n), b_[u_], stream); \
                 FN(pool_put_arg)(arg, ya + (c) + u_ * FN_VL, (n), bytes, k_[u_]); \
             } \
         } while (0)
@@ -272,8 +296,11 @@ FN_TARGET FN_UNUSED static void FN(pool_max_forward)(const fn_pool_geom *g, cons
                                                      int threads)
 {
     const ptrdiff_t Ho = g->Ho, image = g->H * g->W * g->C, row = g->Wo * g->C;
+    const int stream = FN(pool_stream)(y, g->C, (size_t)(g->N * Ho * row) * sizeof(FN_T));
     FN_TASKS(g->N * Ho,
-        FN(pool_max_row)(g, x + (task / Ho) * image, task % Ho, y + task * row, arg, task * row);
+        FN(pool_max_row)(g, x + (task / Ho) * image, task % Ho, y + task * row, arg, task * row, stream);
+        if (stream)
+            FN(sfence)();
     );
 }
 
@@ -296,7 +323,10 @@ FN_TARGET FN_INLINE void FN(pool_max_back_win)(const FN_T *gp, const void *arg, 
         const FN_VI k = (FN_VI){0} + (int)(kbase + j);
         for (u = 0; u < U; u++) {
             const FN_V add = FN(sel)(av[u] == k, gv[u], FN(bc)(0));
-            FN_PPUT(dp + u * FN_VL, n, assign ? add : FN_PGET(dp + u * FN_VL, n) + add);
+            if (assign)
+                FN_PSTORE(dp + u * FN_VL, n, add, assign == 2);
+            else
+                FN_PPUT(dp + u * FN_VL, n, FN_PGET(dp + u * FN_VL, n) + add);
         }
     }
 }
@@ -328,8 +358,14 @@ FN_TARGET static void FN(pool_max_back_row)(const fn_pool_geom *g, const FN_T *d
             }
 #define FN_POOL_BACK(c, U, n) \
             FN(pool_max_back_win)(gp + (c), arg, a0 + (c), dp0 + (c), jlo, jhi, cstep, kbase, bytes, (U), (n), 1)
-            FN_POOL_CHANNELS(C, FN_POOL_BACK);
+#define FN_POOL_BACK_STREAM(c, U, n) \
+            FN(pool_max_back_win)(gp + (c), arg, a0 + (c), dp0 + (c), jlo, jhi, cstep, kbase, bytes, (U), (n), 2)
+            if (assign == 2)
+                FN_POOL_CHANNELS(C, FN_POOL_BACK_STREAM);
+            else
+                FN_POOL_CHANNELS(C, FN_POOL_BACK);
 #undef FN_POOL_BACK
+#undef FN_POOL_BACK_STREAM
         } else {
 #define FN_POOL_BACK(c, U, n) \
             FN(pool_max_back_win)(gp + (c), arg, a0 + (c), dp0 + (c), jlo, jhi, cstep, kbase, bytes, (U), (n), 0)
@@ -359,7 +395,7 @@ FN_TARGET FN_INLINE void FN(pool_avg_win)(const FN_T *x0, ptrdiff_t rows, ptrdif
 }
 
 /* output row oh of image x (H, W, C) into y (Wo, C) */
-FN_TARGET static void FN(pool_avg_row)(const fn_pool_geom *g, const FN_T *x, ptrdiff_t oh, FN_T *y)
+FN_TARGET static void FN(pool_avg_row)(const fn_pool_geom *g, const FN_T *x, ptrdiff_t oh, FN_T *y, int stream)
 {
     const ptrdiff_t W = g->W, C = g->C;
     const ptrdiff_t ih0 = oh * g->sh - g->ph;
@@ -379,7 +415,7 @@ FN_TARGET static void FN(pool_avg_row)(const fn_pool_geom *g, const FN_T *x, ptr
             int u_; \
             FN(pool_avg_win)(x0 + (c), ihi - ilo, jhi - jlo, W * C, C, (U), (n), s_); \
             for (u_ = 0; u_ < (U); u_++) \
-                FN_PPUT(yp + (c) + u_ * FN_VL, (n), s_[u_] * scale); \
+                FN_PSTORE(yp + (c) + u_ * FN_VL, (n), s_[u_] * scale, stream); \
         } while (0)
         FN_POOL_CHANNELS(C, FN_POOL_AVG);
 #undef FN_POOL_AVG
@@ -390,8 +426,11 @@ FN_TARGET static void FN(pool_avg_row)(const fn_pool_geom *g, const FN_T *x, ptr
 FN_TARGET FN_UNUSED static void FN(pool_avg_forward)(const fn_pool_geom *g, const FN_T *x, FN_T *y, int threads)
 {
     const ptrdiff_t Ho = g->Ho, image = g->H * g->W * g->C, row = g->Wo * g->C;
+    const int stream = FN(pool_stream)(y, g->C, (size_t)(g->N * Ho * row) * sizeof(FN_T));
     FN_TASKS(g->N * Ho,
-        FN(pool_avg_row)(g, x + (task / Ho) * image, task % Ho, y + task * row);
+        FN(pool_avg_row)(g, x + (task / Ho) * image, task % Ho, y + task * row, stream);
+        if (stream)
+            FN(sfence)();
     );
 }
 
@@ -406,8 +445,12 @@ FN_TARGET FN_INLINE void FN(pool_avg_back_win)(const FN_T *gp, FN_T scale, FN_T 
     for (u = 0; u < U; u++)
         gv[u] = FN_PGET(gp + u * FN_VL, n) * scale;
     for (j = 0; j < cols; j++, dp += C)
-        for (u = 0; u < U; u++)
-            FN_PPUT(dp + u * FN_VL, n, assign ? gv[u] : FN_PGET(dp + u * FN_VL, n) + gv[u]);
+        for (u = 0; u < U; u++) {
+            if (assign)
+                FN_PSTORE(dp + u * FN_VL, n, gv[u], assign == 2);
+            else
+                FN_PPUT(dp + u * FN_VL, n, FN_PGET(dp + u * FN_VL, n) + gv[u]);
+        }
 }
 
 /* dx row (W, C) += the gradients / divisors of dy row (Wo, C) of output row oh;
@@ -432,8 +475,13 @@ FN_TARGET static void FN(pool_avg_back_row)(const fn_pool_geom *g, const FN_T *d
                 memset(dx + next * C, 0, (size_t)((iw0 + jlo - next) * C) * sizeof(FN_T));
             next = iw0 + jhi;
 #define FN_POOL_BACK(c, U, n) FN(pool_avg_back_win)(gp + (c), scale, dp0 + (c), jhi - jlo, C, (U), (n), 1)
-            FN_POOL_CHANNELS(C, FN_POOL_BACK);
+#define FN_POOL_BACK_STREAM(c, U, n) FN(pool_avg_back_win)(gp + (c), scale, dp0 + (c), jhi - jlo, C, (U), (n), 2)
+            if (assign == 2)
+                FN_POOL_CHANNELS(C, FN_POOL_BACK_STREAM);
+            else
+                FN_POOL_CHANNELS(C, FN_POOL_BACK);
 #undef FN_POOL_BACK
+#undef FN_POOL_BACK_STREAM
         } else {
 #define FN_POOL_BACK(c, U, n) FN(pool_avg_back_win)(gp + (c), scale, dp0 + (c), jhi - jlo, C, (U), (n), 0)
             FN_POOL_CHANNELS(C, FN_POOL_BACK);
@@ -444,42 +492,207 @@ FN_TARGET static void FN(pool_avg_back_row)(const fn_pool_geom *g, const FN_T *d
         memset(dx + next * C, 0, (size_t)((W - next) * C) * sizeof(FN_T));
 }
 
+/* ---- backward ---- */
+
+/* dx at U vectors of one cell from its gradient terms e < ne: dy at off[e] (and max
+ * pooling's taps at arg[off[e]]) where the tap is k[e] (max), or times scale[e] (avg);
+ * first: start from 0, else add to dx; stream: store past the caches */
+FN_TARGET FN_INLINE void FN(pool_gather_cell)(FN_T *dp, const FN_T *dy, const void *arg, int bytes,
+                                              const ptrdiff_t *off, const int *k, const FN_T *scale, int ne,
+                                              int first, int stream, int U, int n)
+{
+    FN_V acc[FN_POOL_U];
+    int u, e;
+    for (u = 0; u < U; u++)
+        acc[u] = first ? FN(bc)(0) : FN_PGET(dp + u * FN_VL, n);
+    if (arg) {
+        for (e = 0; e < ne; e++) {
+            const FN_VI ke = (FN_VI){0} + k[e];
+            for (u = 0; u < U; u++) {
+                const FN_VI av = FN(pool_get_arg)(arg, off[e] + u * FN_VL, n, bytes);
+                acc[u] += FN(sel)(av == ke, FN_PGET(dy + off[e] + u * FN_VL, n), FN(bc)(0));
+            }
+        }
+    } else {
+        for (e = 0; e < ne; e++)
+            for (u = 0; u < U; u++)
+                acc[u] += FN_PGET(dy + off[e] + u * FN_VL, n) * scale[e];
+    }
+    for (u = 0; u < U; u++)
+        FN_PSTORE(dp + u * FN_VL, n, acc[u], stream);
+}
+
+#define FN_POOL_PAIRS 16
+#define FN_POOL_TERMS 32
+
+/* dx row h of image n (W, C) when the windows of an output row overlap: each cell
+ * sums its terms (covering output row, in increasing tap row i; covering window of
+ * that row, col_ent[col_start[w] ..]) in registers and is stored once (past the
+ * caches when stream). */
+FN_TARGET static void FN(pool_gather_row)(const fn_pool_geom *g, const ptrdiff_t *col_start, const int32_t *col_ent,
+                                          const FN_T *dy, const void *arg, ptrdiff_t n, ptrdiff_t h, FN_T *dxr,
+                                          int stream)
+{
+    const ptrdiff_t C = g->C, W = g->W, Ho = g->Ho, orow = g->Wo * C;
+    const int bytes = g->arg_bytes;
+    ptrdiff_t poff[FN_POOL_PAIRS], pspan[FN_POOL_PAIRS], off[FN_POOL_TERMS];
+    int pk[FN_POOL_PAIRS], k[FN_POOL_TERMS];
+    FN_T scale[FN_POOL_TERMS];
+    ptrdiff_t i = 0, w, e;
+    int chunk = 0;
+    do {
+        int np = 0, p, last;
+        /* the next output rows covering row h (tap row i of output row oh) */
+        for (; i < g->kh && np < FN_POOL_PAIRS; i++) {
+            const ptrdiff_t t = h + g->ph - i * g->dh;
+            if (t < 0) {
+                i = g->kh;
+                break;
+            }
+            if (t % g->sh == 0 && t / g->sh < Ho) {
+                const ptrdiff_t oh = t / g->sh;
+                poff[np] = (n * Ho + oh) * orow;
+                pk[np] = (int)(i * g->kw);
+                pspan[np] = fn_pool_span(oh * g->sh - g->ph, g->kh, g->H, g->ph, g->count_include_pad);
+                np++;
+            }
+        }
+        if (np == 0 && chunk > 0)
+            break;
+        last = i >= g->kh;
+        for (w = 0; w < W; w++) {
+            FN_T *dp = dxr + w * C;
+            int ne = 0, first = chunk == 0;
+#define FN_POOL_GATHER(c, U, nl) \
+            FN(pool_gather_cell)(dp + (c), dy + (c), arg ? (const int8_t *)arg + (c) * bytes : NULL, bytes, off, k, \
+                                 scale, ne, first, 0, (U), (nl))
+#define FN_POOL_GATHER_STREAM(c, U, nl) \
+            FN(pool_gather_cell)(dp + (c), dy + (c), arg ? (const int8_t *)arg + (c) * bytes : NULL, bytes, off, k, \
+                                 scale, ne, first, 1, (U), (nl))
+            for (p = 0; p < np; p++) {
+                for (e = col_start[w]; e < col_start[w + 1]; e++) {
+                    const ptrdiff_t ow = col_ent[2 * e];
+                    off[ne] = poff[p] + ow * C;
+                    if (arg) {
+                        k[ne] = pk[p] + col_ent[2 * e + 1];
+                    } else {
+                        const ptrdiff_t d = pspan[p] * fn_pool_span(ow * g->sw - g->pw, g->kw, W, g->pw,
+                                                                    g->count_include_pad);
+                        scale[ne] = (FN_T)1 / (FN_T)d;
+                    }
+                    if (++ne == FN_POOL_TERMS) {
+                        FN_POOL_CHANNELS(C, FN_POOL_GATHER);
+                        first = 0;
+                        ne = 0;
+                    }
+                }
+            }
+            if (ne > 0 || first) {
+                /* the cell's only store when the terms fit one flush */
+                if (first && last && stream)
+                    FN_POOL_CHANNELS(C, FN_POOL_GATHER_STREAM);
+                else
+                    FN_POOL_CHANNELS(C, FN_POOL_GATHER);
+            }
+#undef FN_POOL_GATHER
+#undef FN_POOL_GATHER_STREAM
+        }
+        chunk++;
+    } while (i < g->kh);
+}
+
 /* dx (N, H, W, C) from dy (N, Ho, Wo, C): one task per input row, which gathers the
  * output rows whose windows cover it, in increasing tap row i; every cell written.
- * arg: max pooling's tap records, or NULL for average pooling. */
-FN_TARGET FN_UNUSED static void FN(pool_backward)(const fn_pool_geom *g, const FN_T *dy, const void *arg,
-                                                  FN_T *dx, int threads)
+ * arg: max pooling's tap records, or NULL for average pooling. Returns 0, or -1
+ * when the column table could not be allocated. */
+FN_TARGET FN_UNUSED static int FN(pool_backward)(const fn_pool_geom *g, const FN_T *dy, const void *arg,
+                                                 FN_T *dx, int threads)
 {
-    const ptrdiff_t H = g->H, Ho = g->Ho, row = g->W * g->C, orow = g->Wo * g->C;
-    const int disjoint = fn_pool_cols_disjoint(g);
+    const ptrdiff_t H = g->H, W = g->W, Ho = g->Ho, row = g->W * g->C, orow = g->Wo * g->C;
+    const int stream = FN(pool_stream)(dx, g->C, (size_t)(g->N * H * row) * sizeof(FN_T));
+    ptrdiff_t *col_start = NULL;
+    int32_t *col_ent = NULL;
+    if (!fn_pool_cols_disjoint(g)) {
+        /* overlapping windows: the windows (ow, tap j) covering each input column */
+        ptrdiff_t ow, j, jlo, jhi, total = 0, w;
+        col_start = (ptrdiff_t *)calloc((size_t)(W + 1), sizeof(ptrdiff_t));
+        for (ow = 0; col_start && ow < g->Wo; ow++) {
+            fn_pool_taps(ow * g->sw - g->pw, g->kw, g->dw, W, &jlo, &jhi);
+            for (j = jlo; j < jhi; j++)
+                col_start[ow * g->sw - g->pw + j * g->dw + 1]++;
+            total += jhi - jlo;
+        }
+        col_ent = col_start ? (int32_t *)malloc((size_t)(2 * total + 2) * sizeof(int32_t)) : NULL;
+        if (!col_ent) {
+            free(col_start);
+            return -1;
+        }
+        for (w = 0; w < W; w++)
+            col_start[w + 1] += col_start[w];
+        /* filled from the last window back: each column's terms in increasing j */
+        for (ow = g->Wo - 1; ow >= 0; ow--) {
+            fn_pool_taps(ow * g->sw - g->pw, g->kw, g->dw, W, &jlo, &jhi);
+            for (j = jhi - 1; j >= jlo; j--) {
+                const ptrdiff_t col = ow * g->sw - g->pw + j * g->dw;
+                col_ent[2 * col_start[col]] = (int32_t)ow;
+                col_ent[2 * col_start[col] + 1] = (int32_t)j;
+                col_start[col]++;
+            }
+        }
+        /* col_start[w] now holds the end of column w: shift back */
+        for (w = W; w > 0; w--)
+            col_start[w] = col_start[w - 1];
+        col_start[0] = 0;
+    }
     FN_TASKS(g->N * H,
         const ptrdiff_t n = task / H, h = task % H;
         FN_T *dxr = dx + task * row;
-        int first = 1;
-        ptrdiff_t i;
-        for (i = 0; i < g->kh; i++) {
-            const ptrdiff_t t = h + g->ph - i * g->dh;
-            ptrdiff_t oh, q;
-            if (t < 0)
-                break;
-            if (t % g->sh != 0 || t / g->sh >= Ho)
-                continue;
-            oh = t / g->sh;
-            q = n * Ho + oh;
-            if (first && !disjoint)
+        if (col_start) {
+            FN(pool_gather_row)(g, col_start, col_ent, dy, arg, n, h, dxr, stream);
+            if (stream)
+                FN(sfence)();
+        } else {
+            /* the output rows covering row h, in increasing tap row i: the first
+             * assigns (past the caches when it is the only one), the others add */
+            ptrdiff_t i, count = 0;
+            int first = 1;
+            for (i = 0; i < g->kh; i++) {
+                const ptrdiff_t t = h + g->ph - i * g->dh;
+                if (t < 0)
+                    break;
+                count += t % g->sh == 0 && t / g->sh < Ho;
+            }
+            for (i = 0; i < g->kh; i++) {
+                const ptrdiff_t t = h + g->ph - i * g->dh;
+                const int assign = first ? (stream && count == 1 ? 2 : 1) : 0;
+                ptrdiff_t oh, q;
+                if (t < 0)
+                    break;
+                if (t % g->sh != 0 || t / g->sh >= Ho)
+                    continue;
+                oh = t / g->sh;
+                q = n * Ho + oh;
+                if (arg)
+                    FN(pool_max_back_row)(g, dy + q * orow, arg, q * orow, i, dxr, assign);
+                else
+                    FN(pool_avg_back_row)(g, dy + q * orow, oh, dxr, assign);
+                first = 0;
+            }
+            if (first)
                 memset(dxr, 0, (size_t)row * sizeof(FN_T));
-            if (arg)
-                FN(pool_max_back_row)(g, dy + q * orow, arg, q * orow, i, dxr, first && disjoint);
-            else
-                FN(pool_avg_back_row)(g, dy + q * orow, oh, dxr, first && disjoint);
-            first = 0;
+            if (stream && count == 1)
+                FN(sfence)();
         }
-        if (first)
-            memset(dxr, 0, (size_t)row * sizeof(FN_T));
     );
+    free(col_start);
+    free(col_ent);
+    return 0;
 }
 
 #undef FN_PGET
 #undef FN_PPUT
+#undef FN_PSTORE
 #undef FN_POOL_U
 #undef FN_POOL_CHANNELS
+#undef FN_POOL_PAIRS
+#undef FN_POOL_TERMS

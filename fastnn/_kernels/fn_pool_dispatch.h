@@ -13,8 +13,9 @@ FN_UNUSED static void FN_D(pool_avg_forward, FN_TS)(const fn_pool_geom *g, const
     FN_PICK(, pool_avg_forward, FN_TS, (g, x, y, threads))
 }
 
-FN_UNUSED static void FN_D(pool_backward, FN_TS)(const fn_pool_geom *g, const FN_T *dy, const void *arg, FN_T *dx,
-                                                 int threads)
+FN_UNUSED static int FN_D(pool_backward, FN_TS)(const fn_pool_geom *g, const FN_T *dy, const void *arg, FN_T *dx,
+                                                int threads)
 {
-    FN_PICK(, pool_backward, FN_TS, (g, dy, arg, dx, threads))
+    FN_PICK(return, pool_backward, FN_TS, (g, dy, arg, dx, threads))
+    return -1;
 }
