@@ -726,3 +726,18 @@ def test_tier_setting_is_clamped_and_restored():
     finally:
         cy_pool.set_tier(before)
     assert cy_pool.active_tier() == before
+
+
+@pytest.mark.parametrize("dtype, channels", [(np.float32, 96), (np.float64, 48)], ids=["f32", "f64"])
+@pytest.mark.parametrize("mode, k, stride, padding", [("max", 2, 2, 0), ("max", 3, 1, 1), ("avg", 3, 1, 1),
+                                                      ("avg", 2, 2, 0)])
+def test_tiers_large_outputs(cy_tier, dtype, channels, mode, k, stride, padding, rng):
+    """Outputs of 12 MiB and more that are written once per cell go past the caches
+    (non-temporal stores): x and dx (2, 128, 128, C) are 12 MiB, and so is y at stride 1."""
+    need("numba", *POOL_KERNELS)
+    x = randn(rng, (2, 128, 128, channels), dtype)
+    y, cache = fastnn.pool2d_forward(x, k, stride, padding, mode=mode, backend="cython")
+    y_nb, cache_nb = fastnn.pool2d_forward(x, k, stride, padding, mode=mode, backend="numba")
+    dy = randn(rng, y.shape, dtype)
+    assert_close(y, y_nb, dtype, "y vs numba")
+    assert_close(fastnn.pool2d_backward(dy, cache), fastnn.pool2d_backward(dy, cache_nb), dtype, "dx vs numba")
