@@ -247,6 +247,82 @@ FN_TARGET FN_INLINE void FN(pool_max_win)(const FN_T *x0, ptrdiff_t ilo, ptrdiff
     }
 }
 
+#if FN_TIER_ID != FN_TIER_GENERIC
+/* the tiers' max of two vectors (the second when they are equal, zeros of either
+ * sign included, or when one is NaN), max of two tap vectors, and whether any lane
+ * is NaN */
+#if FN_TIER_ID == FN_TIER_AVX512 && FN_DOUBLE
+FN_TARGET FN_INLINE FN_V FN(pool_vmax)(FN_V a, FN_V b) { return _mm512_max_pd(a, b); }
+FN_TARGET FN_INLINE FN_VI FN(pool_kmax)(FN_VI a, FN_VI b) { return (FN_VI)_mm512_max_epi64((__m512i)a, (__m512i)b); }
+FN_TARGET FN_INLINE int FN(pool_anynan)(FN_V a) { return _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q) != 0; }
+#elif FN_TIER_ID == FN_TIER_AVX512
+FN_TARGET FN_INLINE FN_V FN(pool_vmax)(FN_V a, FN_V b) { return _mm512_max_ps(a, b); }
+FN_TARGET FN_INLINE FN_VI FN(pool_kmax)(FN_VI a, FN_VI b) { return (FN_VI)_mm512_max_epi32((__m512i)a, (__m512i)b); }
+FN_TARGET FN_INLINE int FN(pool_anynan)(FN_V a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) != 0; }
+#elif FN_DOUBLE
+FN_TARGET FN_INLINE FN_V FN(pool_vmax)(FN_V a, FN_V b) { return _mm256_max_pd(a, b); }
+/* AVX2 has no 64-bit max: a select on the greater-than mask */
+FN_TARGET FN_INLINE FN_VI FN(pool_kmax)(FN_VI a, FN_VI b)
+{
+    return (FN_VI)_mm256_blendv_pd((__m256d)b, (__m256d)a, (__m256d)(a > b));
+}
+FN_TARGET FN_INLINE int FN(pool_anynan)(FN_V a) { return _mm256_movemask_pd(_mm256_cmp_pd(a, a, _CMP_UNORD_Q)) != 0; }
+#else
+FN_TARGET FN_INLINE FN_V FN(pool_vmax)(FN_V a, FN_V b) { return _mm256_max_ps(a, b); }
+FN_TARGET FN_INLINE FN_VI FN(pool_kmax)(FN_VI a, FN_VI b) { return (FN_VI)_mm256_max_epi32((__m256i)a, (__m256i)b); }
+FN_TARGET FN_INLINE int FN(pool_anynan)(FN_V a) { return _mm256_movemask_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q)) != 0; }
+#endif
+
+/* pool_max_win without NaN: a cell replaces the maximum when strictly larger
+ * (max(v, best) keeps best on ties), and as the taps k increase, the tap of the
+ * last replacement is the largest tap that replaced. Returns 0 when no lane of any
+ * cell was NaN (a running sum per lane tells, once per window: NaN, or inf - inf
+ * which only costs the exact loop for nothing), else 1 with best and kv undefined. */
+FN_TARGET FN_INLINE int FN(pool_max_win_fast)(const FN_T *x0, ptrdiff_t ilo, ptrdiff_t ihi, ptrdiff_t jlo,
+                                              ptrdiff_t jhi, ptrdiff_t kw, ptrdiff_t rstep, ptrdiff_t cstep,
+                                              int U, int n, FN_V *best, FN_VI *kv)
+{
+    FN_V sum[FN_POOL_U];
+    const FN_T *xr = x0;
+    ptrdiff_t i, j;
+    int u, nan = 0;
+    for (u = 0; u < U; u++) {
+        best[u] = sum[u] = FN_PGET(x0 + u * FN_VL, n);
+        kv[u] = (FN_VI){0} + (int)(ilo * kw + jlo);
+    }
+    for (i = ilo; i < ihi; i++, xr += rstep) {
+        const FN_T *xp = xr;
+        j = jlo;
+        if (i == ilo) {
+            j++;
+            xp += cstep;
+        }
+        for (; j < jhi; j++, xp += cstep) {
+            const FN_VI k = (FN_VI){0} + (int)(i * kw + j);
+            for (u = 0; u < U; u++) {
+                const FN_V v = FN_PGET(xp + u * FN_VL, n);
+                kv[u] = FN(pool_kmax)(kv[u], k & (best[u] < v));
+                best[u] = FN(pool_vmax)(v, best[u]);
+                sum[u] += v;
+            }
+        }
+    }
+    for (u = 0; u < U; u++)
+        nan |= FN(pool_anynan)(sum[u]);
+    return nan;
+}
+#else
+/* the generic tier takes the exact loop every time */
+FN_TARGET FN_INLINE int FN(pool_max_win_fast)(const FN_T *x0, ptrdiff_t ilo, ptrdiff_t ihi, ptrdiff_t jlo,
+                                              ptrdiff_t jhi, ptrdiff_t kw, ptrdiff_t rstep, ptrdiff_t cstep,
+                                              int U, int n, FN_V *best, FN_VI *kv)
+{
+    (void)x0, (void)ilo, (void)ihi, (void)jlo, (void)jhi, (void)kw, (void)rstep, (void)cstep;
+    (void)U, (void)n, (void)best, (void)kv;
+    return 1;
+}
+#endif
+
 /* output row oh of image x (H, W, C) into y (Wo, C) and its tap records at arg[at] */
 FN_TARGET static void FN(pool_max_row)(const fn_pool_geom *g, const FN_T *x, ptrdiff_t oh, FN_T *y,
                                        void *arg, ptrdiff_t at, int stream)
@@ -280,7 +356,8 @@ FN_TARGET static void FN(pool_max_row)(const fn_pool_geom *g, const FN_T *x, ptr
             FN_V b_[FN_POOL_U]; \
             FN_VI k_[FN_POOL_U]; \
             int u_; \
-            FN(pool_max_win)(x0 + (c), ilo, ihi, jlo, jhi, kw, rstep, cstep, (U), (n), b_, k_); \
+            if (FN(pool_max_win_fast)(x0 + (c), ilo, ihi, jlo, jhi, kw, rstep, cstep, (U), (n), b_, k_)) \
+                FN(pool_max_win)(x0 + (c), ilo, ihi, jlo, jhi, kw, rstep, cstep, (U), (n), b_, k_); \
             for (u_ = 0; u_ < (U); u_++) { \
                 FN_PSTORE(yp + (c) + u_ * FN_VL, (n), b_[u_], stream); \
                 FN(pool_put_arg)(arg, ya + (c) + u_ * FN_VL, (n), bytes, k_[u_]); \
