@@ -637,6 +637,8 @@ def tier_cases():
         case("dil-empty", "max", N=1, H=1, W=3, k=(2, 1), stride=1, dilation=(3, 1), padding=(2, 0)),
         case("gap", "max", N=1, H=8, W=9, k=2, stride=3),
         case("int32-taps", "max", N=1, H=12, W=12, k=(12, 11), stride=1),
+        # up to 17 output rows x 3 windows cover a cell: more terms than one flush holds
+        case("many-terms", "max", N=1, H=34, W=8, k=(17, 3), stride=1, padding=(2, 1)),
         case("k2", "avg", N=2, H=6, W=7, k=2),
         case("k3s2p1", "avg", N=2, H=9, W=8, k=3, stride=2, padding=1),
         case("k3s1-excl", "avg", N=1, H=6, W=7, k=3, stride=1, padding=1, count_include_pad=False),
@@ -645,6 +647,7 @@ def tier_cases():
              count_include_pad=False),
         case("gap", "avg", N=1, H=8, W=9, k=2, stride=3),
         case("global", "avg", N=2, H=12, W=11, k=(12, 11)),
+        case("many-terms", "avg", N=1, H=34, W=8, k=(17, 3), stride=1, padding=(2, 1), count_include_pad=False),
     ]
     out = []
     for g_i, geometry in enumerate(geometries):
