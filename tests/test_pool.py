@@ -593,3 +593,154 @@ def test_pool_empty_spatial_is_an_error(shape):
     for func in (fastnn.global_avg_pool2d, fastnn.global_max_pool2d):
         with pytest.raises(ValueError, match=func.__name__):
             func(np.zeros(shape))
+
+
+# --------------------------------------------------------------------------- CPU tiers (cython)
+#
+# The cython pooling kernels are compiled once per CPU tier (generic, avx2, avx512) and
+# element type, with the channel loop on the tier's vectors: VL = 2 .. 16 lanes, four
+# vectors at a time, and the channel tail masked. Every tier this CPU can run is checked
+# against the reference, on channel counts around each VL (VL - 1, VL, VL + 1, 2 VL + 3,
+# 4 VL + tail), every geometry option, NaN and +-inf, and across thread counts.
+
+TIER_NAMES = ("generic", "avx2", "avx512")
+# around VL = 2, 4, 8, 16 (float64/float32 on 16-, 32- and 64-byte vectors)
+TIER_CHANNELS = (1, 2, 3, 4, 5, 7, 8, 9, 11, 15, 16, 17, 19, 33, 35, 67, 69)
+
+
+@pytest.fixture(params=range(len(TIER_NAMES)), ids=TIER_NAMES)
+def cy_tier(request):
+    """The cython pooling module running on one CPU tier (skipped above this CPU's);
+    the tier it ran on before is restored afterwards."""
+    cy_pool = pytest.importorskip("fastnn._kernels.cy_pool")
+    if "cython" not in fastnn.available_backends():
+        pytest.skip("the cython backend is not available")
+    tier = request.param
+    if tier > cy_pool.cpu_tier():
+        pytest.skip(f"this CPU has no {TIER_NAMES[tier]} tier")
+    before = cy_pool.active_tier()
+    assert cy_pool.set_tier(tier) == tier
+    try:
+        yield cy_pool
+    finally:
+        cy_pool.set_tier(before)
+
+
+def tier_cases():
+    """(geometry, channel count) pairs: each geometry meets several channel counts."""
+    geometries = [
+        case("k2", "max", N=2, H=6, W=7, k=2),
+        case("k3s2p1", "max", N=2, H=9, W=8, k=3, stride=2, padding=1),
+        case("k3s1", "max", N=1, H=6, W=6, k=3, stride=1),
+        case("nonsq-ceil", "max", N=1, H=7, W=6, k=(2, 3), stride=(2, 1), padding=(1, 1), ceil_mode=True),
+        case("dil", "max", N=1, H=7, W=8, k=(2, 3), stride=(1, 2), dilation=(2, 2), padding=(1, 2)),
+        case("dil-empty", "max", N=1, H=1, W=3, k=(2, 1), stride=1, dilation=(3, 1), padding=(2, 0)),
+        case("gap", "max", N=1, H=8, W=9, k=2, stride=3),
+        case("int32-taps", "max", N=1, H=12, W=12, k=(12, 11), stride=1),
+        # up to 17 output rows x 3 windows cover a cell: more terms than one flush holds
+        case("many-terms", "max", N=1, H=34, W=8, k=(17, 3), stride=1, padding=(2, 1)),
+        case("k2", "avg", N=2, H=6, W=7, k=2),
+        case("k3s2p1", "avg", N=2, H=9, W=8, k=3, stride=2, padding=1),
+        case("k3s1-excl", "avg", N=1, H=6, W=7, k=3, stride=1, padding=1, count_include_pad=False),
+        case("ceil-overhang", "avg", N=1, H=5, W=5, k=2, stride=2, padding=1, ceil_mode=True),
+        case("ceil-excl", "avg", N=1, H=6, W=5, k=(3, 2), stride=2, padding=1, ceil_mode=True,
+             count_include_pad=False),
+        case("gap", "avg", N=1, H=8, W=9, k=2, stride=3),
+        case("global", "avg", N=2, H=12, W=11, k=(12, 11)),
+        case("many-terms", "avg", N=1, H=34, W=8, k=(17, 3), stride=1, padding=(2, 1), count_include_pad=False),
+    ]
+    out = []
+    for g_i, geometry in enumerate(geometries):
+        for k, channels in enumerate(TIER_CHANNELS):
+            if (g_i + k) % 3 == 0 or channels in (1, 8, 17):
+                out.append((dict(geometry.values[0], C=channels), f"{geometry.id}-C{channels}"))
+    return out
+
+
+TIER_CASES = tier_cases()
+
+
+def pool_both(c, x, dy, backend):
+    kw = options(c, "NHWC")
+    y, cache = fastnn.pool2d_forward(x, c["k"], c["stride"], c["padding"], **kw, backend=backend)
+    return y, fastnn.pool2d_backward(dy, cache)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_tiers_match_reference(cy_tier, dtype, rng):
+    for c, name in TIER_CASES:
+        x = tie_free(rng, (c["N"], c["H"], c["W"], c["C"]), dtype)
+        y_ref, cache_ref = fastnn.reference.pool2d_forward(x, c["k"], c["stride"], c["padding"], **options(c, "NHWC"))
+        dy = randn(rng, y_ref.shape, dtype)
+        y, dx = pool_both(c, x, dy, "cython")
+        assert y.dtype == dx.dtype == dtype, name
+        assert_close(y, y_ref, dtype, f"y {name}")
+        assert_close(dx, fastnn.reference.pool2d_backward(dy, cache_ref), dtype, f"dx {name}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_tiers_nan_inf_and_ties(cy_tier, dtype, rng):
+    """NaN wins a max window (the first NaN takes the gradient), +-inf and ties follow
+    the first-maximum rule, and average pooling propagates them, on every tier."""
+    for c, name in TIER_CASES:
+        shape = (c["N"], c["H"], c["W"], c["C"])
+        x = integer_valued(rng, shape, -2, 3).astype(dtype)  # many ties
+        special = rng.random(shape)
+        x[special < 0.06] = np.nan
+        x[(special >= 0.06) & (special < 0.12)] = np.inf
+        x[(special >= 0.12) & (special < 0.2)] = -np.inf
+        kw = options(c, "NHWC")
+        with np.errstate(invalid="ignore"):  # inf - inf and NaN in the reference's reductions
+            y_ref, cache_ref = fastnn.reference.pool2d_forward(x, c["k"], c["stride"], c["padding"], **kw)
+            dy = integer_valued(rng, y_ref.shape).astype(dtype)
+            y, dx = pool_both(c, x, dy, "cython")
+            dx_ref = fastnn.reference.pool2d_backward(dy, cache_ref)
+        if c["mode"] == "max":
+            np.testing.assert_array_equal(y, y_ref, err_msg=f"y {name}")  # NaN == NaN here
+        else:
+            assert_close(y, y_ref, dtype, f"y {name}")
+        assert_close(dx, dx_ref, dtype, f"dx {name}")
+
+
+@pytest.mark.parametrize("mode, k, stride, padding", [("max", 3, 1, 1), ("max", 3, 2, 1), ("max", 2, 2, 0),
+                                                      ("avg", 3, 1, 1), ("avg", 3, 2, 1), ("avg", 2, 2, 0)])
+def test_tiers_same_bits_at_any_thread_count(cy_tier, mode, k, stride, padding, rng):
+    x = randn(rng, (3, 13, 11, 21), np.float32)
+    y1, c1 = fastnn.pool2d_forward(x, k, stride, padding, mode=mode, backend="cython")
+    dy = randn(rng, y1.shape, np.float32)
+    fastnn.set_num_threads(1)
+    y1, c1 = fastnn.pool2d_forward(x, k, stride, padding, mode=mode, backend="cython")
+    dx1 = fastnn.pool2d_backward(dy, c1)
+    for threads in (2, 3, 5):
+        fastnn.set_num_threads(threads)
+        y, cache = fastnn.pool2d_forward(x, k, stride, padding, mode=mode, backend="cython")
+        np.testing.assert_array_equal(y, y1)
+        np.testing.assert_array_equal(fastnn.pool2d_backward(dy, cache), dx1)
+
+
+def test_tier_setting_is_clamped_and_restored():
+    cy_pool = pytest.importorskip("fastnn._kernels.cy_pool")
+    before = cy_pool.active_tier()
+    top = cy_pool.cpu_tier()
+    try:
+        assert 0 <= top < len(TIER_NAMES)
+        assert cy_pool.set_tier(len(TIER_NAMES) + 3) == top
+        assert cy_pool.set_tier(-1) == 0 and cy_pool.active_tier() == 0
+    finally:
+        cy_pool.set_tier(before)
+    assert cy_pool.active_tier() == before
+
+
+@pytest.mark.parametrize("dtype, channels", [(np.float32, 96), (np.float64, 48)], ids=["f32", "f64"])
+@pytest.mark.parametrize("mode, k, stride, padding", [("max", 2, 2, 0), ("max", 3, 1, 1), ("avg", 3, 1, 1),
+                                                      ("avg", 2, 2, 0)])
+def test_tiers_large_outputs(cy_tier, dtype, channels, mode, k, stride, padding, rng):
+    """Outputs of 12 MiB and more that are written once per cell go past the caches
+    (non-temporal stores): x and dx (2, 128, 128, C) are 12 MiB, and so is y at stride 1."""
+    need("numba", *POOL_KERNELS)
+    x = randn(rng, (2, 128, 128, channels), dtype)
+    y, cache = fastnn.pool2d_forward(x, k, stride, padding, mode=mode, backend="cython")
+    y_nb, cache_nb = fastnn.pool2d_forward(x, k, stride, padding, mode=mode, backend="numba")
+    dy = randn(rng, y.shape, dtype)
+    assert_close(y, y_nb, dtype, "y vs numba")
+    assert_close(fastnn.pool2d_backward(dy, cache), fastnn.pool2d_backward(dy, cache_nb), dtype, "dx vs numba")

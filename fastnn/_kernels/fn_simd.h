@@ -176,10 +176,7 @@ FN_TARGET static inline void FN(transpose)(const FN_T *s, ptrdiff_t ls, int rows
     }
 }
 #endif
-/* no streaming: a 32-byte non-temporal store fills half a cache line, and the other
- * half (the next block of units) is written by another task much later, so the
- * write-combining buffer goes out partial, which costs far more than it saves */
-#define FN_STREAM_ALIGN 0
+#define FN_STREAM_ALIGN 32
 FN_TARGET FN_INLINE void FN(sfence)(void) { _mm_sfence(); }
 
 #else  /* generic: plain vector code, lane loops where a tier would mask */
