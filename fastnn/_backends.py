@@ -38,7 +38,7 @@ for _cell in ("rnn", "gru", "lstm"):
 
 _PREFERENCE = {
     "conv": ("cython", "numba", "reference"),
-    "pool": ("numba", "cython", "reference"),
+    "pool": ("cython", "numba", "reference"),
     "bmm": ("cython", "numba", "reference"),
     "recurrent": ("cython", "numba", "reference"),
 }

@@ -602,7 +602,8 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
     cdef bint depthwise = groups > 1 and g.Cg == 1
     # dx by columns and col2im for a strided convolution, and where the transposed
     # convolution's output (C_in per group) would fill less than half a panel
-    cdef bint by_columns = g.sh > 1 or g.sw > 1 or 2 * g.Cg < fn_panel_width(floating is double)
+    cdef bint dbl = floating is double
+    cdef bint by_columns = g.sh > 1 or g.sw > 1 or 2 * g.Cg < fn_panel_width(dbl)
     dx_arr = (np.zeros if by_columns and not depthwise else np.empty)((g.N, g.H, g.W, g.C), dtype=dtype)
     dw_arr = np.empty((g.kh, g.kw, g.Cg, C_out), dtype=dtype)
     db_arr = np.empty(C_out, dtype=dtype) if has_bias else None

@@ -19,16 +19,14 @@ def openmp_enabled():
 
 def cpu_tier():
     """The highest CPU tier (fn_base.h's FN_TIER_*) this CPU and build can run."""
-    tiers = [module.cpu_tier() for module in _modules if hasattr(module, "cpu_tier")]
-    return min(tiers) if tiers else 0
+    return min(module.cpu_tier() for module in _modules)
 
 
 def set_tier(tier):
     """Run every module's kernels on `tier` (at most the CPU's); returns the tier set."""
-    tiers = [module.set_tier(tier) for module in _modules if hasattr(module, "set_tier")]
-    return min(tiers) if tiers else 0
+    return min(module.set_tier(tier) for module in _modules)
 
 
 def active_tier():
-    tiers = [module.active_tier() for module in _modules if hasattr(module, "active_tier")]
-    return min(tiers) if tiers else 0
+    """The tier the modules' kernels run on."""
+    return min(module.active_tier() for module in _modules)
