@@ -24,38 +24,48 @@
 #define FN_NR (FN_NV * FN_VL)   /* columns per packed panel */
 #define FN_TILES 16              /* tiles per block of a convolution's pointer table */
 
+/* The packed form of B (K, N): panels of FN_NR columns, panel p holding
+ * B[k, p FN_NR + j] at P[p K FN_NR + k w + j] with w its width, FN_NR, except a last,
+ * partial panel no wider than half a panel, which is packed FN_NR / 2 wide (the half
+ * tile runs it: no multiply-adds on columns of zeros); columns past N are zero. */
+FN_INLINE ptrdiff_t FN(panel_width)(ptrdiff_t N, ptrdiff_t p)
+{
+    const ptrdiff_t rest = N - p * FN_NR;
+    return rest >= FN_NR || rest > FN_NR / 2 ? FN_NR : FN_NR / 2;
+}
+
 /* Elements in the packed form of a (K, N) matrix. */
 FN_UNUSED static inline size_t FN(packed_size)(ptrdiff_t K, ptrdiff_t N)
 {
-    return (size_t)((N + FN_NR - 1) / FN_NR) * FN_NR * (size_t)(K > 0 ? K : 0);
+    const ptrdiff_t full = N / FN_NR;
+    const ptrdiff_t width = full * FN_NR + (N > full * FN_NR ? FN(panel_width)(N, full) : 0);
+    return (size_t)width * (size_t)(K > 0 ? K : 0);
 }
 
-/* Pack B (K, N), element (k, n) at src[k * sk + n * sn], into panels of FN_NR
- * columns: panel p holds B[k, p * FN_NR + j] at P[(p * K + k) * FN_NR + j], the
- * columns past N zero. */
+/* Pack B (K, N), element (k, n) at src[k * sk + n * sn], in the packed form above. */
 FN_TARGET FN_UNUSED static void FN(pack)(ptrdiff_t K, ptrdiff_t N, const FN_T *src, ptrdiff_t sk,
                                          ptrdiff_t sn, FN_T *P)
 {
     ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, p, k, j;
     for (p = 0; p < panels; p++) {
-        ptrdiff_t width = N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR;
+        const ptrdiff_t width = N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR, w = FN(panel_width)(N, p);
         FN_T *out = P + p * K * FN_NR;
         if (sn == 1) {
             for (k = 0; k < K; k++) {
-                memcpy(out + k * FN_NR, src + k * sk + p * FN_NR, (size_t)width * sizeof(FN_T));
-                for (j = width; j < FN_NR; j++)
-                    out[k * FN_NR + j] = 0;
+                memcpy(out + k * w, src + k * sk + p * FN_NR, (size_t)width * sizeof(FN_T));
+                for (j = width; j < w; j++)
+                    out[k * w + j] = 0;
             }
         } else {
             /* column by column, so a transposed source is read along its rows */
-            for (j = 0; j < FN_NR; j++) {
+            for (j = 0; j < w; j++) {
                 if (j < width) {
                     const FN_T *col = src + (p * FN_NR + j) * sn;
                     for (k = 0; k < K; k++)
-                        out[k * FN_NR + j] = col[k * sk];
+                        out[k * w + j] = col[k * sk];
                 } else {
                     for (k = 0; k < K; k++)
-                        out[k * FN_NR + j] = 0;
+                        out[k * w + j] = 0;
                 }
             }
         }
@@ -69,102 +79,22 @@ FN_TARGET FN_UNUSED static void FN(pack_t)(ptrdiff_t K, ptrdiff_t N, const FN_T 
 {
     const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR;
     ptrdiff_t p, k0, v;
-    for (p = 0; p < panels; p++)
+    for (p = 0; p < panels; p++) {
+        const ptrdiff_t w = FN(panel_width)(N, p);
         for (k0 = 0; k0 < K; k0 += FN_VL)
-            for (v = 0; v < FN_NR; v += FN_VL) {
+            for (v = 0; v < w; v += FN_VL) {
                 const ptrdiff_t n0 = p * FN_NR + v;
                 const int rows = (int)(N - n0 < 0 ? 0 : (N - n0 < FN_VL ? N - n0 : FN_VL));
-                FN(transpose)(S + (rows > 0 ? n0 : 0) * ls + k0, ls, rows,
-                              (int)(K - k0 < FN_VL ? K - k0 : FN_VL), P + (p * K + k0) * FN_NR + v, FN_NR);
+                FN(transpose)(S + (rows > 0 ? n0 : 0) * ls + k0, ls, rows, (int)(K - k0 < FN_VL ? K - k0 : FN_VL),
+                              P + p * K * FN_NR + k0 * w + v, w);
             }
-}
-
-#define FN_TNV FN_NV
-#define FN_TILE(name) FN(name)
-#include "fn_tile.h"
-#undef FN_TNV
-#undef FN_TILE
-/* the half tile: FN(ukr_nn_h) and FN(ukr_tn_h) */
-#define FN_TNV (FN_NV / 2)
-#define FN_TILE(name) FN(name##_h)
-#include "fn_tile.h"
-#undef FN_TNV
-#undef FN_TILE
-
-/* Where the panels of a right operand B (K, N) lie: panel p (columns p FN_NR ..)
- * at B + p * step, k rows ld apart, except the last, partial one (when N is not a
- * multiple of FN_NR), at tail with rows tail_ld apart. Packed by FN(pack): step =
- * K FN_NR, ld = tail_ld = FN_NR. Read in place (a row-major B with row stride ldb):
- * step = FN_NR, ld = ldb, and the last panel packed unless it is exactly half a
- * panel wide (the half tile reads no further). */
-typedef struct {
-    const FN_T *B, *tail;
-    ptrdiff_t step, ld, tail_ld;
-    int packed;  /* every panel FN(pack)'s, zero-padded to FN_NR columns */
-} FN(panels);
-
-FN_TARGET FN_INLINE FN(panels) FN(packed_panels)(const FN_T *P, ptrdiff_t K, ptrdiff_t N)
-{
-    FN(panels) src;
-    src.B = P;
-    src.step = K * FN_NR;
-    src.ld = src.tail_ld = FN_NR;
-    src.tail = P + N / FN_NR * src.step;
-    src.packed = 1;
-    return src;
-}
-
-/* Long reductions are cut so that a tile's share of the panel stays in the level-2
- * cache. */
-#define FN_KC 2048
-
-/* C (M, nr) = A (M, K) @ one panel (nr columns, row stride ldbp) (+ bias, a row of nr,
- * when not NULL) (+ C when accumulate); one thread. Rows go in blocks whose A rows
- * stay cached across the reduction's chunks; a panel no wider than half a full one
- * runs on the half tile. */
-FN_TARGET FN_UNUSED static void FN(gemm_panel)(ptrdiff_t M, ptrdiff_t K, const FN_T *A, ptrdiff_t lda,
-                                               const FN_T *bp, ptrdiff_t ldbp, int nr, const FN_T *bias,
-                                               FN_T *C, ptrdiff_t ldc, int accumulate)
-{
-    const ptrdiff_t MB = FN_MR * FN_TILES, zero = 0;
-    const int half = nr <= FN_NR / 2;
-    ptrdiff_t m0, i, k0, r;
-    const FN_T *rows[FN_MR];
-    if (M <= 0 || nr <= 0)
-        return;
-    if (K <= 0) {
-        for (r = 0; r < M; r++) {
-            if (!accumulate)
-                memset(C + r * ldc, 0, (size_t)nr * sizeof(FN_T));
-            if (bias != NULL)
-                for (i = 0; i < nr; i++)
-                    C[r * ldc + i] += bias[i];
-        }
-        return;
-    }
-    for (m0 = 0; m0 < M; m0 += MB) {
-        ptrdiff_t m1 = M - m0 < MB ? M : m0 + MB;
-        for (k0 = 0; k0 < K; k0 += FN_KC) {
-            ptrdiff_t kc = K - k0 < FN_KC ? K - k0 : FN_KC;
-            const FN_T *init = k0 == 0 ? bias : NULL;
-            for (i = m0; i < m1; i += FN_MR) {
-                int mr = (int)(m1 - i < FN_MR ? m1 - i : FN_MR);
-                for (r = 0; r < FN_MR; r++)
-                    rows[r] = A + (i + (r < mr ? r : mr - 1)) * lda;
-                if (half)
-                    FN(ukr_nn_h)(1, kc, rows, k0, &zero, bp + k0 * ldbp, ldbp, init, C + i * ldc, ldc, mr, nr,
-                                 accumulate || k0 > 0);
-                else
-                    FN(ukr_nn)(1, kc, rows, k0, &zero, bp + k0 * ldbp, ldbp, init, C + i * ldc, ldc, mr, nr,
-                               accumulate || k0 > 0);
-            }
-        }
     }
 }
 
 /* acc += a (K) @ one packed panel of NV_ vectors: two interleaved chains keep twice
  * the FMAs in flight (a matrix-vector step, where a tile of FN_MR rows would waste
- * most of its work). row_acc: a GEMM panel; row_acc4: an LSTM panel (fn_lstm.h). */
+ * most of its work). row_acc: a GEMM panel; row_acc_h: a half one; row_acc4: an LSTM
+ * panel (fn_lstm.h). */
 #define FN_DEFINE_ROW_ACC(NAME, NV_) \
     FN_TARGET FN_INLINE void FN(NAME)(ptrdiff_t K, const FN_T *a, const FN_T *bp, FN_V acc[NV_]) \
     { \
@@ -195,33 +125,131 @@ FN_TARGET FN_UNUSED static void FN(gemm_panel)(ptrdiff_t M, ptrdiff_t K, const F
             acc[v] = c[v] + d[v]; \
     }
 FN_DEFINE_ROW_ACC(row_acc, FN_NV)
+FN_DEFINE_ROW_ACC(row_acc_h, FN_NV / 2)
 FN_DEFINE_ROW_ACC(row_acc4, 4)
 #undef FN_DEFINE_ROW_ACC
 
-/* One row of C (+)= init + a (K) @ P panel (init: NULL or a row of nr elements). */
-FN_TARGET FN_UNUSED static void FN(ukr_row)(ptrdiff_t K, const FN_T *a, const FN_T *bp, const FN_T *init,
-                                            FN_T *c, int nr, int accumulate)
+#define FN_TMR FN_MR
+#define FN_TNV FN_NV
+#define FN_TILE(name) FN(name)
+#include "fn_tile.h"
+#undef FN_TNV
+#undef FN_TILE
+/* the half-width tile: FN(ukr_nn_h), FN(ukr_tn_h), FN(ukr_row_h) */
+#define FN_TNV (FN_NV / 2)
+#define FN_TILE(name) FN(name##_h)
+#include "fn_tile.h"
+#undef FN_TNV
+#undef FN_TILE
+#undef FN_TMR
+/* the short tiles: FN(ukr_nn_s), FN(ukr_nn_sh), ... */
+#define FN_TMR (FN_MR / 2)
+#define FN_TNV FN_NV
+#define FN_TILE(name) FN(name##_s)
+#include "fn_tile.h"
+#undef FN_TNV
+#undef FN_TILE
+#define FN_TNV (FN_NV / 2)
+#define FN_TILE(name) FN(name##_sh)
+#include "fn_tile.h"
+#undef FN_TNV
+#undef FN_TILE
+#undef FN_TMR
+
+/* C[0:mr, 0:nr] (+)= ... (see ukr_nn in fn_tile.h) on the tile that fits the rows
+ * and the panel: half height when mr <= FN_MR / 2, half width for a panel packed
+ * FN_NR / 2 wide (ldbp) or no wider than that. */
+FN_TARGET FN_INLINE void FN(ukr_nn_any)(ptrdiff_t nseg, ptrdiff_t seglen, const FN_T *const *a, ptrdiff_t aoff,
+                                        const ptrdiff_t *boff, const FN_T *bp, ptrdiff_t ldbp, const FN_T *init,
+                                        FN_T *c, ptrdiff_t ldc, int mr, int nr, int accumulate)
 {
-    FN_V acc[FN_NV];
-    int v;
-    if (init != NULL)
-        FN(load_row)(init, nr, acc);
+    const int narrow = nr <= FN_NR / 2 || ldbp == FN_NR / 2, low = mr <= FN_MR / 2;
+    if (low && narrow)
+        FN(ukr_nn_sh)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate);
+    else if (low)
+        FN(ukr_nn_s)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate);
+    else if (narrow)
+        FN(ukr_nn_h)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate);
     else
-        for (v = 0; v < FN_NV; v++)
-            acc[v] = FN(bc)(0);
-    FN(row_acc)(K, a, bp, acc);
-    if (accumulate) {
-        FN_V old[FN_NV];
-        FN(load_row)(c, nr, old);
-        for (v = 0; v < FN_NV; v++)
-            acc[v] += old[v];
+        FN(ukr_nn)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate);
+}
+
+/* the same for ukr_tn */
+FN_TARGET FN_INLINE void FN(ukr_tn_any)(ptrdiff_t nrun, const FN_T *const *ar, const FN_T *const *br,
+                                        const ptrdiff_t *len, ptrdiff_t aoff, ptrdiff_t boff, ptrdiff_t sa,
+                                        ptrdiff_t sb, FN_T *c, ptrdiff_t ldc, int mr, int nr)
+{
+    const int narrow = nr <= FN_NR / 2, low = mr <= FN_MR / 2;
+    if (low && narrow)
+        FN(ukr_tn_sh)(nrun, ar, br, len, aoff, boff, sa, sb, c, ldc, mr, nr);
+    else if (low)
+        FN(ukr_tn_s)(nrun, ar, br, len, aoff, boff, sa, sb, c, ldc, mr, nr);
+    else if (narrow)
+        FN(ukr_tn_h)(nrun, ar, br, len, aoff, boff, sa, sb, c, ldc, mr, nr);
+    else
+        FN(ukr_tn)(nrun, ar, br, len, aoff, boff, sa, sb, c, ldc, mr, nr);
+}
+
+/* Where the panels of a right operand B (K, N) lie: panel p (columns p FN_NR ..)
+ * at B + p * step, k rows ld apart, except the last, partial one (when N is not a
+ * multiple of FN_NR), at tail with rows tail_ld apart. */
+typedef struct {
+    const FN_T *B, *tail;
+    ptrdiff_t step, ld, tail_ld;
+} FN(panels);
+
+/* The panels of FN(pack)'s P. */
+FN_TARGET FN_INLINE FN(panels) FN(packed_panels)(const FN_T *P, ptrdiff_t K, ptrdiff_t N)
+{
+    FN(panels) src;
+    src.B = P;
+    src.step = K * FN_NR;
+    src.ld = FN_NR;
+    src.tail = P + N / FN_NR * src.step;
+    src.tail_ld = FN(panel_width)(N, N / FN_NR);
+    return src;
+}
+
+/* Long reductions are cut so that a tile's share of the panel stays in the level-2
+ * cache. */
+#define FN_KC 2048
+
+/* C (M, nr) = A (M, K) @ one panel (nr columns, row stride ldbp) (+ bias, a row of nr,
+ * when not NULL) (+ C when accumulate); one thread. Rows go in blocks whose A rows
+ * stay cached across the reduction's chunks; a panel no wider than half a full one
+ * runs on the half tile. */
+FN_TARGET FN_UNUSED static void FN(gemm_panel)(ptrdiff_t M, ptrdiff_t K, const FN_T *A, ptrdiff_t lda,
+                                               const FN_T *bp, ptrdiff_t ldbp, int nr, const FN_T *bias,
+                                               FN_T *C, ptrdiff_t ldc, int accumulate)
+{
+    const ptrdiff_t MB = FN_MR * FN_TILES, zero = 0;
+    ptrdiff_t m0, i, k0, r;
+    const FN_T *rows[FN_MR];
+    if (M <= 0 || nr <= 0)
+        return;
+    if (K <= 0) {
+        for (r = 0; r < M; r++) {
+            if (!accumulate)
+                memset(C + r * ldc, 0, (size_t)nr * sizeof(FN_T));
+            if (bias != NULL)
+                for (i = 0; i < nr; i++)
+                    C[r * ldc + i] += bias[i];
+        }
+        return;
     }
-    for (v = 0; v < FN_NV; v++) {
-        const int w = nr - v * FN_VL;
-        if (w >= FN_VL)
-            FN(st)(c + v * FN_VL, acc[v]);
-        else if (w > 0)
-            FN(stn)(c + v * FN_VL, w, acc[v]);
+    for (m0 = 0; m0 < M; m0 += MB) {
+        ptrdiff_t m1 = M - m0 < MB ? M : m0 + MB;
+        for (k0 = 0; k0 < K; k0 += FN_KC) {
+            ptrdiff_t kc = K - k0 < FN_KC ? K - k0 : FN_KC;
+            const FN_T *init = k0 == 0 ? bias : NULL;
+            for (i = m0; i < m1; i += FN_MR) {
+                int mr = (int)(m1 - i < FN_MR ? m1 - i : FN_MR);
+                for (r = 0; r < FN_MR; r++)
+                    rows[r] = A + (i + (r < mr ? r : mr - 1)) * lda;
+                FN(ukr_nn_any)(1, kc, rows, k0, &zero, bp + k0 * ldbp, ldbp, init, C + i * ldc, ldc, mr, nr,
+                               accumulate || k0 > 0);
+            }
+        }
     }
 }
 
@@ -258,8 +286,10 @@ FN_TARGET FN_UNUSED static void FN(gemm_src_mt)(ptrdiff_t M, ptrdiff_t N, ptrdif
         ptrdiff_t ldbp = p < full ? src->ld : src->tail_ld;
         if (r1 > M)
             r1 = M;
-        if (M == 1 && src->packed && K > 0)
+        if (M == 1 && K > 0 && ldbp == FN_NR)
             FN(ukr_row)(K, A, bp, bias != NULL ? bias + p * FN_NR : NULL, C + p * FN_NR, width, accumulate);
+        else if (M == 1 && K > 0 && ldbp == FN_NR / 2)
+            FN(ukr_row_h)(K, A, bp, bias != NULL ? bias + p * FN_NR : NULL, C + p * FN_NR, width, accumulate);
         else
             FN(gemm_panel)(r1 - r0, K, A + r0 * lda, lda, bp, ldbp, width, bias != NULL ? bias + p * FN_NR : NULL,
                            C + r0 * ldc + p * FN_NR, ldc, accumulate);
@@ -363,50 +393,32 @@ FN_UNUSED static inline size_t FN(any_scratch)(ptrdiff_t M, ptrdiff_t N, ptrdiff
     return FN(packed_size)(K, N) + (trans_a ? (size_t)M * (size_t)(K > 0 ? K : 0) : 0) + 1;
 }
 
-/* C (M, N) = op(A) @ op(B) (+ C when accumulate) for one product of moderate size,
- * `threads` splitting the tiles. op(A) is A (M, K) or, when trans_a, A^T with A
- * (K, M), transposed into scratch first; op(B) is B (K, N), whose whole panels are
- * read in place (only a partial last panel is packed), or, when trans_b, B^T with B
- * (N, K), packed by register transposes. scratch: FN(any_scratch) elements. */
+/* C (M, N) = op(A) @ op(B) (+ C when accumulate) for one product of moderate size:
+ * op(B) is packed into scratch (FN(any_scratch) elements; a transposed B by register
+ * transposes), a transposed A is transposed there first, and `threads` split the
+ * tiles. op(A) is A (M, K) or, when trans_a, A^T with A (K, M); op(B) likewise
+ * (K, N) or B^T. Packing is worth its cost even for a small product: read in
+ * place, the rows of a B whose row stride is a power of two fall into a few cache
+ * sets and evict each other (a 128^3 product ran at 60 % of its packed speed). */
 FN_TARGET FN_UNUSED static void FN(gemm_any_mt)(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
                                                 ptrdiff_t K, const FN_T *A, ptrdiff_t lda, const FN_T *B,
                                                 ptrdiff_t ldb, int accumulate, FN_T *C, ptrdiff_t ldc,
                                                 FN_T *scratch, int threads)
 {
-    const ptrdiff_t full = N / FN_NR, rest = N - full * FN_NR;
-    FN(panels) src;
-    if (trans_b) {
+    const FN_T *P = scratch;
+    if (trans_b)
         FN(pack_t)(K, N, B, ldb, scratch);
-        src = FN(packed_panels)(scratch, K, N);
-    } else {
-        src.B = B;
-        src.step = FN_NR;
-        src.ld = ldb;
-        src.packed = 0;
-        if (rest == FN_NR / 2 && FN_NR % 2 == 0) {
-            src.tail = B + full * FN_NR;
-            src.tail_ld = ldb;
-        } else {
-            if (rest > 0)
-                FN(pack)(K, rest, B + full * FN_NR, ldb, 1, scratch);
-            src.tail = scratch;
-            src.tail_ld = FN_NR;
-        }
-    }
+    else if (ldb == N && N == FN(panel_width)(N, 0))
+        P = B;  /* one panel whose rows lie one after the other: packed already */
+    else
+        FN(pack)(K, N, B, ldb, 1, scratch);
     if (trans_a) {
         FN_T *At = scratch + FN(packed_size)(K, N);
         FN(transpose_matrix)(K, M, A, lda, At, K);
         A = At;
         lda = K;
     }
-    if (K <= 0) {
-        ptrdiff_t r;
-        if (!accumulate)
-            for (r = 0; r < M; r++)
-                memset(C + r * ldc, 0, (size_t)N * sizeof(FN_T));
-        return;
-    }
-    FN(gemm_src_mt)(M, N, K, A, lda, &src, NULL, C, ldc, accumulate, threads);
+    FN(gemm_nn_mt)(M, N, K, A, lda, P, NULL, C, ldc, accumulate, threads);
 }
 
 /* Size of the per-thread scratch of FN(conv_forward), in pointers. */
@@ -462,7 +474,7 @@ FN_TARGET FN_UNUSED static void FN(conv_forward)(const fn_conv_geom *g, const FN
                         }
                     }
                     if (any)
-                        tb[ns++] = (i * g->kw + j) * g->Cg * FN_NR;
+                        tb[ns++] = (i * g->kw + j) * g->Cg;
                 }
             nseg[t] = ns;
         }
@@ -471,14 +483,9 @@ FN_TARGET FN_UNUSED static void FN(conv_forward)(const fn_conv_geom *g, const FN
             for (t = 0; t < ntiles; t++) {
                 ptrdiff_t first = b0 + t * FN_MR;
                 int mr = (int)(b1 - first < FN_MR ? b1 - first : FN_MR);
-                if (nr <= FN_NR / 2)
-                    FN(ukr_nn_h)(nseg[t], g->Cg, ptrs + t * taps * FN_MR, 0, boff + t * taps, P + p * K * FN_NR,
-                                 FN_NR, bias != NULL ? bias + p * FN_NR : NULL, y + first * ldy + p * FN_NR, ldy,
-                                 mr, nr, 0);
-                else
-                    FN(ukr_nn)(nseg[t], g->Cg, ptrs + t * taps * FN_MR, 0, boff + t * taps, P + p * K * FN_NR,
-                               FN_NR, bias != NULL ? bias + p * FN_NR : NULL, y + first * ldy + p * FN_NR, ldy,
-                               mr, nr, 0);
+                FN(ukr_nn_any)(nseg[t], g->Cg, ptrs + t * taps * FN_MR, 0, boff + t * taps, P + p * K * FN_NR,
+                               FN(panel_width)(Cog, p), bias != NULL ? bias + p * FN_NR : NULL,
+                               y + first * ldy + p * FN_NR, ldy, mr, nr, 0);
             }
         }
     }
@@ -530,11 +537,7 @@ FN_TARGET FN_UNUSED static void FN(conv_weight_grad)(const fn_conv_geom *g, cons
                 int mr = (int)(g->Cg - cb < FN_MR ? g->Cg - cb : FN_MR);
                 for (p = 0; p < Cog; p += FN_NR) {
                     int nr = (int)(Cog - p < FN_NR ? Cog - p : FN_NR);
-                    if (nr <= FN_NR / 2)
-                        FN(ukr_tn_h)(nrun, ar, br, len, cb, p, g->sw * g->C, ldy,
-                                     dw + ((i * g->kw + j) * g->Cg + cb) * ldw + p, ldw, mr, nr);
-                    else
-                        FN(ukr_tn)(nrun, ar, br, len, cb, p, g->sw * g->C, ldy,
+                    FN(ukr_tn_any)(nrun, ar, br, len, cb, p, g->sw * g->C, ldy,
                                    dw + ((i * g->kw + j) * g->Cg + cb) * ldw + p, ldw, mr, nr);
                 }
             }
