@@ -140,10 +140,12 @@ FN_TARGET FN_INLINE void FN(stream)(FN_T *p, FN_V v) { _mm256_stream_pd(p, v); }
 #else
 FN_TARGET FN_INLINE FN_V FN(ldn)(const FN_T *p, int n) { return _mm256_maskload_ps(p, FN(mask)(n)); }
 FN_TARGET FN_INLINE void FN(stn)(FN_T *p, int n, FN_V v) { _mm256_maskstore_ps(p, FN(mask)(n), v); }
-/* 12 bits, then one Newton step on the quotient */
+/* 12 bits, then two Newton steps on the quotient (one leaves 1 / 1 at 1 - 2^-24) */
 FN_TARGET FN_INLINE FN_V FN(div)(FN_V a, FN_V d)
 {
-    const FN_V r = _mm256_rcp_ps(d), q = a * r;
+    const FN_V r = _mm256_rcp_ps(d);
+    FN_V q = a * r;
+    q = q + r * (a - d * q);
     return q + r * (a - d * q);
 }
 FN_TARGET FN_INLINE void FN(stream)(FN_T *p, FN_V v) { _mm256_stream_ps(p, v); }

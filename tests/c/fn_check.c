@@ -1,0 +1,1745 @@
+/* fn_check.c: a C-level check of every entry point of fastnn's C kernels (the
+ * dispatchers fn_<name>_f / fn_<name>_d of fastnn/_kernels/fn_dispatch.h), on every
+ * CPU tier this CPU runs (fn_cpu_tier() down to generic) in float and double,
+ * against naive loops in double on small deterministic inputs (a 64-bit LCG).
+ *
+ *   cc -O2 -fopenmp -I fastnn/_kernels tests/c/fn_check.c -o fn_check -lm
+ *   ./fn_check [-v] [--selftest]
+ *
+ * tests/test_portable.py builds and runs it natively and, with Debian's
+ * aarch64-linux-gnu-gcc, for ARM64 under qemu-aarch64 (the generic tier as NEON).
+ * Built with -fsanitize=address the guard zones below are left out and ASan itself
+ * reports any access past a buffer, reads included (not part of the test suite: the
+ * build takes long):
+ *
+ *   cc -O1 -fsanitize=address -fopenmp -I fastnn/_kernels tests/c/fn_check.c -o fn_check_asan -lm
+ *
+ * What is covered, with sizes taken from the active tier's panel width NR and
+ * vector length VL so that full and partial 6-row tiles, full, half and partial
+ * panels all occur:
+ *   packed_size, pack (row- and column-major sources), pack_t: the documented
+ *     panel layout, exactly; K = 0.
+ *   gemm_nn_mt: M 0..100, N around NR / 2 and NR, K 0, 1, 7, 33 and 2100 (chunks
+ *     of the reduction, A past the cached size, the one-row kernel), bias or not,
+ *     accumulate 0 / 1, threads 1 and 2.
+ *   gemm_any_mt: the four trans_a / trans_b forms, rows with gaps or tight (a B of
+ *     one full or half panel used in place), scratch of any_scratch's size (nothing
+ *     written past it), M = 0, K = 0.
+ *   gemm_tn2_mt, gemm_tn_mt: R of 513, 600 and 1100 (chunks of 512), N1 = 0,
+ *     N2 = 0, R = 0, M = 0, more columns than a transpose block; returns 1.
+ *   transpose_matrix: rows and cols 0, 1, VL - 1, VL, VL + 1, 2 VL + 3, 33.
+ *   conv_forward, conv_weight_grad: a naive NHWC convolution with padding (uneven
+ *     too), stride, dilation, a group's channel offset and pixel stride, tiles
+ *     whose every tap is padding, parts of the pixels / output rows and empty
+ *     ones, bias or not; scratch of conv_scratch / conv_dw_scratch's size.
+ *   lstm_packed_size, lstm_pack (the documented layout), lstm_step_mt: x in the
+ *     step (n_x 0 or 5), the input projection gx, gx = g in place; m 0, 1, 2, 4,
+ *     7, 13, 50; n_a 0, 1, VL - 1, VL + 3, 2 VL + 1, 32; reverse and stream.
+ *   rnn_forward_rows, rnn_backward_rows (tanh, relu; a NaN, ReLU' at 0),
+ *     lstm_backward_rows, gru_gates_rows, gru_output_rows, gru_backward_out_rows,
+ *     gru_backward_reset_rows: their formulas, derived here, and that the parts of
+ *     g and dz a pass does not own keep their values; rows 0 too.
+ *   activate (sigmoid, tanh, relu): 0, -0, denormals, tiny, the float and double
+ *     clamps, large values, the largest finite ones, +-inf and NaN of both signs,
+ *     and a grid over [-30, 30], more than one block of 4096.
+ *
+ * Each check is one comparison of a kernel's output with its reference, or of the
+ * memory a call must leave alone (inputs, the gaps between rows of an output, the
+ * guard zones around every buffer, the rows outside a range) with a copy taken
+ * before the call, or of a result on two threads with the one on one thread
+ * (bitwise: the kernels promise results independent of the thread count), or of a
+ * size or return value. Write-only outputs start as NaN, so a kernel that read one
+ * would show. A failed check prints one line (entry point, what, tier, type, sizes,
+ * the worst element); the program ends with a tally per entry point and exits 0
+ * only when every check passed (2: out of memory or bad arguments).
+ *
+ * Tolerances. A sum's error is bounded by K u sum|terms| (u the unit roundoff), so
+ * a product's elements are compared as |got - ref| <= tol * sum|terms| with tol
+ * 1e-5 (float) and 1e-12 (double); the double reference's own error is at most
+ * 2100 * 1.1e-16 = 2.3e-13 of that scale at the longest reduction here, under the
+ * double tolerance, so no wider type is needed. Elementwise results are compared
+ * against the same tolerance of their magnitude with every subtraction made an
+ * addition (the cancellation-free scale), plus a floor of 1e-37 (float) or 1e-300
+ * (double) for results below the normal range (sigmoid is documented to return
+ * its value at the clamp, 6e-39 or 3e-308, at -inf). Copies are compared exactly.
+ * The summary prints each entry point's worst passing error as a fraction of the
+ * allowed one.
+ *
+ * --selftest perturbs the kernel's output as each check sees it (the first
+ * element compared: by 1e-2 (float) or 1e-7 (double) of 1 + |value|, a NaN or an
+ * infinity made 0.5; a size or return value off by one; the first element a call
+ * must leave alone) so that every check must fail: the run is expected to exit 1
+ * with as many failures as checks, which shows that no check passes vacuously
+ * (comparisons over nothing are not counted) and every tolerance is tighter than
+ * that.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fn_kernels.h"
+
+/* ---- state of the run ---- */
+
+static int g_dbl;           /* the element type under check: 1 double, 0 float */
+static int g_tier;          /* the active tier */
+static int g_selftest;      /* perturb every check's view of the kernel's output */
+static int g_verbose;
+static double g_tol;        /* relative tolerance of the type */
+static double g_floor;      /* absolute floor of the type (below the normal range) */
+static long g_checks, g_failures;
+static char g_ctx[320];     /* the sizes of the case under check */
+
+#define ES (g_dbl ? sizeof(double) : sizeof(float))
+#define CALL(name, ...) (g_dbl ? fn_##name##_d(__VA_ARGS__) : fn_##name##_f(__VA_ARGS__))
+
+static const char *tier_name(int t) { return t == 2 ? "avx512" : (t == 1 ? "avx2" : "generic"); }
+static const char *type_name(void) { return g_dbl ? "double" : "float"; }
+
+/* the vector width of the active tier in elements (fn_kernels.h's table) */
+static int vec_len(void) { return (g_tier == 2 ? 64 : (g_tier == 1 ? 32 : 16)) / (int)ES; }
+
+/* ---- the tally per entry point ---- */
+
+#define MAX_NAMES 64
+static const char *t_name[MAX_NAMES];
+static long t_checks[MAX_NAMES], t_fail[MAX_NAMES];
+static double t_worst[MAX_NAMES];  /* the largest error / allowed error of a passed comparison */
+static int t_count;
+
+static int tally(const char *fn, int ok)
+{
+    int i;
+    for (i = 0; i < t_count; i++)
+        if (strcmp(t_name[i], fn) == 0)
+            break;
+    if (i == t_count) {
+        if (t_count == MAX_NAMES) {
+            fprintf(stderr, "fn_check: too many names\n");
+            exit(2);
+        }
+        t_name[t_count++] = fn;
+    }
+    t_checks[i]++;
+    g_checks++;
+    if (!ok) {
+        t_fail[i]++;
+        g_failures++;
+    }
+    return i;
+}
+
+static void fail_line(const char *fn, const char *what, const char *detail)
+{
+    printf("FAIL %s %s [%s %s] %s: %s\n", fn, what, tier_name(g_tier), type_name(), g_ctx, detail);
+}
+
+/* a scalar check: a size, a return value, the active tier */
+static void expect_int(const char *fn, const char *what, long got, long want)
+{
+    char detail[120];
+    if (g_selftest)
+        got += 1;
+    tally(fn, got == want);
+    if (got != want) {
+        snprintf(detail, sizeof detail, "got %ld, want %ld", got, want);
+        fail_line(fn, what, detail);
+    }
+}
+
+/* ---- deterministic inputs: a 64-bit LCG (no libc rand) ---- */
+
+static uint64_t g_lcg;
+static void seed(uint64_t s) { g_lcg = s * 0x9E3779B97F4A7C15ull + 1; }
+static double uni(double lo, double hi)   /* uniform in [lo, hi) */
+{
+    g_lcg = g_lcg * 6364136223846793005ull + 1442695040888963407ull;
+    return lo + (hi - lo) * ((double)(g_lcg >> 11) * (1.0 / 9007199254740992.0));
+}
+
+/* ---- buffers of the type under check, with guard zones ---- */
+
+/* each side; a multiple of 64 keeps the data 64-byte aligned. Under AddressSanitizer
+ * (-fsanitize=address) the guards are left out, so that ASan itself reports any
+ * access past a buffer, reads included. */
+#ifndef GUARD_BYTES
+#if defined(__SANITIZE_ADDRESS__)
+#define GUARD_BYTES 0
+#else
+#define GUARD_BYTES 64
+#endif
+#endif
+#define SENTINEL (-7777.25) /* exact in both types */
+
+typedef struct {
+    void *base, *p;
+    ptrdiff_t n, g;   /* elements, guard elements per side */
+} Buf;
+
+static double raw_get(const Buf *b, ptrdiff_t i)
+{
+    return g_dbl ? ((const double *)b->p)[i] : (double)((const float *)b->p)[i];
+}
+static void raw_set(const Buf *b, ptrdiff_t i, double v)
+{
+    if (g_dbl)
+        ((double *)b->p)[i] = v;
+    else
+        ((float *)b->p)[i] = (float)v;
+}
+#define GET(b, i) raw_get(&(b), (i))
+#define SET(b, i, v) raw_set(&(b), (i), (v))
+
+static Buf bnew(ptrdiff_t n)
+{
+    Buf b;
+    ptrdiff_t i;
+    b.n = n > 0 ? n : 0;
+    b.g = GUARD_BYTES / (ptrdiff_t)ES;
+    b.base = fn_alloc((size_t)(b.n + 2 * b.g) * ES);
+    if (b.base == NULL) {
+        fprintf(stderr, "fn_check: out of memory\n");
+        exit(2);
+    }
+    b.p = (char *)b.base + GUARD_BYTES;
+    for (i = -b.g; i < b.n + b.g; i++)
+        SET(b, i, SENTINEL);
+    return b;
+}
+static void bfree(Buf *b) { fn_free(b->base); b->base = b->p = NULL; }
+static void *at(Buf b, ptrdiff_t i) { return (char *)b.p + i * (ptrdiff_t)ES; }
+
+/* rows x cols at off, row stride ld: uniform in [lo, hi) */
+static void fill(Buf b, ptrdiff_t off, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t cols, double lo, double hi)
+{
+    ptrdiff_t i, j;
+    for (i = 0; i < rows; i++)
+        for (j = 0; j < cols; j++)
+            SET(b, off + i * ld + j, uni(lo, hi));
+}
+static void fill_value(Buf b, ptrdiff_t off, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t cols, double v)
+{
+    ptrdiff_t i, j;
+    for (i = 0; i < rows; i++)
+        for (j = 0; j < cols; j++)
+            SET(b, off + i * ld + j, v);
+}
+
+static void *xmalloc(size_t bytes)
+{
+    void *p = malloc(bytes > 0 ? bytes : 1);
+    if (p == NULL) {
+        fprintf(stderr, "fn_check: out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+/* the logical (rows, cols) matrix at b (row stride ld) as doubles; trans: the
+ * matrix is stored transposed, element (r, c) at c * ld + r */
+static double *dense(Buf b, ptrdiff_t off, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t cols, int trans)
+{
+    double *d = (double *)xmalloc((size_t)(rows * cols) * sizeof(double));
+    ptrdiff_t i, j;
+    for (i = 0; i < rows; i++)
+        for (j = 0; j < cols; j++)
+            d[i * cols + j] = GET(b, off + (trans ? j * ld + i : i * ld + j));
+    return d;
+}
+
+/* a copy of a whole buffer, guard zones included */
+typedef struct {
+    double *v;
+    ptrdiff_t n, g;
+} Snap;
+
+static Snap snap(Buf b)
+{
+    Snap s;
+    ptrdiff_t i;
+    s.n = b.n;
+    s.g = b.g;
+    s.v = (double *)xmalloc((size_t)(b.n + 2 * b.g) * sizeof(double));
+    for (i = -b.g; i < b.n + b.g; i++)
+        s.v[i + b.g] = GET(b, i);
+    return s;
+}
+static void restore(Buf b, Snap s)
+{
+    ptrdiff_t i;
+    for (i = -b.g; i < b.n + b.g; i++)
+        SET(b, i, s.v[i + b.g]);
+}
+static void sfree(Snap *s) { free(s->v); s->v = NULL; }
+
+/* --selftest: what a check sees of an element of the kernel's output */
+static double perturb(double v)
+{
+    if (v != v || v - v != 0)
+        return 0.5;
+    return v + (g_dbl ? 1e-7 : 1e-2) * (1 + fabs(v));
+}
+
+static int same_value(double a, double b) { return a == b || (a != a && b != b); }
+
+/* every element of b outside the region (rows x cols at off, row stride ld) is as
+ * in s, guard zones included: the call wrote nothing else */
+static void unchanged(const char *fn, const char *what, Buf b, Snap s, ptrdiff_t off, ptrdiff_t ld,
+                      ptrdiff_t rows, ptrdiff_t cols)
+{
+    ptrdiff_t i, bad = 0, first = 0, seen = 0;
+    char detail[320];
+    double firstv = 0;
+    for (i = -b.g; i < b.n + b.g; i++) {
+        double v = GET(b, i);
+        if (i >= off && rows > 0 && cols > 0) {
+            ptrdiff_t q = (i - off) / ld, r = (i - off) % ld;
+            if (q < rows && r < cols)
+                continue;
+        }
+        if (g_selftest && seen == 0)
+            v = perturb(v);
+        seen++;
+        if (!same_value(v, s.v[i + b.g])) {
+            if (bad++ == 0) {
+                first = i;
+                firstv = v;
+            }
+        }
+    }
+    if (seen == 0)
+        return;  /* nothing outside the output (and no guards): no check */
+    tally(fn, bad == 0);
+    if (bad) {
+        snprintf(detail, sizeof detail, "%ld elements changed outside the output, first at %ld (%s; %g, was %g)",
+                 (long)bad, (long)first, first < 0 || first >= b.n ? "guard zone" : "inside", firstv,
+                 s.v[first + b.g]);
+        fail_line(fn, what, detail);
+    }
+}
+
+/* the guard zones of b are intact (the whole buffer may have been written) */
+static void guards(const char *fn, const char *what, Buf b, Snap s)
+{
+    unchanged(fn, what, b, s, 0, b.n > 0 ? b.n : 1, 1, b.n);
+}
+
+/* a check that b was not written at all */
+static void untouched(const char *fn, const char *what, Buf b, Snap s)
+{
+    unchanged(fn, what, b, s, 0, 1, 0, 0);
+}
+
+/* the region rows x cols of got (at off, row stride ld) against ref (dense,
+ * rows x cols): |got - ref| <= rel * scale + floor with scale the element of sc,
+ * or |ref| when sc is NULL; a NaN ref wants NaN, an infinite ref the same
+ * infinity. rel = floor = 0 asks for equal values. */
+static void cmp(const char *fn, const char *what, Buf got, ptrdiff_t off, ptrdiff_t ld, ptrdiff_t rows,
+                ptrdiff_t cols, const double *ref, const double *sc, double rel, double floor)
+{
+    ptrdiff_t i, j, bad = 0, wi = 0, wj = 0;
+    int t;
+    double worst = -1, wg = 0, wr = 0, wallow = 0;
+    char detail[320];
+    if (rows <= 0 || cols <= 0)
+        return;  /* nothing to compare: no check (unchanged() sees that nothing was written) */
+    for (i = 0; i < rows; i++)
+        for (j = 0; j < cols; j++) {
+            double g = GET(got, off + i * ld + j), r = ref[i * cols + j], allowed = 0, ratio;
+            int ok;
+            if (g_selftest && i == 0 && j == 0)
+                g = perturb(g);
+            if (r != r) {
+                ok = g != g;
+                ratio = ok ? 0 : INFINITY;
+            } else if (r - r != 0) {
+                ok = g == r;
+                ratio = ok ? 0 : INFINITY;
+            } else if (g != g || g - g != 0) {
+                ok = 0;
+                ratio = INFINITY;
+            } else {
+                double e = fabs(g - r);
+                allowed = rel * (sc != NULL ? sc[i * cols + j] : fabs(r)) + floor;
+                ok = e <= allowed;
+                ratio = allowed > 0 ? e / allowed : (e > 0 ? INFINITY : 0);
+            }
+            if (!ok)
+                bad++;
+            if (ratio > worst) {
+                worst = ratio;
+                wi = i;
+                wj = j;
+                wg = g;
+                wr = r;
+                wallow = allowed;
+            }
+        }
+    t = tally(fn, bad == 0);
+    if (!bad && worst > t_worst[t])
+        t_worst[t] = worst;
+    if (bad) {
+        snprintf(detail, sizeof detail,
+                 "%ld of %ld elements off; worst at [%ld,%ld]: got %.17g, want %.17g, error %.3g (allowed %.3g)",
+                 (long)bad, (long)(rows * cols), (long)wi, (long)wj, wg, wr, fabs(wg - wr), wallow);
+        fail_line(fn, what, detail);
+    }
+}
+
+/* the region of a (a result on two threads) equals that of b (on one), bitwise */
+static void same(const char *fn, const char *what, Buf a, Buf b, ptrdiff_t off, ptrdiff_t ld, ptrdiff_t rows,
+                 ptrdiff_t cols)
+{
+    ptrdiff_t i, j, bad = 0, fi = 0, fj = 0;
+    char detail[320];
+    if (rows <= 0 || cols <= 0)
+        return;
+    for (i = 0; i < rows; i++)
+        for (j = 0; j < cols; j++) {
+            ptrdiff_t k = off + i * ld + j;
+            int differ = memcmp(at(a, k), at(b, k), ES) != 0;
+            if (g_selftest && i == 0 && j == 0)
+                differ = !same_value(perturb(GET(a, k)), GET(b, k));
+            if (differ && bad++ == 0) {
+                fi = i;
+                fj = j;
+            }
+        }
+    tally(fn, bad == 0);
+    if (bad) {
+        snprintf(detail, sizeof detail, "%ld elements differ from the one-thread result, first at [%ld,%ld]: %.17g vs %.17g",
+                 (long)bad, (long)fi, (long)fj, GET(a, off + fi * ld + fj), GET(b, off + fi * ld + fj));
+        fail_line(fn, what, detail);
+    }
+}
+
+/* a copy of a buffer (guards included) */
+static Buf buf_copy(Buf b)
+{
+    Buf c = bnew(b.n);
+    memcpy(c.base, b.base, (size_t)(b.n + 2 * b.g) * ES);
+    return c;
+}
+
+/* sizes from a list, each once, those in [lo, hi] */
+static int uniq(const ptrdiff_t *in, int n, ptrdiff_t lo, ptrdiff_t *out)
+{
+    int i, j, m = 0;
+    for (i = 0; i < n; i++) {
+        if (in[i] < lo)
+            continue;
+        for (j = 0; j < m; j++)
+            if (out[j] == in[i])
+                break;
+        if (j == m)
+            out[m++] = in[i];
+    }
+    return m;
+}
+
+/* ======================= the tier API ======================= */
+
+static void check_tier_api(void)
+{
+    const int top = fn_cpu_tier();
+    g_tier = top;
+    snprintf(g_ctx, sizeof g_ctx, "cpu tier %d", top);
+#if !FN_X86_TIERS
+    expect_int("fn_cpu_tier", "generic only off x86-64", top, 0);
+#endif
+    expect_int("fn_set_tier", "clamped above", fn_set_tier(top + 1), top);
+    expect_int("fn_set_tier", "clamped below", fn_set_tier(-1), 0);
+    expect_int("fn_set_tier", "fn_tier", fn_tier(), 0);
+    expect_int("fn_set_tier", "the top tier", fn_set_tier(top), top);
+}
+
+/* ======================= packing ======================= */
+
+/* The packed form of B (K, N), as fn_gemm.h documents it: panels of NR columns,
+ * panel p holding B[k, p NR + j] at P[p K NR + k w + j] with w its width, NR,
+ * except a last, partial panel no wider than half a panel, packed NR / 2 wide;
+ * the columns past N zero. */
+static ptrdiff_t packed_width(ptrdiff_t N, ptrdiff_t p, ptrdiff_t NR)
+{
+    const ptrdiff_t rest = N - p * NR;
+    return rest > NR / 2 ? NR : NR / 2;
+}
+
+static void check_pack(void)
+{
+    const ptrdiff_t NR = fn_panel_width(g_dbl);
+    const ptrdiff_t n_in[] = {1, NR / 2 - 1, NR / 2, NR / 2 + 1, NR - 1, NR, NR + 1, 2 * NR + 3};
+    const ptrdiff_t k_in[] = {0, 1, 5, 13};
+    ptrdiff_t ns[8];
+    const int nn = uniq(n_in, 8, 1, ns);
+    int a, b, form;
+    expect_int("fn_panel_width", "vectors per panel", NR, (g_tier == 2 ? 4 : 2) * vec_len());
+    for (a = 0; a < 4; a++)
+        for (b = 0; b < nn; b++) {
+            const ptrdiff_t K = k_in[a], N = ns[b], panels = (N + NR - 1) / NR;
+            ptrdiff_t size = 0, p, k, j;
+            double *ref;
+            Buf B, S;
+            snprintf(g_ctx, sizeof g_ctx, "K=%ld N=%ld NR=%ld", (long)K, (long)N, (long)NR);
+            for (p = 0; p < panels; p++)
+                size += packed_width(N, p, NR) * K;
+            expect_int("packed_size", "elements", (long)CALL(packed_size, K, N), (long)size);
+            /* B (K, N) row-major at row stride N + 3; S = B^T (N, K) at row stride K + 2 */
+            B = bnew(K * (N + 3));
+            S = bnew(N * (K + 2));
+            fill(B, 0, N + 3, K, N, -1, 1);
+            for (k = 0; k < K; k++)
+                for (j = 0; j < N; j++)
+                    SET(S, j * (K + 2) + k, GET(B, k * (N + 3) + j));
+            ref = (double *)xmalloc((size_t)(size > 0 ? size : 1) * sizeof(double));
+            for (p = 0; p < panels; p++) {
+                const ptrdiff_t w = packed_width(N, p, NR);
+                for (k = 0; k < K; k++)
+                    for (j = 0; j < w; j++)
+                        ref[p * K * NR + k * w + j] = p * NR + j < N ? GET(B, k * (N + 3) + p * NR + j) : 0.0;
+            }
+            for (form = 0; form < 3; form++) {
+                static const char *what[] = {"row-major source", "column-major source", "pack_t"};
+                const char *fn = form == 2 ? "pack_t" : "pack";
+                Buf P = bnew(size);
+                Snap sB = snap(B), sS = snap(S), sP = snap(P);
+                if (form == 0)
+                    CALL(pack, K, N, B.p, N + 3, 1, P.p);
+                else if (form == 1)
+                    CALL(pack, K, N, S.p, 1, K + 2, P.p);
+                else
+                    CALL(pack_t, K, N, S.p, K + 2, P.p);
+                cmp(fn, what[form], P, 0, size > 0 ? size : 1, size > 0 ? 1 : 0, size, ref, NULL, 0, 0);
+                guards(fn, "guard zones", P, sP);
+                untouched(fn, "B", B, sB);
+                untouched(fn, "S", S, sS);
+                sfree(&sB);
+                sfree(&sS);
+                sfree(&sP);
+                bfree(&P);
+            }
+            free(ref);
+            bfree(&B);
+            bfree(&S);
+        }
+}
+
+/* ======================= products ======================= */
+
+/* ref (M, N) = A (M, K) @ B (K, N) (+ bias) (+ C0), sc the sums of |terms| */
+static void ref_mm(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double *A, const double *B, const double *bias,
+                   const double *C0, double *ref, double *sc)
+{
+    ptrdiff_t i, j, k;
+    for (i = 0; i < M; i++)
+        for (j = 0; j < N; j++) {
+            double s = 0, a = 0;
+            for (k = 0; k < K; k++) {
+                const double t = A[i * K + k] * B[k * N + j];
+                s += t;
+                a += fabs(t);
+            }
+            if (bias != NULL) {
+                s += bias[j];
+                a += fabs(bias[j]);
+            }
+            if (C0 != NULL) {
+                s += C0[i * N + j];
+                a += fabs(C0[i * N + j]);
+            }
+            ref[i * N + j] = s;
+            sc[i * N + j] = a;
+        }
+}
+
+/* C's region before a call: random when accumulated, else NaN (which a read would
+ * carry into the result) */
+static void init_out(Buf C, ptrdiff_t ldc, ptrdiff_t M, ptrdiff_t N, int accumulate)
+{
+    if (accumulate)
+        fill(C, 0, ldc, M, N, -1, 1);
+    else
+        fill_value(C, 0, ldc, M, N, NAN);
+}
+
+static void run_gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int with_bias, int accumulate)
+{
+    const char *fn = "gemm_nn_mt";
+    const ptrdiff_t lda = K + 3, ldc = N + 2;
+    Buf A = bnew(M * lda), B = bnew(K * N), bias = bnew(N), C = bnew(M * ldc), P = bnew((ptrdiff_t)CALL(packed_size, K, N));
+    double *dA, *dB, *dbias, *C0, *ref, *sc;
+    Snap sA, sP, sbias, sC;
+    Buf C1;
+    snprintf(g_ctx, sizeof g_ctx, "M=%ld N=%ld K=%ld bias=%d accumulate=%d", (long)M, (long)N, (long)K, with_bias,
+             accumulate);
+    fill(A, 0, lda, M, K, -1, 1);
+    fill(B, 0, N, K, N, -1, 1);
+    fill(bias, 0, N, 1, N, -1, 1);
+    init_out(C, ldc, M, N, accumulate);
+    CALL(pack, K, N, B.p, N, 1, P.p);
+    dA = dense(A, 0, lda, M, K, 0);
+    dB = dense(B, 0, N, K, N, 0);
+    dbias = dense(bias, 0, N, 1, N, 0);
+    C0 = dense(C, 0, ldc, M, N, 0);
+    ref = (double *)xmalloc((size_t)(M * N + 1) * sizeof(double));
+    sc = (double *)xmalloc((size_t)(M * N + 1) * sizeof(double));
+    ref_mm(M, N, K, dA, dB, with_bias ? dbias : NULL, accumulate ? C0 : NULL, ref, sc);
+    sA = snap(A);
+    sP = snap(P);
+    sbias = snap(bias);
+    sC = snap(C);
+    CALL(gemm_nn_mt, M, N, K, A.p, lda, P.p, with_bias ? bias.p : NULL, C.p, ldc, accumulate, 1);
+    cmp(fn, "C", C, 0, ldc, M, N, ref, sc, g_tol, g_floor);
+    unchanged(fn, "C outside (M, N)", C, sC, 0, ldc, M, N);
+    untouched(fn, "A", A, sA);
+    untouched(fn, "P", P, sP);
+    untouched(fn, "bias", bias, sbias);
+    /* two threads: the same bits */
+    C1 = buf_copy(C);
+    restore(C, sC);
+    CALL(gemm_nn_mt, M, N, K, A.p, lda, P.p, with_bias ? bias.p : NULL, C.p, ldc, accumulate, 2);
+    same(fn, "threads=2", C, C1, 0, ldc, M, N);
+    unchanged(fn, "C outside (M, N), threads=2", C, sC, 0, ldc, M, N);
+    bfree(&C1);
+    sfree(&sA);
+    sfree(&sP);
+    sfree(&sbias);
+    sfree(&sC);
+    free(dA);
+    free(dB);
+    free(dbias);
+    free(C0);
+    free(ref);
+    free(sc);
+    bfree(&A);
+    bfree(&B);
+    bfree(&bias);
+    bfree(&C);
+    bfree(&P);
+}
+
+static void check_gemm_nn(void)
+{
+    const ptrdiff_t NR = fn_panel_width(g_dbl);
+    const ptrdiff_t m_in[] = {0, 1, 5, 6, 7, 13, 33};
+    const ptrdiff_t n_in[] = {1, NR / 2 - 1, NR / 2, NR / 2 + 1, NR - 1, NR, NR + NR / 2, 2 * NR + 3};
+    const ptrdiff_t k_in[] = {0, 1, 7, 33};
+    ptrdiff_t ns[8];
+    const int nn = uniq(n_in, 8, 1, ns);
+    int a, b, c, bias, acc;
+    for (a = 0; a < 7; a++)
+        for (b = 0; b < nn; b++)
+            for (c = 0; c < 4; c++)
+                for (bias = 0; bias < 2; bias++)
+                    for (acc = 0; acc < 2; acc++)
+                        run_gemm_nn(m_in[a], ns[b], k_in[c], bias, acc);
+    /* more rows than a block of tiles (96), by block and by panel */
+    run_gemm_nn(100, NR + 3, 40, 1, 0);
+    run_gemm_nn(100, NR / 2, 9, 0, 1);
+    /* a reduction cut in chunks (2048), A past the cached size: block order */
+    run_gemm_nn(100, NR + 1, 2100, 1, 1);
+    /* the matrix-vector kernel over a long reduction */
+    run_gemm_nn(1, 2 * NR + 1, 2100, 1, 0);
+}
+
+/* tight: the rows of A and B one after the other (a B of one panel is then used as
+ * it lies), else with gaps between them */
+static void run_gemm_any(int ta, int tb, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int accumulate, int tight)
+{
+    const char *fn = "gemm_any_mt";
+    /* A: (M, K), or (K, M) when ta; B: (K, N), or (N, K) when tb */
+    const ptrdiff_t lda = (ta ? M : K) + (tight ? 0 : 2), ldb = (tb ? K : N) + (tight ? 0 : 1), ldc = N + 3;
+    const ptrdiff_t arows = ta ? K : M, brows = tb ? N : K;
+    const ptrdiff_t nscr = (ptrdiff_t)CALL(any_scratch, M, N, K, ta);
+    Buf A = bnew(arows * lda), B = bnew(brows * ldb), C = bnew(M * ldc), W = bnew(nscr), C1;
+    double *dA, *dB, *C0, *ref, *sc;
+    Snap sA, sB, sC, sW;
+    snprintf(g_ctx, sizeof g_ctx, "trans_a=%d trans_b=%d M=%ld N=%ld K=%ld accumulate=%d lda=%ld ldb=%ld", ta, tb,
+             (long)M, (long)N, (long)K, accumulate, (long)lda, (long)ldb);
+    fill(A, 0, lda, arows, ta ? M : K, -1, 1);
+    fill(B, 0, ldb, brows, tb ? K : N, -1, 1);
+    init_out(C, ldc, M, N, accumulate);
+    dA = dense(A, 0, lda, M, K, ta);
+    dB = dense(B, 0, ldb, K, N, tb);
+    C0 = dense(C, 0, ldc, M, N, 0);
+    ref = (double *)xmalloc((size_t)(M * N + 1) * sizeof(double));
+    sc = (double *)xmalloc((size_t)(M * N + 1) * sizeof(double));
+    ref_mm(M, N, K, dA, dB, NULL, accumulate ? C0 : NULL, ref, sc);
+    sA = snap(A);
+    sB = snap(B);
+    sC = snap(C);
+    sW = snap(W);
+    CALL(gemm_any_mt, ta, tb, M, N, K, A.p, lda, B.p, ldb, accumulate, C.p, ldc, W.p, 1);
+    cmp(fn, "C", C, 0, ldc, M, N, ref, sc, g_tol, g_floor);
+    unchanged(fn, "C outside (M, N)", C, sC, 0, ldc, M, N);
+    /* the size any_scratch gives is enough: nothing written past it */
+    guards("any_scratch", "gemm_any_mt within the scratch", W, sW);
+    untouched(fn, "A", A, sA);
+    untouched(fn, "B", B, sB);
+    C1 = buf_copy(C);
+    restore(C, sC);
+    CALL(gemm_any_mt, ta, tb, M, N, K, A.p, lda, B.p, ldb, accumulate, C.p, ldc, W.p, 2);
+    same(fn, "threads=2", C, C1, 0, ldc, M, N);
+    bfree(&C1);
+    sfree(&sA);
+    sfree(&sB);
+    sfree(&sC);
+    sfree(&sW);
+    free(dA);
+    free(dB);
+    free(C0);
+    free(ref);
+    free(sc);
+    bfree(&A);
+    bfree(&B);
+    bfree(&C);
+    bfree(&W);
+}
+
+static void check_gemm_any(void)
+{
+    const ptrdiff_t NR = fn_panel_width(g_dbl);
+    const ptrdiff_t m_in[] = {0, 1, 6, 7, 13};
+    const ptrdiff_t n_in[] = {1, NR / 2, NR + 1, NR + NR / 2, 2 * NR + 3};
+    const ptrdiff_t k_in[] = {0, 1, 7, 33};
+    ptrdiff_t ns[5];
+    const int nn = uniq(n_in, 5, 1, ns);
+    int ta, tb, a, b, c, acc;
+    for (ta = 0; ta < 2; ta++)
+        for (tb = 0; tb < 2; tb++)
+            for (a = 0; a < 5; a++)
+                for (b = 0; b < nn; b++)
+                    for (c = 0; c < 4; c++)
+                        for (acc = 0; acc < 2; acc++)
+                            run_gemm_any(ta, tb, m_in[a], ns[b], k_in[c], acc, 0);
+    /* tight rows: B of one full or half panel used in place */
+    for (ta = 0; ta < 2; ta++)
+        for (tb = 0; tb < 2; tb++)
+            for (b = 0; b < 3; b++)
+                for (c = 0; c < 4; c++)
+                    run_gemm_any(ta, tb, 7, b == 0 ? NR / 2 : (b == 1 ? NR : NR + 1), k_in[c], c & 1, 1);
+    run_gemm_any(0, 0, 1, NR, 33, 0, 1);
+    run_gemm_any(0, 0, 100, NR / 2, 65, 1, 1);
+    run_gemm_any(1, 1, 100, 2 * NR + 1, 65, 0, 0);
+    run_gemm_any(0, 0, 100, NR + NR / 2, 65, 1, 0);
+}
+
+/* C (M, N1 + N2) (+)= A^T [B1 | B2]; two = 0: gemm_tn_mt (N2 must be 0) */
+static void run_gemm_tn(int two, ptrdiff_t M, ptrdiff_t N1, ptrdiff_t N2, ptrdiff_t R, int accumulate)
+{
+    const char *fn = two ? "gemm_tn2_mt" : "gemm_tn_mt";
+    const ptrdiff_t N = N1 + N2, lda = M + 1, ldb1 = N1 + 2, ldb2 = N2 + 1, ldc = N + 3;
+    Buf A = bnew(R * lda), B1 = bnew(R * ldb1), B2 = bnew(R * ldb2), C = bnew(M * ldc), C1;
+    double *dA, *dB, *C0, *ref, *sc;
+    Snap sA, sB1, sB2, sC;
+    ptrdiff_t r, j;
+    int ret;
+    snprintf(g_ctx, sizeof g_ctx, "M=%ld N1=%ld N2=%ld R=%ld accumulate=%d", (long)M, (long)N1, (long)N2, (long)R,
+             accumulate);
+    fill(A, 0, lda, R, M, -1, 1);
+    fill(B1, 0, ldb1, R, N1, -1, 1);
+    fill(B2, 0, ldb2, R, N2, -1, 1);
+    init_out(C, ldc, M, N, accumulate);
+    dA = dense(A, 0, lda, M, R, 1);
+    dB = (double *)xmalloc((size_t)(R * N + 1) * sizeof(double));
+    for (r = 0; r < R; r++)
+        for (j = 0; j < N; j++)
+            dB[r * N + j] = j < N1 ? GET(B1, r * ldb1 + j) : GET(B2, r * ldb2 + j - N1);
+    C0 = dense(C, 0, ldc, M, N, 0);
+    ref = (double *)xmalloc((size_t)(M * N + 1) * sizeof(double));
+    sc = (double *)xmalloc((size_t)(M * N + 1) * sizeof(double));
+    ref_mm(M, N, R, dA, dB, NULL, accumulate ? C0 : NULL, ref, sc);
+    sA = snap(A);
+    sB1 = snap(B1);
+    sB2 = snap(B2);
+    sC = snap(C);
+    if (two)
+        ret = CALL(gemm_tn2_mt, M, N1, N2, R, A.p, lda, B1.p, ldb1, B2.p, ldb2, C.p, ldc, accumulate, 1);
+    else
+        ret = CALL(gemm_tn_mt, M, N1, R, A.p, lda, B1.p, ldb1, C.p, ldc, accumulate, 1);
+    expect_int(fn, "returns 1", ret, 1);
+    cmp(fn, "C", C, 0, ldc, M, N, ref, sc, g_tol, g_floor);
+    unchanged(fn, "C outside (M, N)", C, sC, 0, ldc, M, N);
+    untouched(fn, "A", A, sA);
+    untouched(fn, "B1", B1, sB1);
+    untouched(fn, "B2", B2, sB2);
+    C1 = buf_copy(C);
+    restore(C, sC);
+    if (two)
+        ret = CALL(gemm_tn2_mt, M, N1, N2, R, A.p, lda, B1.p, ldb1, B2.p, ldb2, C.p, ldc, accumulate, 2);
+    else
+        ret = CALL(gemm_tn_mt, M, N1, R, A.p, lda, B1.p, ldb1, C.p, ldc, accumulate, 2);
+    expect_int(fn, "returns 1, threads=2", ret, 1);
+    same(fn, "threads=2", C, C1, 0, ldc, M, N);
+    bfree(&C1);
+    sfree(&sA);
+    sfree(&sB1);
+    sfree(&sB2);
+    sfree(&sC);
+    free(dA);
+    free(dB);
+    free(C0);
+    free(ref);
+    free(sc);
+    bfree(&A);
+    bfree(&B1);
+    bfree(&B2);
+    bfree(&C);
+}
+
+static void check_gemm_tn(void)
+{
+    const ptrdiff_t NR = fn_panel_width(g_dbl);
+    int acc;
+    for (acc = 0; acc < 2; acc++) {
+        /* reductions longer than a chunk (512): 2 and 3 chunks, a last chunk of 1 */
+        run_gemm_tn(1, 7, NR + 1, 3, 600, acc);
+        run_gemm_tn(1, 13, 5, 0, 1100, acc);
+        run_gemm_tn(1, 1, NR / 2, NR, 513, acc);
+        /* more columns of A than a transpose block (64) */
+        run_gemm_tn(1, 65, NR - 1, NR / 2 + 1, 40, acc);
+        run_gemm_tn(1, 33, 2 * NR + 3, NR + NR / 2, 7, acc);
+        run_gemm_tn(1, 6, 0, 5, 20, acc);
+        /* R = 0 and M = 0 */
+        run_gemm_tn(1, 5, 3, 2, 0, acc);
+        run_gemm_tn(1, 0, 4, 4, 10, acc);
+        run_gemm_tn(0, 7, NR + 3, 0, 600, acc);
+        run_gemm_tn(0, 5, 1, 0, 1, acc);
+        run_gemm_tn(0, 100, NR / 2, 0, 33, acc);
+        run_gemm_tn(0, 5, 3, 0, 0, acc);
+    }
+}
+
+static void check_transpose(void)
+{
+    const ptrdiff_t VL = vec_len();
+    const ptrdiff_t s_in[] = {0, 1, VL - 1, VL, VL + 1, 2 * VL + 3, 33};
+    ptrdiff_t ss[7];
+    const int n = uniq(s_in, 7, 0, ss);
+    int a, b;
+    for (a = 0; a < n; a++)
+        for (b = 0; b < n; b++) {
+            const ptrdiff_t rows = ss[a], cols = ss[b], lda = cols + 2, ldt = rows + 3;
+            Buf A = bnew(rows * lda), T = bnew(cols * ldt);
+            double *ref;
+            Snap sA, sT;
+            snprintf(g_ctx, sizeof g_ctx, "rows=%ld cols=%ld", (long)rows, (long)cols);
+            fill(A, 0, lda, rows, cols, -1, 1);
+            ref = dense(A, 0, lda, cols, rows, 1);
+            sA = snap(A);
+            sT = snap(T);
+            CALL(transpose_matrix, rows, cols, A.p, lda, T.p, ldt);
+            cmp("transpose_matrix", "At", T, 0, ldt, cols, rows, ref, NULL, 0, 0);
+            unchanged("transpose_matrix", "At outside (cols, rows)", T, sT, 0, ldt, cols, rows);
+            untouched("transpose_matrix", "A", A, sA);
+            sfree(&sA);
+            sfree(&sT);
+            free(ref);
+            bfree(&A);
+            bfree(&T);
+        }
+}
+
+/* ======================= convolutions ======================= */
+
+typedef struct {
+    ptrdiff_t N, H, W, C, c0, Cg, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr;
+} Geo;
+
+static fn_conv_geom geom(const Geo *s)
+{
+    fn_conv_geom g;
+    g.N = s->N;
+    g.H = s->H;
+    g.W = s->W;
+    g.C = s->C;
+    g.Ho = (s->H + s->pt + s->pb - s->dh * (s->kh - 1) - 1) / s->sh + 1;
+    g.Wo = (s->W + s->pl + s->pr - s->dw * (s->kw - 1) - 1) / s->sw + 1;
+    g.kh = s->kh;
+    g.kw = s->kw;
+    g.sh = s->sh;
+    g.sw = s->sw;
+    g.dh = s->dh;
+    g.dw = s->dw;
+    g.pt = s->pt;
+    g.pl = s->pl;
+    g.Cg = s->Cg;
+    return g;
+}
+
+/* a pointer scratch with 8 marked slots after it */
+#define PTR_MARK ((void *)(uintptr_t)0x5A5A5A5Au)
+static void **ptr_scratch(size_t n)
+{
+    void **s = (void **)xmalloc((n + 8) * sizeof(void *));
+    size_t i;
+    for (i = 0; i < n + 8; i++)
+        s[i] = PTR_MARK;
+    return s;
+}
+static void ptr_scratch_check(const char *fn, const char *what, void **s, size_t n)
+{
+    int i, bad = 0;
+    for (i = 0; i < 8; i++)
+        bad += s[n + i] != PTR_MARK;
+    if (g_selftest)
+        bad++;
+    tally(fn, bad == 0);
+    if (bad)
+        fail_line(fn, what, "written past its size");
+}
+
+static void run_conv(const Geo *s, ptrdiff_t Cog, int with_bias, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t q0,
+                     ptrdiff_t q1)
+{
+    const fn_conv_geom g = geom(s);
+    const ptrdiff_t K = g.kh * g.kw * g.Cg, M = g.N * g.Ho * g.Wo, ldy = Cog + 2;
+    const ptrdiff_t co0 = 3, ldd = co0 + Cog + 1, ldw = Cog + 2;
+    const ptrdiff_t nx = g.N * g.H * g.W * g.C;
+    Buf x = bnew(nx), Wm = bnew(K * Cog), P = bnew((ptrdiff_t)CALL(packed_size, K, Cog)), bias = bnew(Cog);
+    Buf zeros = bnew(g.Cg), y = bnew(M * ldy), dy = bnew(M * ldd), dw = bnew(K * ldw);
+    double *ref = (double *)xmalloc((size_t)(M * Cog + K * Cog + 1) * sizeof(double));
+    double *sc = (double *)xmalloc((size_t)(M * Cog + K * Cog + 1) * sizeof(double));
+    double *dX, *dWm, *dB, *dD, *dw0;
+    Snap sx, sP, sbias, szeros, sy, sdy, sdw;
+    void **scr;
+    size_t nscr;
+    ptrdiff_t m, co, i, j, c, q, ow;
+    snprintf(g_ctx, sizeof g_ctx,
+             "N=%ld H=%ld W=%ld C=%ld c0=%ld Cg=%ld k=%ldx%ld s=%ld,%ld d=%ld,%ld pad=%ld,%ld,%ld,%ld Cog=%ld "
+             "bias=%d m=%ld..%ld q=%ld..%ld",
+             (long)g.N, (long)g.H, (long)g.W, (long)g.C, (long)s->c0, (long)g.Cg, (long)g.kh, (long)g.kw, (long)g.sh,
+             (long)g.sw, (long)g.dh, (long)g.dw, (long)s->pt, (long)s->pl, (long)s->pb, (long)s->pr, (long)Cog,
+             with_bias, (long)m0, (long)m1, (long)q0, (long)q1);
+    fill(x, 0, 1, 1, nx, -1, 1);
+    fill(Wm, 0, Cog, K, Cog, -1, 1);
+    fill(bias, 0, Cog, 1, Cog, -1, 1);
+    fill_value(zeros, 0, 1, 1, g.Cg, 0);
+    fill_value(y, 0, ldy, M, Cog, NAN);
+    fill(dy, 0, ldd, M, ldd, -1, 1);
+    fill(dw, 0, ldw, K, Cog, -1, 1);
+    CALL(pack, K, Cog, Wm.p, Cog, 1, P.p);
+    dX = dense(x, 0, 1, 1, nx, 0);
+    dWm = dense(Wm, 0, Cog, K, Cog, 0);
+    dB = dense(bias, 0, Cog, 1, Cog, 0);
+    dD = dense(dy, 0, ldd, M, ldd, 0);
+    dw0 = dense(dw, 0, ldw, K, Cog, 0);
+
+    /* forward: pixels m0 .. m1 */
+    for (m = m0; m < m1; m++) {
+        const ptrdiff_t pw = m % g.Wo, qq = m / g.Wo, oh = qq % g.Ho, n = qq / g.Ho;
+        for (co = 0; co < Cog; co++) {
+            double sum = with_bias ? dB[co] : 0, a = with_bias ? fabs(dB[co]) : 0;
+            for (i = 0; i < g.kh; i++)
+                for (j = 0; j < g.kw; j++) {
+                    const ptrdiff_t ih = oh * g.sh - g.pt + i * g.dh, iw = pw * g.sw - g.pl + j * g.dw;
+                    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W)
+                        continue;
+                    for (c = 0; c < g.Cg; c++) {
+                        const double t = dX[((n * g.H + ih) * g.W + iw) * g.C + s->c0 + c] *
+                                         dWm[((i * g.kw + j) * g.Cg + c) * Cog + co];
+                        sum += t;
+                        a += fabs(t);
+                    }
+                }
+            ref[(m - m0) * Cog + co] = sum;
+            sc[(m - m0) * Cog + co] = a;
+        }
+    }
+    nscr = CALL(conv_scratch, &g);
+    scr = ptr_scratch(nscr);
+    sx = snap(x);
+    sP = snap(P);
+    sbias = snap(bias);
+    szeros = snap(zeros);
+    sy = snap(y);
+    CALL(conv_forward, &g, x.p, s->c0, P.p, Cog, with_bias ? bias.p : NULL, y.p, ldy, m0, m1, zeros.p, scr);
+    cmp("conv_forward", "y", y, m0 * ldy, ldy, m1 - m0, Cog, ref, sc, g_tol, g_floor);
+    unchanged("conv_forward", "y outside pixels m0..m1", y, sy, m0 * ldy, ldy, m1 - m0, Cog);
+    untouched("conv_forward", "x", x, sx);
+    untouched("conv_forward", "P", P, sP);
+    untouched("conv_forward", "bias", bias, sbias);
+    untouched("conv_forward", "zeros", zeros, szeros);
+    /* the size conv_scratch gives is enough */
+    ptr_scratch_check("conv_scratch", "conv_forward within the scratch", scr, nscr);
+    free(scr);
+
+    /* weight gradient: output rows q0 .. q1 */
+    for (i = 0; i < g.kh; i++)
+        for (j = 0; j < g.kw; j++)
+            for (c = 0; c < g.Cg; c++)
+                for (co = 0; co < Cog; co++) {
+                    const ptrdiff_t row = (i * g.kw + j) * g.Cg + c;
+                    double sum = dw0[row * Cog + co], a = fabs(sum);
+                    for (q = q0; q < q1; q++) {
+                        const ptrdiff_t n = q / g.Ho, oh = q % g.Ho, ih = oh * g.sh - g.pt + i * g.dh;
+                        if (ih < 0 || ih >= g.H)
+                            continue;
+                        for (ow = 0; ow < g.Wo; ow++) {
+                            const ptrdiff_t iw = ow * g.sw - g.pl + j * g.dw;
+                            double t;
+                            if (iw < 0 || iw >= g.W)
+                                continue;
+                            t = dX[((n * g.H + ih) * g.W + iw) * g.C + s->c0 + c] *
+                                dD[(q * g.Wo + ow) * ldd + co0 + co];
+                            sum += t;
+                            a += fabs(t);
+                        }
+                    }
+                    ref[row * Cog + co] = sum;
+                    sc[row * Cog + co] = a;
+                }
+    nscr = CALL(conv_dw_scratch, q1 - q0);
+    scr = ptr_scratch(nscr);
+    sdy = snap(dy);
+    sdw = snap(dw);
+    CALL(conv_weight_grad, &g, x.p, s->c0, dy.p, ldd, co0, Cog, dw.p, ldw, q0, q1, scr);
+    cmp("conv_weight_grad", "dw", dw, 0, ldw, K, Cog, ref, sc, g_tol, g_floor);
+    unchanged("conv_weight_grad", "dw outside (K, Cog)", dw, sdw, 0, ldw, K, Cog);
+    untouched("conv_weight_grad", "x", x, sx);
+    untouched("conv_weight_grad", "dy", dy, sdy);
+    ptr_scratch_check("conv_dw_scratch", "conv_weight_grad within the scratch", scr, nscr);
+    free(scr);
+
+    sfree(&sx);
+    sfree(&sP);
+    sfree(&sbias);
+    sfree(&szeros);
+    sfree(&sy);
+    sfree(&sdy);
+    sfree(&sdw);
+    free(ref);
+    free(sc);
+    free(dX);
+    free(dWm);
+    free(dB);
+    free(dD);
+    free(dw0);
+    bfree(&x);
+    bfree(&Wm);
+    bfree(&P);
+    bfree(&bias);
+    bfree(&zeros);
+    bfree(&y);
+    bfree(&dy);
+    bfree(&dw);
+}
+
+static void check_conv(void)
+{
+    const ptrdiff_t NR = fn_panel_width(g_dbl);
+    /*                N  H   W  C  c0 Cg kh kw sh sw dh dw pt pl pb pr */
+    static const Geo geos[] = {
+        {2, 5, 7, 3, 0, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},  /* 3x3 "same" */
+        {1, 9, 8, 5, 3, 2, 3, 2, 2, 3, 2, 1, 2, 1, 0, 2},  /* strides, dilation, uneven padding, a group */
+        {1, 11, 10, 4, 1, 2, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},/* 1x1 over 110 pixels: two blocks of tiles */
+        {1, 2, 2, 1, 0, 1, 3, 3, 1, 1, 1, 1, 3, 3, 3, 3},  /* tiles whose every tap is padding */
+        {3, 4, 3, 7, 0, 7, 2, 3, 1, 1, 1, 2, 0, 2, 1, 2},  /* dilated taps wider than the input */
+        {1, 6, 13, 13, 0, 13, 5, 5, 2, 2, 1, 1, 2, 2, 2, 2},
+    };
+    const ptrdiff_t co_in[] = {1, NR / 2, NR + 3, 2 * NR + 1};
+    ptrdiff_t cos[4];
+    const int nco = uniq(co_in, 4, 1, cos);
+    int a, b, bias;
+    for (a = 0; a < (int)(sizeof geos / sizeof geos[0]); a++) {
+        const fn_conv_geom g = geom(&geos[a]);
+        const ptrdiff_t M = g.N * g.Ho * g.Wo, Q = g.N * g.Ho;
+        for (b = 0; b < nco; b++)
+            for (bias = 0; bias < 2; bias++) {
+                run_conv(&geos[a], cos[b], bias, 0, M, 0, Q);
+                if (bias)
+                    run_conv(&geos[a], cos[b], bias, M > 6 ? 3 : 0, M > 6 ? M - 2 : M, Q > 2 ? 1 : 0,
+                             Q > 2 ? Q - 1 : Q);
+            }
+    }
+    /* empty ranges of pixels and of output rows */
+    run_conv(&geos[1], NR + 3, 1, 5, 5, 2, 2);
+}
+
+/* ======================= the fused LSTM step ======================= */
+
+static double sigm(double z) { return 1.0 / (1.0 + exp(-z)); }
+
+/* mode 0: x in the step (K = n_a + n_x, bias b); 1: the input projection gx;
+ * 2: gx is g itself */
+static void run_lstm(ptrdiff_t m, ptrdiff_t n_a, ptrdiff_t n_x, int mode, int reverse)
+{
+    const char *fn = "lstm_step_mt";
+    const ptrdiff_t VL = vec_len(), LNR = 4 * VL, panels = (n_a + VL - 1) / VL;
+    const ptrdiff_t K = n_a + (mode == 0 ? n_x : 0), ldw = n_a + n_x + 1, G = 4 * n_a;
+    const ptrdiff_t size = (ptrdiff_t)CALL(lstm_packed_size, n_a, K);
+    Buf W = bnew(G * ldw), P = bnew(size), h = bnew(m * n_a), cp = bnew(m * n_a), x = bnew(m * n_x);
+    Buf b = bnew(G), gx = bnew(m * G), gxn = bnew(m * G), g = bnew(m * G), cn = bnew(m * n_a);
+    Buf tc = bnew(m * n_a), hn = bnew(m * n_a);
+    Buf g1, cn1, tc1, hn1;
+    double *pref, *rg, *rc, *rt, *rh, *sg, *sa;
+    double *dW, *dh, *dcp, *dx, *db, *dgx;
+    Snap sW, sP, sh, scp, sx, sb, sgx, sgxn, sgo, scn, stc, shn;
+    fn_lstm_io_f iof;
+    fn_lstm_io_d iod;
+    ptrdiff_t p, k, gate, j, r, u;
+    snprintf(g_ctx, sizeof g_ctx, "m=%ld n_a=%ld n_x=%ld %s reverse=stream=%d", (long)m, (long)n_a, (long)n_x,
+             mode == 0 ? "x in the step" : (mode == 1 ? "gx" : "gx = g"), reverse);
+    expect_int("lstm_packed_size", "elements", (long)size, (long)(panels * LNR * K));
+    fill(W, 0, ldw, G, n_a + n_x, -1, 1);
+    sW = snap(W);
+    CALL(lstm_pack, n_a, K, W.p, ldw, P.p);
+    pref = (double *)xmalloc((size_t)(size + 1) * sizeof(double));
+    for (p = 0; p < panels; p++)
+        for (k = 0; k < K; k++)
+            for (gate = 0; gate < 4; gate++)
+                for (j = 0; j < VL; j++)
+                    pref[(p * K + k) * LNR + gate * VL + j] =
+                        p * VL + j < n_a ? GET(W, (gate * n_a + p * VL + j) * ldw + k) : 0.0;
+    cmp("lstm_pack", "P", P, 0, 1, 1, size, pref, NULL, 0, 0);
+    untouched("lstm_pack", "W", W, sW);
+    free(pref);
+
+    fill(h, 0, n_a, m, n_a, -1, 1);
+    fill(cp, 0, n_a, m, n_a, -2, 2);
+    fill(x, 0, n_x, m, n_x, -1, 1);
+    fill(b, 0, G, 1, G, -1, 1);
+    fill(gx, 0, G, m, G, -2, 2);
+    fill(gxn, 0, G, m, G, -2, 2);
+    if (mode == 2)
+        fill(g, 0, G, m, G, -2, 2);
+    else
+        fill_value(g, 0, G, m, G, NAN);
+    fill_value(cn, 0, n_a, m, n_a, NAN);
+    fill_value(tc, 0, n_a, m, n_a, NAN);
+    fill_value(hn, 0, n_a, m, n_a, NAN);
+    dW = dense(W, 0, ldw, G, n_a + n_x, 0);
+    dh = dense(h, 0, n_a, m, n_a, 0);
+    dcp = dense(cp, 0, n_a, m, n_a, 0);
+    dx = dense(x, 0, n_x, m, n_x, 0);
+    db = dense(b, 0, G, 1, G, 0);
+    dgx = dense(mode == 2 ? g : gx, 0, G, m, G, 0);
+    rg = (double *)xmalloc((size_t)(m * G + 1) * sizeof(double));
+    sg = (double *)xmalloc((size_t)(m * G + 1) * sizeof(double));
+    rc = (double *)xmalloc((size_t)(m * n_a + 1) * sizeof(double));
+    rt = (double *)xmalloc((size_t)(m * n_a + 1) * sizeof(double));
+    rh = (double *)xmalloc((size_t)(m * n_a + 1) * sizeof(double));
+    sa = (double *)xmalloc((size_t)(m * n_a + 1) * sizeof(double));
+    for (r = 0; r < m; r++)
+        for (u = 0; u < n_a; u++) {
+            double z[4], smax = 0, f, ug, cc, o, c;
+            for (gate = 0; gate < 4; gate++) {
+                const double *wr = dW + (gate * n_a + u) * (n_a + n_x);
+                double s = 0, a = 0;
+                for (k = 0; k < n_a; k++) {
+                    s += dh[r * n_a + k] * wr[k];
+                    a += fabs(dh[r * n_a + k] * wr[k]);
+                }
+                if (mode == 0) {
+                    for (k = 0; k < n_x; k++) {
+                        s += dx[r * n_x + k] * wr[n_a + k];
+                        a += fabs(dx[r * n_x + k] * wr[n_a + k]);
+                    }
+                    s += db[gate * n_a + u];
+                    a += fabs(db[gate * n_a + u]);
+                } else {
+                    s += dgx[r * G + gate * n_a + u];
+                    a += fabs(dgx[r * G + gate * n_a + u]);
+                }
+                z[gate] = s;
+                if (a > smax)
+                    smax = a;
+            }
+            f = sigm(z[0]);
+            ug = sigm(z[1]);
+            cc = tanh(z[2]);
+            o = sigm(z[3]);
+            c = f * dcp[r * n_a + u] + ug * cc;
+            rg[r * G + u] = f;
+            rg[r * G + n_a + u] = ug;
+            rg[r * G + 2 * n_a + u] = cc;
+            rg[r * G + 3 * n_a + u] = o;
+            rc[r * n_a + u] = c;
+            rt[r * n_a + u] = tanh(c);
+            rh[r * n_a + u] = o * tanh(c);
+            /* an error e in a pre-activation moves a gate by at most e, c by about
+             * (|c_prev| + 2) e, h by as much again */
+            sa[r * n_a + u] = (1 + smax) * (2 + fabs(dcp[r * n_a + u]));
+            for (gate = 0; gate < 4; gate++)
+                sg[r * G + gate * n_a + u] = sa[r * n_a + u];
+        }
+    sP = snap(P);
+    sh = snap(h);
+    scp = snap(cp);
+    sx = snap(x);
+    sb = snap(b);
+    sgx = snap(gx);
+    sgxn = snap(gxn);
+    sgo = snap(g);
+    scn = snap(cn);
+    stc = snap(tc);
+    shn = snap(hn);
+    iof.n_a = iod.n_a = n_a;
+    iof.n_x = iod.n_x = n_x;
+    iof.h_prev = (const float *)h.p;
+    iod.h_prev = (const double *)h.p;
+    iof.c_prev = (const float *)cp.p;
+    iod.c_prev = (const double *)cp.p;
+    iof.x = mode == 0 ? (const float *)x.p : NULL;
+    iod.x = mode == 0 ? (const double *)x.p : NULL;
+    iof.bias = mode == 0 ? (const float *)b.p : NULL;
+    iod.bias = mode == 0 ? (const double *)b.p : NULL;
+    iof.gx = mode == 0 ? NULL : (const float *)(mode == 2 ? g.p : gx.p);
+    iod.gx = mode == 0 ? NULL : (const double *)(mode == 2 ? g.p : gx.p);
+    iof.gx_next = mode == 0 ? NULL : (const float *)gxn.p;
+    iod.gx_next = mode == 0 ? NULL : (const double *)gxn.p;
+    iof.g = (float *)g.p;
+    iod.g = (double *)g.p;
+    iof.c_next = (float *)cn.p;
+    iod.c_next = (double *)cn.p;
+    iof.tanh_c = (float *)tc.p;
+    iod.tanh_c = (double *)tc.p;
+    iof.h_next = (float *)hn.p;
+    iod.h_next = (double *)hn.p;
+    iof.reverse = iod.reverse = reverse;
+    iof.stream = iod.stream = reverse;
+    if (g_dbl)
+        fn_lstm_step_mt_d(m, &iod, (const double *)P.p, 1);
+    else
+        fn_lstm_step_mt_f(m, &iof, (const float *)P.p, 1);
+    cmp(fn, "g", g, 0, G, m, G, rg, sg, g_tol, g_floor);
+    cmp(fn, "c_next", cn, 0, n_a, m, n_a, rc, sa, g_tol, g_floor);
+    cmp(fn, "tanh_c", tc, 0, n_a, m, n_a, rt, sa, g_tol, g_floor);
+    cmp(fn, "h_next", hn, 0, n_a, m, n_a, rh, sa, g_tol, g_floor);
+    unchanged(fn, "g outside", g, sgo, 0, G, m, G);
+    unchanged(fn, "c_next outside", cn, scn, 0, n_a, m, n_a);
+    unchanged(fn, "tanh_c outside", tc, stc, 0, n_a, m, n_a);
+    unchanged(fn, "h_next outside", hn, shn, 0, n_a, m, n_a);
+    untouched(fn, "P", P, sP);
+    untouched(fn, "h_prev", h, sh);
+    untouched(fn, "c_prev", cp, scp);
+    untouched(fn, "x", x, sx);
+    untouched(fn, "bias", b, sb);
+    untouched(fn, "gx", gx, sgx);
+    untouched(fn, "gx_next", gxn, sgxn);
+    /* two threads: the same bits */
+    g1 = buf_copy(g);
+    cn1 = buf_copy(cn);
+    tc1 = buf_copy(tc);
+    hn1 = buf_copy(hn);
+    restore(g, sgo);
+    restore(cn, scn);
+    restore(tc, stc);
+    restore(hn, shn);
+    if (g_dbl)
+        fn_lstm_step_mt_d(m, &iod, (const double *)P.p, 2);
+    else
+        fn_lstm_step_mt_f(m, &iof, (const float *)P.p, 2);
+    same(fn, "g, threads=2", g, g1, 0, G, m, G);
+    same(fn, "c_next, threads=2", cn, cn1, 0, n_a, m, n_a);
+    same(fn, "tanh_c, threads=2", tc, tc1, 0, n_a, m, n_a);
+    same(fn, "h_next, threads=2", hn, hn1, 0, n_a, m, n_a);
+    bfree(&g1);
+    bfree(&cn1);
+    bfree(&tc1);
+    bfree(&hn1);
+    sfree(&sgo);
+    sfree(&sW);
+    sfree(&sP);
+    sfree(&sh);
+    sfree(&scp);
+    sfree(&sx);
+    sfree(&sb);
+    sfree(&sgx);
+    sfree(&sgxn);
+    sfree(&scn);
+    sfree(&stc);
+    sfree(&shn);
+    free(rg);
+    free(sg);
+    free(rc);
+    free(rt);
+    free(rh);
+    free(sa);
+    free(dW);
+    free(dh);
+    free(dcp);
+    free(dx);
+    free(db);
+    free(dgx);
+    bfree(&W);
+    bfree(&P);
+    bfree(&h);
+    bfree(&cp);
+    bfree(&x);
+    bfree(&b);
+    bfree(&gx);
+    bfree(&gxn);
+    bfree(&g);
+    bfree(&cn);
+    bfree(&tc);
+    bfree(&hn);
+}
+
+static void check_lstm(void)
+{
+    const ptrdiff_t VL = vec_len();
+    const ptrdiff_t m_in[] = {1, 2, 4, 7, 13};
+    const ptrdiff_t a_in[] = {1, VL - 1, VL + 3, 2 * VL + 1, 32};
+    ptrdiff_t as[5];
+    const int na = uniq(a_in, 5, 1, as);
+    int a, b, mode, rev;
+    for (a = 0; a < 5; a++)
+        for (b = 0; b < na; b++)
+            for (rev = 0; rev < 2; rev++) {
+                run_lstm(m_in[a], as[b], 5, 0, rev);
+                run_lstm(m_in[a], as[b], 0, 0, rev);
+                for (mode = 1; mode < 3; mode++)
+                    run_lstm(m_in[a], as[b], 5, mode, rev);
+            }
+    /* more rows than a block of tiles (8 tiles) */
+    run_lstm(50, VL + 3, 4, 0, 0);
+    run_lstm(50, 2 * VL, 4, 1, 1);
+    /* no rows, no units */
+    run_lstm(0, VL + 3, 5, 0, 0);
+    run_lstm(0, VL + 3, 5, 1, 0);
+    run_lstm(3, 0, 5, 0, 0);
+}
+
+/* ======================= the recurrent cells' elementwise passes ======================= */
+
+/* the output buffers of one pass are compared whole against references that hold
+ * the values they must keep where the pass does not write */
+typedef struct {
+    const char *name;
+    Buf b;
+    double *ref, *sc;
+    Snap before;
+    Buf one;   /* the one-thread result */
+} Out;
+
+static void out_begin(Out *o, const char *name, Buf b)
+{
+    ptrdiff_t i;
+    o->name = name;
+    o->b = b;
+    o->ref = (double *)xmalloc((size_t)(b.n + 1) * sizeof(double));
+    o->sc = (double *)xmalloc((size_t)(b.n + 1) * sizeof(double));
+    for (i = 0; i < b.n; i++) {
+        o->ref[i] = GET(b, i);  /* kept unless the reference says otherwise */
+        o->sc[i] = fabs(o->ref[i]);
+    }
+    o->before = snap(b);
+}
+
+static void out_check(const char *fn, Out *o)
+{
+    char what[80];
+    cmp(fn, o->name, o->b, 0, 1, 1, o->b.n, o->ref, o->sc, g_tol, g_floor);
+    snprintf(what, sizeof what, "%s guard zones", o->name);
+    guards(fn, what, o->b, o->before);
+    o->one = buf_copy(o->b);
+    restore(o->b, o->before);
+}
+
+static void out_end(const char *fn, Out *o)
+{
+    char what[80];
+    snprintf(what, sizeof what, "%s, threads=2", o->name);
+    same(fn, what, o->b, o->one, 0, 1, 1, o->b.n);
+    free(o->ref);
+    free(o->sc);
+    sfree(&o->before);
+    bfree(&o->one);
+}
+
+static void run_rows(ptrdiff_t rows, ptrdiff_t n)
+{
+    const ptrdiff_t E = rows * n;
+    Buf h = bnew(E), dh = bnew(E), dz = bnew(E), g4 = bnew(4 * E), cp = bnew(E), tcb = bnew(E), dc = bnew(E);
+    Buf dz4 = bnew(4 * E), g3 = bnew(3 * E), rh = bnew(E), hn = bnew(E), dhp = bnew(E), dz3 = bnew(3 * E);
+    Out o[3];
+    ptrdiff_t i, r, j;
+    int relu, t, th;
+    snprintf(g_ctx, sizeof g_ctx, "rows=%ld n=%ld", (long)rows, (long)n);
+
+    /* rnn_forward_rows: tanh or max(0, .) in place, a NaN kept */
+    for (relu = 0; relu < 2; relu++) {
+        const char *fn = "rnn_forward_rows";
+        snprintf(g_ctx, sizeof g_ctx, "rows=%ld n=%ld relu=%d", (long)rows, (long)n, relu);
+        fill(h, 0, 1, 1, E, -3, 3);
+        if (E > 0)
+            SET(h, E / 2, NAN);
+        if (E > 2)
+            SET(h, 1, 0.0);
+        out_begin(&o[0], "h", h);
+        for (i = 0; i < E; i++) {
+            const double z = o[0].ref[i];
+            o[0].ref[i] = relu ? (z != z ? z : (z > 0 ? z : 0.0)) : tanh(z);
+            o[0].sc[i] = fabs(o[0].ref[i]);
+        }
+        for (th = 1; th <= 2; th++) {
+            CALL(rnn_forward_rows, rows, n, h.p, relu, th);
+            if (th == 1)
+                out_check(fn, &o[0]);
+        }
+        out_end(fn, &o[0]);
+    }
+
+    /* rnn_backward_rows: dz = dh act'(z) from h = act(z) */
+    for (relu = 0; relu < 2; relu++) {
+        const char *fn = "rnn_backward_rows";
+        Snap sh, sdh;
+        snprintf(g_ctx, sizeof g_ctx, "rows=%ld n=%ld relu=%d", (long)rows, (long)n, relu);
+        fill(h, 0, 1, 1, E, relu ? -1 : -0.999, 1);
+        if (relu && E > 2)
+            SET(h, 2, 0.0);  /* ReLU' is 0 at 0 */
+        fill(dh, 0, 1, 1, E, -1, 1);
+        fill_value(dz, 0, 1, 1, E, NAN);
+        out_begin(&o[0], "dz", dz);
+        for (i = 0; i < E; i++) {
+            const double hv = GET(h, i), d = GET(dh, i);
+            o[0].ref[i] = relu ? (hv > 0 ? d : 0.0) : d * (1 - hv * hv);
+            o[0].sc[i] = relu ? fabs(o[0].ref[i]) : fabs(d) * (1 + hv * hv);
+        }
+        sh = snap(h);
+        sdh = snap(dh);
+        for (th = 1; th <= 2; th++) {
+            CALL(rnn_backward_rows, rows, n, h.p, dh.p, dz.p, relu, th);
+            if (th == 1)
+                out_check(fn, &o[0]);
+        }
+        out_end(fn, &o[0]);
+        untouched(fn, "h", h, sh);
+        untouched(fn, "dh", dh, sdh);
+        sfree(&sh);
+        sfree(&sdh);
+    }
+    snprintf(g_ctx, sizeof g_ctx, "rows=%ld n=%ld", (long)rows, (long)n);
+
+    /* lstm_backward_rows: from h = o tanh(c), c = f c_prev + u c~ */
+    {
+        const char *fn = "lstm_backward_rows";
+        Snap sg, scp, stc, sdh;
+        fill(g4, 0, 1, 1, 4 * E, 0.01, 0.99);
+        for (r = 0; r < rows; r++)
+            fill(g4, r * 4 * n + 2 * n, 1, 1, n, -0.99, 0.99);  /* c~ = tanh(.) */
+        fill(cp, 0, 1, 1, E, -2, 2);
+        fill(tcb, 0, 1, 1, E, -0.99, 0.99);
+        fill(dh, 0, 1, 1, E, -1, 1);
+        fill(dc, 0, 1, 1, E, -1, 1);
+        fill_value(dz4, 0, 1, 1, 4 * E, NAN);
+        out_begin(&o[0], "dc", dc);
+        out_begin(&o[1], "dz", dz4);
+        for (r = 0; r < rows; r++)
+            for (j = 0; j < n; j++) {
+                const ptrdiff_t e = r * n + j, q = r * 4 * n + j;
+                const double f = GET(g4, q), u = GET(g4, q + n), cc = GET(g4, q + 2 * n), og = GET(g4, q + 3 * n);
+                const double tv = GET(tcb, e), d = GET(dh, e), dcn = GET(dc, e), cpv = GET(cp, e);
+                /* dL/dc = dc_next + dh o tanh'(c); its cancellation-free scale */
+                const double k = dcn + d * og * (1 - tv * tv), ks = fabs(dcn) + fabs(d) * og * (1 + tv * tv);
+                o[0].ref[e] = k * f;
+                o[0].sc[e] = ks * f;
+                o[1].ref[q] = k * cpv * f * (1 - f);
+                o[1].sc[q] = ks * fabs(cpv) * f * (1 + f);
+                o[1].ref[q + n] = k * cc * u * (1 - u);
+                o[1].sc[q + n] = ks * fabs(cc) * u * (1 + u);
+                o[1].ref[q + 2 * n] = k * u * (1 - cc * cc);
+                o[1].sc[q + 2 * n] = ks * u * (1 + cc * cc);
+                o[1].ref[q + 3 * n] = d * tv * og * (1 - og);
+                o[1].sc[q + 3 * n] = fabs(d * tv) * og * (1 + og);
+            }
+        sg = snap(g4);
+        scp = snap(cp);
+        stc = snap(tcb);
+        sdh = snap(dh);
+        for (th = 1; th <= 2; th++) {
+            CALL(lstm_backward_rows, rows, n, g4.p, cp.p, tcb.p, dh.p, dc.p, dz4.p, th);
+            if (th == 1)
+                for (t = 0; t < 2; t++)
+                    out_check(fn, &o[t]);
+        }
+        for (t = 0; t < 2; t++)
+            out_end(fn, &o[t]);
+        untouched(fn, "g", g4, sg);
+        untouched(fn, "c_prev", cp, scp);
+        untouched(fn, "tanh_c", tcb, stc);
+        untouched(fn, "dh", dh, sdh);
+        sfree(&sg);
+        sfree(&scp);
+        sfree(&stc);
+        sfree(&sdh);
+    }
+
+    /* gru_gates_rows: g rows [u, r, c~] of pre-activations; u, r in place, rh = r h_prev */
+    {
+        const char *fn = "gru_gates_rows";
+        Snap shp;
+        fill(g3, 0, 1, 1, 3 * E, -6, 6);
+        fill(h, 0, 1, 1, E, -1, 1);
+        fill_value(rh, 0, 1, 1, E, NAN);
+        out_begin(&o[0], "g", g3);
+        out_begin(&o[1], "rh", rh);
+        for (r = 0; r < rows; r++)
+            for (j = 0; j < n; j++) {
+                const ptrdiff_t q = r * 3 * n + j, e = r * n + j;
+                const double u = sigm(GET(g3, q)), rr = sigm(GET(g3, q + n));
+                o[0].ref[q] = u;
+                o[0].sc[q] = u;
+                o[0].ref[q + n] = rr;
+                o[0].sc[q + n] = rr;
+                o[1].ref[e] = rr * GET(h, e);
+                o[1].sc[e] = fabs(o[1].ref[e]);
+            }
+        shp = snap(h);
+        for (th = 1; th <= 2; th++) {
+            CALL(gru_gates_rows, rows, n, g3.p, h.p, rh.p, th);
+            if (th == 1)
+                for (t = 0; t < 2; t++)
+                    out_check(fn, &o[t]);
+        }
+        for (t = 0; t < 2; t++)
+            out_end(fn, &o[t]);
+        untouched(fn, "h_prev", h, shp);
+        sfree(&shp);
+    }
+
+    /* gru_output_rows: c~ = tanh in place; h_next = u c~ + (1 - u) h_prev */
+    {
+        const char *fn = "gru_output_rows";
+        Snap shp;
+        fill(g3, 0, 1, 1, 3 * E, 0.01, 0.99);
+        for (r = 0; r < rows; r++)
+            fill(g3, r * 3 * n + 2 * n, 1, 1, n, -4, 4);
+        fill(h, 0, 1, 1, E, -1, 1);
+        fill_value(hn, 0, 1, 1, E, NAN);
+        out_begin(&o[0], "g", g3);
+        out_begin(&o[1], "h_next", hn);
+        for (r = 0; r < rows; r++)
+            for (j = 0; j < n; j++) {
+                const ptrdiff_t q = r * 3 * n + j, e = r * n + j;
+                const double u = GET(g3, q), cc = tanh(GET(g3, q + 2 * n)), hp = GET(h, e);
+                o[0].ref[q + 2 * n] = cc;
+                o[0].sc[q + 2 * n] = fabs(cc);
+                o[1].ref[e] = u * cc + (1 - u) * hp;
+                o[1].sc[e] = u * fabs(cc) + (1 + u) * fabs(hp);
+            }
+        shp = snap(h);
+        for (th = 1; th <= 2; th++) {
+            CALL(gru_output_rows, rows, n, g3.p, h.p, hn.p, th);
+            if (th == 1)
+                for (t = 0; t < 2; t++)
+                    out_check(fn, &o[t]);
+        }
+        for (t = 0; t < 2; t++)
+            out_end(fn, &o[t]);
+        untouched(fn, "h_prev", h, shp);
+        sfree(&shp);
+    }
+
+    /* gru_backward_out_rows and gru_backward_reset_rows (g rows [u, r, c~] of gate values) */
+    for (t = 0; t < 2; t++) {
+        const char *fn = t == 0 ? "gru_backward_out_rows" : "gru_backward_reset_rows";
+        Snap sg, shp, sdh;
+        int v;
+        fill(g3, 0, 1, 1, 3 * E, 0.01, 0.99);
+        for (r = 0; r < rows; r++)
+            fill(g3, r * 3 * n + 2 * n, 1, 1, n, -0.99, 0.99);
+        fill(h, 0, 1, 1, E, -1, 1);
+        fill(dh, 0, 1, 1, E, -1, 1);   /* dh, or drh */
+        fill(dhp, 0, 1, 1, E, -1, 1);
+        fill(dz3, 0, 1, 1, 3 * E, -1, 1);  /* the parts a pass does not write keep these */
+        out_begin(&o[0], "dh_prev", dhp);
+        out_begin(&o[1], "dz", dz3);
+        for (r = 0; r < rows; r++)
+            for (j = 0; j < n; j++) {
+                const ptrdiff_t q = r * 3 * n + j, e = r * n + j;
+                const double u = GET(g3, q), rr = GET(g3, q + n), cc = GET(g3, q + 2 * n);
+                const double hp = GET(h, e), d = GET(dh, e), dp = GET(dhp, e);
+                if (t == 0) {
+                    /* h_next = u c~ + (1 - u) h_prev */
+                    o[1].ref[q + 2 * n] = d * u * (1 - cc * cc);
+                    o[1].sc[q + 2 * n] = fabs(d) * u * (1 + cc * cc);
+                    o[1].ref[q] = d * (cc - hp) * u * (1 - u);
+                    o[1].sc[q] = fabs(d) * (fabs(cc) + fabs(hp)) * u * (1 + u);
+                    o[0].ref[e] = dp + d * (1 - u);
+                    o[0].sc[e] = fabs(dp) + fabs(d) * (1 + u);
+                } else {
+                    /* rh = r h_prev */
+                    o[1].ref[q + n] = d * hp * rr * (1 - rr);
+                    o[1].sc[q + n] = fabs(d * hp) * rr * (1 + rr);
+                    o[0].ref[e] = dp + d * rr;
+                    o[0].sc[e] = fabs(dp) + fabs(d) * rr;
+                }
+            }
+        sg = snap(g3);
+        shp = snap(h);
+        sdh = snap(dh);
+        for (th = 1; th <= 2; th++) {
+            if (t == 0)
+                CALL(gru_backward_out_rows, rows, n, g3.p, h.p, dh.p, dhp.p, dz3.p, th);
+            else
+                CALL(gru_backward_reset_rows, rows, n, g3.p, h.p, dh.p, dhp.p, dz3.p, th);
+            if (th == 1)
+                for (v = 0; v < 2; v++)
+                    out_check(fn, &o[v]);
+        }
+        for (v = 0; v < 2; v++)
+            out_end(fn, &o[v]);
+        untouched(fn, "g", g3, sg);
+        untouched(fn, "h_prev", h, shp);
+        untouched(fn, t == 0 ? "dh" : "drh", dh, sdh);
+        sfree(&sg);
+        sfree(&shp);
+        sfree(&sdh);
+    }
+
+    bfree(&h);
+    bfree(&dh);
+    bfree(&dz);
+    bfree(&g4);
+    bfree(&cp);
+    bfree(&tcb);
+    bfree(&dc);
+    bfree(&dz4);
+    bfree(&g3);
+    bfree(&rh);
+    bfree(&hn);
+    bfree(&dhp);
+    bfree(&dz3);
+}
+
+static void check_rows(void)
+{
+    const ptrdiff_t VL = vec_len();
+    const ptrdiff_t r_in[] = {1, 3, 7};
+    const ptrdiff_t n_in[] = {1, VL - 1, VL + 1, 2 * VL + 3, 37};
+    ptrdiff_t ns[5];
+    const int nn = uniq(n_in, 5, 1, ns);
+    int a, b;
+    for (a = 0; a < 3; a++)
+        for (b = 0; b < nn; b++)
+            run_rows(r_in[a], ns[b]);
+    run_rows(0, VL + 1);
+}
+
+/* ======================= activations ======================= */
+
+static void check_activate(void)
+{
+    static const double special[] = {0.0, -0.0, 1e-45, 5e-324, 1e-40, 1e-30, 1e-8, 0.1, 0.124, 0.125, 0.126,
+                                     0.5, 1, 2.5, 5, 9, 9.01, 9.5, 9.6, 15, 19.5, 20, 40, 87, 87.9, 88, 88.5,
+                                     100, 700, 708, 709, 710, 1000, 1e30, 1e300, FLT_MAX, DBL_MAX, INFINITY};
+    const int ns = (int)(sizeof special / sizeof special[0]);
+    const ptrdiff_t grid = 6001, n = grid + 2 * ns + 2;  /* over one block of 4096 */
+    Buf x = bnew(n), y = bnew(n), y1;
+    ptrdiff_t i;
+    int kind;
+    double *ref = (double *)xmalloc((size_t)n * sizeof(double));
+    Snap sx, sy;
+    /* the specials of both signs, then NaNs, then a grid over [-30, 30], at
+     * positions that are no multiple of a vector */
+    for (i = 0; i < ns; i++) {
+        SET(x, 2 * i, special[i]);
+        SET(x, 2 * i + 1, -special[i]);
+    }
+    SET(x, 2 * ns, NAN);
+    SET(x, 2 * ns + 1, -NAN);
+    for (i = 0; i < grid; i++)
+        SET(x, 2 * ns + 2 + i, -30.0 + 60.0 * (double)i / (double)(grid - 1) + 1e-4);
+    sx = snap(x);
+    for (kind = 0; kind < 3; kind++) {
+        static const char *names[] = {"sigmoid", "tanh", "relu"};
+        snprintf(g_ctx, sizeof g_ctx, "kind=%s n=%ld (specials, NaN, a grid over [-30, 30])", names[kind], (long)n);
+        for (i = 0; i < n; i++) {
+            const double v = GET(x, i);
+            ref[i] = kind == FN_ACT_SIGMOID ? (v != v ? v : sigm(v))
+                     : kind == FN_ACT_TANH ? tanh(v) : (v != v ? v : (v > 0 ? v : 0.0));
+        }
+        fill_value(y, 0, 1, 1, n, NAN);
+        sy = snap(y);
+        CALL(activate, kind, n, x.p, y.p, 1);
+        cmp("activate", names[kind], y, 0, 1, 1, n, ref, NULL, g_tol, g_floor);
+        guards("activate", "guard zones", y, sy);
+        untouched("activate", "x", x, sx);
+        y1 = buf_copy(y);
+        restore(y, sy);
+        CALL(activate, kind, n, x.p, y.p, 2);
+        same("activate", "threads=2", y, y1, 0, 1, 1, n);
+        bfree(&y1);
+        sfree(&sy);
+    }
+    /* the edges of the sweep by name: NaN propagates, tanh(+-inf) = +-1 */
+    for (kind = 0; kind < 3; kind++) {
+        Buf e = bnew(4), o = bnew(4);
+        double want[4], sc[4] = {0, 0, 0, 0};
+        SET(e, 0, NAN);
+        SET(e, 1, INFINITY);
+        SET(e, 2, -INFINITY);
+        SET(e, 3, -NAN);
+        want[0] = want[3] = NAN;
+        want[1] = kind == FN_ACT_RELU ? INFINITY : 1.0;
+        want[2] = kind == FN_ACT_TANH ? -1.0 : 0.0;
+        /* sigmoid(inf) within the tolerance of 1 (AVX2's float quotient makes it
+         * 1 - 2^-24), the rest exact (sigmoid(-inf) below the floor) */
+        sc[1] = kind == FN_ACT_SIGMOID ? 1.0 : 0.0;
+        snprintf(g_ctx, sizeof g_ctx, "kind=%d x=[nan, inf, -inf, -nan]", kind);
+        CALL(activate, kind, 4, e.p, o.p, 1);
+        cmp("activate", "NaN and infinities", o, 0, 1, 1, 4, want, sc, g_tol, g_floor);
+        bfree(&e);
+        bfree(&o);
+    }
+    free(ref);
+    sfree(&sx);
+    bfree(&x);
+    bfree(&y);
+}
+
+/* ======================= main ======================= */
+
+int main(int argc, char **argv)
+{
+    int i, t, d, top;
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--selftest") == 0)
+            g_selftest = 1;
+        else if (strcmp(argv[i], "-v") == 0)
+            g_verbose = 1;
+        else {
+            fprintf(stderr, "usage: %s [-v] [--selftest]\n", argv[0]);
+            return 2;
+        }
+    }
+    top = fn_cpu_tier();
+    check_tier_api();
+    for (t = top; t >= 0; t--) {
+        fn_set_tier(t);
+        g_tier = fn_tier();
+        snprintf(g_ctx, sizeof g_ctx, "set %d", t);
+        expect_int("fn_set_tier", "the tier set", g_tier, t);
+        for (d = 0; d < 2; d++) {
+            const clock_t c0 = clock();
+            g_dbl = d;
+            g_tol = d ? 1e-12 : 1e-5;
+            g_floor = d ? 1e-300 : 1e-37;
+            seed((uint64_t)(t * 2 + d + 1));
+            check_pack();
+            check_gemm_nn();
+            check_gemm_any();
+            check_gemm_tn();
+            check_transpose();
+            check_conv();
+            check_lstm();
+            check_rows();
+            check_activate();
+            if (g_verbose)
+                printf("tier %s, %s: done, %.2f s of CPU\n", tier_name(t), type_name(),
+                       (double)(clock() - c0) / CLOCKS_PER_SEC);
+        }
+    }
+    printf("fn_check: cpu tier %s, openmp %s%s\n", tier_name(top), fn_openmp() ? "yes" : "no",
+           g_selftest ? ", selftest (every check perturbed)" : "");
+    for (i = 0; i < t_count; i++)
+        printf("  %-24s %6ld checks, %ld failed; worst passing error %.3f of the allowed\n", t_name[i],
+               t_checks[i], t_fail[i], t_worst[i]);
+    printf("fn_check: %ld checks, %ld failed\n", g_checks, g_failures);
+    return g_failures == 0 ? 0 : 1;
+}
