@@ -93,8 +93,7 @@ FN_TARGET FN_UNUSED static void FN(pack_t)(ptrdiff_t K, ptrdiff_t N, const FN_T 
 
 /* acc += a (K) @ one packed panel of NV_ vectors: two interleaved chains keep twice
  * the FMAs in flight (a matrix-vector step, where a tile of FN_MR rows would waste
- * most of its work). row_acc: a GEMM panel; row_acc_h: a half one; row_acc4: an LSTM
- * panel (fn_lstm.h). */
+ * most of its work). row_acc: a GEMM panel; row_acc_h: a half one. */
 #define FN_DEFINE_ROW_ACC(NAME, NV_) \
     FN_TARGET FN_INLINE void FN(NAME)(ptrdiff_t K, const FN_T *a, const FN_T *bp, FN_V acc[NV_]) \
     { \
@@ -126,7 +125,6 @@ FN_TARGET FN_UNUSED static void FN(pack_t)(ptrdiff_t K, ptrdiff_t N, const FN_T 
     }
 FN_DEFINE_ROW_ACC(row_acc, FN_NV)
 FN_DEFINE_ROW_ACC(row_acc_h, FN_NV / 2)
-FN_DEFINE_ROW_ACC(row_acc4, 4)
 #undef FN_DEFINE_ROW_ACC
 
 #define FN_TMR FN_MR

@@ -7,10 +7,10 @@
  * FN_V of FN_VL lanes of FN_T. fn_instance.h compiles them for float and double
  * with the tier's parameters:
  *
- *   tier     vector    GEMM tile (rows x vectors)   LSTM tile    target attribute
- *   avx512   64 bytes  6 x 4                        6 x 4        avx512f/vl/dq/bw, fma
- *   avx2     32 bytes  6 x 2                        3 x 4        avx2, fma
- *   generic  16 bytes  6 x 2                        3 x 4        none (SSE2, NEON, ...)
+ *   tier     vector    GEMM tile (rows x vectors)   LSTM tile       target attribute
+ *   avx512   64 bytes  6 x 4                        6 x 4 gates     avx512f/vl/dq/bw, fma
+ *   avx2     32 bytes  6 x 2                        6 x 2 gates x2  avx2, fma
+ *   generic  16 bytes  6 x 2                        6 x 2 gates x2  none (SSE2, NEON, ...)
  *
  * so that a tile's accumulators fill most of the tier's vector registers (32 for
  * AVX-512, 16 otherwise) and leave room for the right operand's vectors. A function
@@ -64,6 +64,7 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #define FN_MR 6
 #define FN_NV 4
 #define FN_LMR 6
+#define FN_LGV 4
 #include "fn_instance.h"
 #undef FN_TIER_ID
 #undef FN_TIER_NAME
@@ -72,6 +73,7 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #undef FN_MR
 #undef FN_NV
 #undef FN_LMR
+#undef FN_LGV
 
 #define FN_TIER_ID FN_TIER_AVX2
 #define FN_TIER_NAME avx2
@@ -79,7 +81,8 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #define FN_VBYTES 32
 #define FN_MR 6
 #define FN_NV 2
-#define FN_LMR 3
+#define FN_LMR 6
+#define FN_LGV 2
 #include "fn_instance.h"
 #undef FN_TIER_ID
 #undef FN_TIER_NAME
@@ -88,6 +91,7 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #undef FN_MR
 #undef FN_NV
 #undef FN_LMR
+#undef FN_LGV
 #endif
 
 #define FN_TIER_ID FN_TIER_GENERIC
@@ -96,7 +100,8 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #define FN_VBYTES 16
 #define FN_MR 6
 #define FN_NV 2
-#define FN_LMR 3
+#define FN_LMR 6
+#define FN_LGV 2
 #include "fn_instance.h"
 #undef FN_TIER_ID
 #undef FN_TIER_NAME
@@ -105,6 +110,7 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #undef FN_MR
 #undef FN_NV
 #undef FN_LMR
+#undef FN_LGV
 
 /* ---- the dispatchers: fn_<name>_f and fn_<name>_d ---- */
 

@@ -4,6 +4,8 @@ PyTorch, and with the plain NumPy a user would write instead.
 Every workload is ``{"forward": f, "forward_backward": g}``; the same inputs feed all
 of them, each library in its native layout (fastnn and NumPy NHWC, PyTorch NCHW).
 """
+import sys
+
 import numpy as np
 
 import fastnn
@@ -252,10 +254,13 @@ def numpy_lstm_backward(dh, saved):
 
 
 def load_torch():
-    """PyTorch, or None when it is not installed (the comparison is then skipped)."""
+    """PyTorch, or None when it cannot be imported (the comparison is then skipped; a
+    PyTorch that is installed but fails to import says why on stderr)."""
     try:
         import torch
-    except ImportError:
+    except ImportError as exc:
+        if getattr(exc, "name", None) != "torch":
+            print(f"fastnn-bench: PyTorch is installed but does not import: {exc!r}", file=sys.stderr)
         return None
     return torch
 

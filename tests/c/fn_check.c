@@ -1068,7 +1068,8 @@ static double sigm(double z) { return 1.0 / (1.0 + exp(-z)); }
 static void run_lstm(ptrdiff_t m, ptrdiff_t n_a, ptrdiff_t n_x, int mode, int reverse)
 {
     const char *fn = "lstm_step_mt";
-    const ptrdiff_t VL = vec_len(), LNR = 4 * VL, panels = (n_a + VL - 1) / VL;
+    /* a panel holds a 64-byte line of units of each gate */
+    const ptrdiff_t LU = 64 / (ptrdiff_t)ES, LNR = 4 * LU, panels = (n_a + LU - 1) / LU;
     const ptrdiff_t K = n_a + (mode == 0 ? n_x : 0), ldw = n_a + n_x + 1, G = 4 * n_a;
     const ptrdiff_t size = (ptrdiff_t)CALL(lstm_packed_size, n_a, K);
     Buf W = bnew(G * ldw), P = bnew(size), h = bnew(m * n_a), cp = bnew(m * n_a), x = bnew(m * n_x);
@@ -1091,9 +1092,9 @@ static void run_lstm(ptrdiff_t m, ptrdiff_t n_a, ptrdiff_t n_x, int mode, int re
     for (p = 0; p < panels; p++)
         for (k = 0; k < K; k++)
             for (gate = 0; gate < 4; gate++)
-                for (j = 0; j < VL; j++)
-                    pref[(p * K + k) * LNR + gate * VL + j] =
-                        p * VL + j < n_a ? GET(W, (gate * n_a + p * VL + j) * ldw + k) : 0.0;
+                for (j = 0; j < LU; j++)
+                    pref[(p * K + k) * LNR + gate * LU + j] =
+                        p * LU + j < n_a ? GET(W, (gate * n_a + p * LU + j) * ldw + k) : 0.0;
     cmp("lstm_pack", "P", P, 0, 1, 1, size, pref, NULL, 0, 0);
     untouched("lstm_pack", "W", W, sW);
     free(pref);
