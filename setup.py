@@ -56,7 +56,8 @@ extensions = [
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         depends=sorted(glob.glob(os.path.join("fastnn", "_kernels", "*.h"))
-                       + glob.glob(os.path.join("fastnn", "_kernels", "*.pxd"))),
+                       + glob.glob(os.path.join("fastnn", "_kernels", "*.pxd"))
+                       + glob.glob(os.path.join("fastnn", "_kernels", "*.pxi"))),
     )
     for path in sorted(glob.glob(os.path.join("fastnn", "_kernels", "*.pyx")))
 ]

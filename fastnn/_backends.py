@@ -36,11 +36,16 @@ for _cell in ("rnn", "gru", "lstm"):
     for _suffix in ("_cell_forward", "_cell_backward", "_forward", "_backward"):
         _FAMILY[_cell + _suffix] = "recurrent"
 
+# The order in which backend=None tries the backends of each op family on each CPU
+# tier, fastest first, as fastnn-bench measured them on that tier (the report
+# checks that the default is within 10 % of the fastest; docs/BENCHMARKS.md). The
+# tier is the compiled kernels' (without them, "generic").
+_CYTHON_FIRST = ("cython", "numba", "reference")
 _PREFERENCE = {
-    "conv": ("cython", "numba", "reference"),
-    "pool": ("cython", "numba", "reference"),
-    "bmm": ("cython", "numba", "reference"),
-    "recurrent": ("cython", "numba", "reference"),
+    "avx512": {"conv": _CYTHON_FIRST, "pool": _CYTHON_FIRST, "bmm": _CYTHON_FIRST, "recurrent": _CYTHON_FIRST},
+    "avx2": {"conv": _CYTHON_FIRST, "pool": _CYTHON_FIRST, "bmm": _CYTHON_FIRST, "recurrent": _CYTHON_FIRST},
+    "generic": {"conv": _CYTHON_FIRST, "pool": _CYTHON_FIRST, "bmm": _CYTHON_FIRST,
+                "recurrent": _CYTHON_FIRST},
 }
 
 # The CPU tiers, lowest first (their index is the C kernels' FN_TIER_*), and what
@@ -81,6 +86,8 @@ def _load(name):
                 if module.set_tier(ISAS.index(_isa)) < ISAS.index(_isa):
                     warnings.warn(f"FASTNN_ISA={_isa}: this CPU has no {_isa}; running the "
                                   f"{ISAS[module.active_tier()]} tier", RuntimeWarning, stacklevel=2)
+            if name == "cython":
+                _note_isa()
     return _loaded[name]
 
 
@@ -126,7 +133,9 @@ def resolve(fn, kernel, backend):
             having = [n for n in available_backends() if hasattr(_loaded[n], kernel)]
             raise ValueError(f"{fn}: backend {backend!r} has no {kernel} kernel; backends that have it: {having}")
         return backend, func
-    for name in _PREFERENCE[_FAMILY[kernel]]:
+    if _active_isa is None:
+        _load("cython")  # which tier its kernels run on picks the table
+    for name in _PREFERENCE[_active_isa or "generic"][_FAMILY[kernel]]:
         module = _load(name)
         if module is not None and hasattr(module, kernel):
             return name, getattr(module, kernel)
@@ -188,6 +197,13 @@ def get_workspace_limit():
 
 
 _isa = None  # the tier asked for (FASTNN_ISA or set_isa); None: the CPU's highest
+_active_isa = None  # the tier the compiled kernels run on (kept by _note_isa)
+
+
+def _note_isa():
+    global _active_isa
+    module = _loaded.get("cython")
+    _active_isa = ISAS[module.active_tier()] if module is not None else None
 
 
 def _check_isa(fn, name):
@@ -229,6 +245,7 @@ def set_isa(name):
     module = _load("cython")
     if module is not None:
         module.set_tier(ISAS.index(name) if name is not None else len(ISAS) - 1)
+    _note_isa()
     return get_isa()
 
 

@@ -44,7 +44,8 @@ from ._fn cimport (conv_dw_scratch, conv_forward, conv_scratch, conv_weight_grad
                    pack, pack_t, packed_size)
 
 
-cdef int _num_threads = max(1, fn_max_threads())
+include "_module.pxi"
+
 
 # Output pixels per forward task; the size of a weight-gradient chunk's slice of dy;
 # the parts of the batch whose weight gradients are summed separately (at most this
@@ -57,31 +58,6 @@ cdef Py_ssize_t _DW_PARTIAL_BYTES = 16 * 2**20
 # Chunks of the strided dx's columns aim at this size, so that a chunk is still in
 # cache when col2im reads it back.
 cdef Py_ssize_t _CHUNK_BYTES = 2 * 2**20
-
-
-def set_num_threads(n):
-    """Use n OpenMP threads in these kernels."""
-    global _num_threads
-    _num_threads = max(1, int(n))
-
-
-def openmp_enabled():
-    """True when this module was compiled with OpenMP."""
-    return bool(fn_openmp())
-
-
-def cpu_tier():
-    """The highest CPU tier this CPU can run (fn_base.h)."""
-    return fn_cpu_tier()
-
-
-def set_tier(int tier):
-    """Run this module's kernels on `tier` (at most the CPU's); returns the tier set."""
-    return fn_set_tier(tier)
-
-
-def active_tier():
-    return fn_tier()
 
 
 cdef inline int _threads() noexcept nogil:

@@ -48,32 +48,7 @@ cdef extern from "fn_kernels.h":
                            int threads) noexcept nogil
 
 
-cdef int _num_threads = max(1, fn_max_threads())
-
-
-def set_num_threads(n):
-    """Use n OpenMP threads in these kernels."""
-    global _num_threads
-    _num_threads = max(1, int(n))
-
-
-def openmp_enabled():
-    """True when this module was compiled with OpenMP."""
-    return bool(fn_openmp())
-
-
-def cpu_tier():
-    """The highest CPU tier this CPU can run (fn_base.h)."""
-    return fn_cpu_tier()
-
-
-def set_tier(int tier):
-    """Run this module's kernels on `tier` (at most the CPU's); returns the tier set."""
-    return fn_set_tier(tier)
-
-
-def active_tier():
-    return fn_tier()
+include "_module.pxi"
 
 
 cdef fn_pool_geom _geometry(x_shape, ksize, stride, pads, dilation, out_hw, bint count_include_pad):

@@ -54,7 +54,8 @@ from ._fn cimport (any_scratch, fn_alloc, fn_cpu_tier, fn_free, fn_lstm_io_d, fn
                    pack_t, packed_size, rnn_backward_rows, rnn_forward_rows)
 
 
-cdef int _num_threads = max(1, fn_max_threads())
+include "_module.pxi"
+
 
 # From this many rows on, the fused LSTM step multiplies [h_prev, x_t] by the whole
 # of W itself, instead of adding h_prev @ W_h^T to an input projection of all steps
@@ -72,31 +73,6 @@ cdef Py_ssize_t _PARALLEL_ELEMENTS = 65536
 # thread. The choice depends on the sizes only, so small calls give the same bits
 # at any thread count.
 cdef double _SERIAL_MACS = 16777216.0
-
-
-def set_num_threads(n):
-    """Use n OpenMP threads in these kernels."""
-    global _num_threads
-    _num_threads = max(1, int(n))
-
-
-def openmp_enabled():
-    """True when this module was compiled with OpenMP."""
-    return bool(fn_openmp())
-
-
-def cpu_tier():
-    """The highest CPU tier this CPU can run (fn_base.h)."""
-    return fn_cpu_tier()
-
-
-def set_tier(int tier):
-    """Run this module's kernels on `tier` (at most the CPU's); returns the tier set."""
-    return fn_set_tier(tier)
-
-
-def active_tier():
-    return fn_tier()
 
 
 cdef bint _serial(int T, int m, int gates, int n_a, int n_x) noexcept nogil:
