@@ -129,21 +129,28 @@ FN_UNUSED static inline int fn_max_threads(void)
  * On a machine where another process keeps a core busy, a parallel region can
  * still wait milliseconds for a thread the scheduler has not run yet: a recurrent
  * sequence, a region per step, then takes several times its one-thread time. So
- * every region measures what the calling thread spent waiting beyond its own work;
- * when that exceeds FN_STALL_SECONDS (and twice the work it did), the module runs its
- * kernels on one thread for the next FN_BACKOFF_SECONDS before trying the threads
- * again (and for twice as long each time the first try stalls again, so a machine
- * that stays busy costs a stall every few seconds at most; on Linux the machine's
- * idle time over the back-off tells whether to try at all). On a quiet machine the
- * wait is a few microseconds and nothing changes. The Cython drivers' parallel
+ * every region measures what the calling thread spent waiting beyond its own work,
+ * and off its CPU; when either exceeds FN_STALL_SECONDS (and the work it did) in two
+ * regions in a row, the module runs its kernels on one thread for the next
+ * FN_BACKOFF_SECONDS (a single stall is a thread waking from an idle spell), then tries
+ * the threads again if the machine had an idle core meanwhile (Linux: /proc/stat),
+ * else backs off again without trying. A stall soon after the last one doubles the
+ * back-off (up to FN_BACKOFF_MAX_SECONDS). A short one, such as another library's
+ * threads spinning for some milliseconds after their own work, costs a few tens
+ * of milliseconds on one thread; a core that stays busy, no stall after the first.
+ * On a quiet machine the wait is a few microseconds and nothing changes. The Cython drivers' parallel
  * loops whose results do not depend on the thread count take part through
  * fn_region_threads, fn_region_begin, fn_main_clock, fn_add_busy and fn_region_end. */
 #ifdef _OPENMP
-#define FN_STALL_SECONDS 200e-6
-#define FN_BACKOFF_SECONDS 0.2
+#define FN_STALL_SECONDS 1e-3
+#define FN_BACKOFF_SECONDS 0.05
 #define FN_BACKOFF_MAX_SECONDS 3.2
 #define FN_CAP_SECONDS 5.0
 static double fn_serial_until = 0.0, fn_backoff = FN_BACKOFF_SECONDS, fn_last_stall = -1e9;
+/* regions that stalled one after the other: a thread that slept through an idle
+ * spell can take a millisecond to wake (a virtual CPU longer), once; a busy core
+ * stalls region after region */
+static int fn_stalls = 0;
 /* after a back-off, the team is held to the cores that were idle during it (plus the
  * caller's) until FN_CAP_SECONDS pass without a stall; 0: no cap */
 static int fn_team_cap = 0;
@@ -230,14 +237,19 @@ FN_UNUSED static inline void fn_region_begin(fn_region *r)
 
 /* After a region: back off when the calling thread waited long for the others, or
  * was itself off its CPU for most of the region (the threads outnumber the free
- * cores). A stall soon after the last one doubles the back-off, up to
- * FN_BACKOFF_MAX_SECONDS. */
+ * cores), in this region and the one before. A stall soon after the last back-off
+ * doubles the next, up to FN_BACKOFF_MAX_SECONDS. */
 FN_UNUSED static inline void fn_region_end(const fn_region *r)
 {
     const double now = omp_get_wtime(), wall = now - r->wall, wait = wall - r->busy;
     const double cpu = r->cpu >= 0.0 ? fn_thread_cpu() - r->cpu : wall;
     const double off = wall - cpu;
-    if ((wait > FN_STALL_SECONDS && wait > 2.0 * r->busy) || (off > FN_STALL_SECONDS && off > 0.5 * wall)) {
+    if (!((wait > FN_STALL_SECONDS && wait > 2.0 * r->busy) || (off > FN_STALL_SECONDS && off > 0.5 * wall))) {
+        fn_stalls = 0;
+        return;
+    }
+    if (++fn_stalls >= 2) {
+        fn_stalls = 0;
         if (now - fn_last_stall < 4.0 * fn_backoff + 1.0)
             fn_backoff = 2.0 * fn_backoff < FN_BACKOFF_MAX_SECONDS ? 2.0 * fn_backoff : FN_BACKOFF_MAX_SECONDS;
         else

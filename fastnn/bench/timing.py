@@ -29,7 +29,7 @@ QUICK_PLAN = Plan(repeat=5, min_repeat=3, warmup=1, min_sample_s=0.02, budget_s=
 REFERENCE_PLAN = Plan(repeat=3, min_repeat=1, warmup=1, min_sample_s=0.02, budget_s=1.0)
 # Under load a PyTorch call can take over a second: few rounds of single calls, and
 # the median of those.
-LOAD_PLAN = Plan(repeat=5, min_repeat=3, warmup=1, min_sample_s=0.02, budget_s=3.0)
+LOAD_PLAN = Plan(repeat=9, min_repeat=5, warmup=1, min_sample_s=0.02, budget_s=6.0)
 
 _MISSING_KERNEL = re.compile(r"has no \w+ kernel")
 
