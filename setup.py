@@ -41,7 +41,10 @@ def compiler_accepts_openmp():
 
 
 openmp = compiler_accepts_openmp()
-compile_args = ["-O3"]
+# The C kernels fuse multiply-adds where they say so (fn_simd.h's FN(fma)) and
+# nowhere else: a loop body compiled twice (for the threads and for the calling
+# thread alone) must round the same way in both copies.
+compile_args = ["-O3", "-ffp-contract=off"]
 link_args = []
 if openmp:
     compile_args.append("-fopenmp")

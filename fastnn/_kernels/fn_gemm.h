@@ -109,15 +109,15 @@ FN_TARGET FN_UNUSED static void FN(pack_t)(ptrdiff_t K, ptrdiff_t N, const FN_T 
             const FN_V a0 = FN(bc)(a[k]), a1 = FN(bc)(a[k + 1]); \
             _Pragma("GCC unroll 4") \
             for (v = 0; v < (NV_); v++) { \
-                c[v] += a0 * FN(ld)(bp + v * FN_VL); \
-                d[v] += a1 * FN(ld)(bp + ((NV_) + v) * FN_VL); \
+                c[v] = FN(fma)(a0, FN(ld)(bp + v * FN_VL), c[v]); \
+                d[v] = FN(fma)(a1, FN(ld)(bp + ((NV_) + v) * FN_VL), d[v]); \
             } \
         } \
         if (k < K) { \
             const FN_V a0 = FN(bc)(a[k]); \
             _Pragma("GCC unroll 4") \
             for (v = 0; v < (NV_); v++) \
-                c[v] += a0 * FN(ld)(bp + v * FN_VL); \
+                c[v] = FN(fma)(a0, FN(ld)(bp + v * FN_VL), c[v]); \
         } \
         _Pragma("GCC unroll 4") \
         for (v = 0; v < (NV_); v++) \

@@ -25,6 +25,9 @@
 #if FN_X86_TIERS
 #include <immintrin.h>
 #endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 #define FN_CAT_(a, b, c) a##_##b##_##c
 #define FN_CAT(a, b, c) FN_CAT_(a, b, c)

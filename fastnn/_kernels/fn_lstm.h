@@ -77,7 +77,7 @@ FN_TARGET FN_INLINE void FN(lstm_cell)(FN_V zf, FN_V zu, FN_V zc, FN_V zo, int u
 {
     const FN_V f = FN(sigmoid)(zf), u = FN(sigmoid)(zu), cc = FN(tanh)(zc), o = FN(sigmoid)(zo);
     const FN_V cprev = units == FN_VL ? FN(ld)(cp) : FN(ldn)(cp, units);
-    const FN_V c = f * cprev + u * cc;
+    const FN_V c = FN(fma)(f, cprev, u * cc);
     const FN_V t = FN(tanh)(c);
     FN(lstm_put)(g, units, f, stream);
     FN(lstm_put)(g + n_a, units, u, stream);
@@ -174,7 +174,7 @@ FN_TARGET FN_INLINE void FN(lstm_row_cell)(const FN_LSTM_IO *io, ptrdiff_t row, 
                         const FN_V av = FN(bc)(a[r][k]); \
                         _Pragma("GCC unroll 4") \
                         for (v = 0; v < FN_LGV; v++) \
-                            acc[r][v] += av * bv[v]; \
+                            acc[r][v] = FN(fma)(av, bv[v], acc[r][v]); \
                     } \
                 } \
             } \
@@ -232,14 +232,14 @@ FN_TARGET FN_INLINE const FN_T *FN(lstm_row_acc)(ptrdiff_t len, const FN_T *a, c
         const FN_V a0 = FN(bc)(a[k]), a1 = FN(bc)(a[k + 1]);
         _Pragma("GCC unroll 4")
         for (v = 0; v < FN_LGV; v++) {
-            acc[v] += a0 * FN(ld)(b + v * FN_VL);
-            d[v] += a1 * FN(ld)(b + FN_LNR + v * FN_VL);
+            acc[v] = FN(fma)(a0, FN(ld)(b + v * FN_VL), acc[v]);
+            d[v] = FN(fma)(a1, FN(ld)(b + FN_LNR + v * FN_VL), d[v]);
         }
     }
     if (k < len) {
         const FN_V a0 = FN(bc)(a[k]);
         for (v = 0; v < FN_LGV; v++)
-            acc[v] += a0 * FN(ld)(b + v * FN_VL);
+            acc[v] = FN(fma)(a0, FN(ld)(b + v * FN_VL), acc[v]);
         b += FN_LNR;
     }
     for (v = 0; v < FN_LGV; v++)

@@ -27,33 +27,33 @@ FN_TARGET FN_INLINE FN_V FN(exp)(FN_V y)
 {
 #if FN_DOUBLE
     const FN_V shift = FN(bc)(6755399441055744.0);  /* 1.5 * 2^52 */
-    const FN_V t = y * 1.4426950408889634 + shift, n = t - shift;
-    const FN_V r = (y - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+    const FN_V t = FN(fma)(y, FN(bc)(1.4426950408889634), shift), n = t - shift;
+    const FN_V r = FN(fma)(n, FN(bc)(-1.90821492927058770002e-10), FN(fma)(n, FN(bc)(-6.93147180369123816490e-01), y));
     FN_V p = FN(bc)(1.0 / 479001600.0);
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    p = FN(fma)(p, r, FN(bc)(1.0 / 39916800.0));
+    p = FN(fma)(p, r, FN(bc)(1.0 / 3628800.0));
+    p = FN(fma)(p, r, FN(bc)(1.0 / 362880.0));
+    p = FN(fma)(p, r, FN(bc)(1.0 / 40320.0));
+    p = FN(fma)(p, r, FN(bc)(1.0 / 5040.0));
+    p = FN(fma)(p, r, FN(bc)(1.0 / 720.0));
+    p = FN(fma)(p, r, FN(bc)(1.0 / 120.0));
+    p = FN(fma)(p, r, FN(bc)(1.0 / 24.0));
+    p = FN(fma)(p, r, FN(bc)(1.0 / 6.0));
+    p = FN(fma)(p, r, FN(bc)(0.5));
+    p = FN(fma)(p, r, FN(bc)(1.0));
+    p = FN(fma)(p, r, FN(bc)(1.0));
     return p * (FN_V)(((FN_VB)t + 1023) << 52);
 #else
     const FN_V shift = FN(bc)(12582912.0f);  /* 1.5 * 2^23 */
-    const FN_V t = y * 1.44269504088896341f + shift, n = t - shift;
-    const FN_V r = (y - n * 0.693359375f) + n * 2.12194440e-4f;
+    const FN_V t = FN(fma)(y, FN(bc)(1.44269504088896341f), shift), n = t - shift;
+    const FN_V r = FN(fma)(n, FN(bc)(2.12194440e-4f), FN(fma)(n, FN(bc)(-0.693359375f), y));
     FN_V p = FN(bc)(0.0013836845922111807f);
-    p = p * r + 0.008374815804204775f;
-    p = p * r + 0.04166822557075854f;
-    p = p * r + 0.16666420169851795f;
-    p = p * r + 0.4999999207981093f;
-    p = p * r + 1.0000000363231982f;
-    p = p * r + 1.0000000005541685f;
+    p = FN(fma)(p, r, FN(bc)(0.008374815804204775f));
+    p = FN(fma)(p, r, FN(bc)(0.04166822557075854f));
+    p = FN(fma)(p, r, FN(bc)(0.16666420169851795f));
+    p = FN(fma)(p, r, FN(bc)(0.4999999207981093f));
+    p = FN(fma)(p, r, FN(bc)(1.0000000363231982f));
+    p = FN(fma)(p, r, FN(bc)(1.0000000005541685f));
     return p * (FN_V)(((FN_VB)t + 127) << 23);
 #endif
 }
@@ -77,25 +77,25 @@ FN_TARGET FN_INLINE FN_V FN(tanh)(FN_V x)
     const FN_V e = FN(exp)(-2.0 * a), z = a * a;
     const FN_V sign = (FN_V)((FN_VB)x & 0x8000000000000000ull);
     FN_V s = FN(bc)(21844.0 / 6081075.0), big, small;
-    s = s * z - 1382.0 / 155925.0;
-    s = s * z + 62.0 / 2835.0;
-    s = s * z - 17.0 / 315.0;
-    s = s * z + 2.0 / 15.0;
-    s = s * z - 1.0 / 3.0;
-    small = a + a * z * s;
+    s = FN(fma)(s, z, FN(bc)(-1382.0 / 155925.0));
+    s = FN(fma)(s, z, FN(bc)(62.0 / 2835.0));
+    s = FN(fma)(s, z, FN(bc)(-17.0 / 315.0));
+    s = FN(fma)(s, z, FN(bc)(2.0 / 15.0));
+    s = FN(fma)(s, z, FN(bc)(-1.0 / 3.0));
+    small = FN(fma)(a * z, s, a);
     big = FN(div)(1.0 - e, 1.0 + e);
     return (FN_V)((FN_VB)FN(sel)(a < FN(bc)(0.125), small, big) | (FN_VB)sign);
 #else
     const FN_V xc = FN(atmost)(FN(atleast)(x, -9.5f), 9.5f), y = xc * xc;
     FN_V p = FN(bc)(1.335455727327421e-08f), q = FN(bc)(7.776515006805797e-07f);
-    p = p * y + 2.0609005294865192e-05f;
-    q = q * y + 0.00032856271369997327f;
-    p = p * y + 0.0034955834317175164f;
-    q = q * y + 0.025876964363397995f;
-    p = p * y + 0.13381021696612522f;
-    q = q * y + 0.46714337291882696f;
-    p = p * y + 0.9999999794745632f;
-    q = q * y + 1.0f;
+    p = FN(fma)(p, y, FN(bc)(2.0609005294865192e-05f));
+    q = FN(fma)(q, y, FN(bc)(0.00032856271369997327f));
+    p = FN(fma)(p, y, FN(bc)(0.0034955834317175164f));
+    q = FN(fma)(q, y, FN(bc)(0.025876964363397995f));
+    p = FN(fma)(p, y, FN(bc)(0.13381021696612522f));
+    q = FN(fma)(q, y, FN(bc)(0.46714337291882696f));
+    p = FN(fma)(p, y, FN(bc)(0.9999999794745632f));
+    q = FN(fma)(q, y, FN(bc)(1.0f));
     return FN(atmost)(FN(atleast)(FN(div)(xc * p, q), -1.0f), 1.0f);
 #endif
 }

@@ -35,6 +35,27 @@ FN_TARGET FN_INLINE FN_V FN(sel)(FN_VI mask, FN_V a, FN_V b)
 {
     return (FN_V)(((FN_VI)a & mask) | ((FN_VI)b & ~mask));
 }
+/* a * b + c, rounded once where the tier has a fused multiply-add. The kernels are
+ * compiled with -ffp-contract=off and fuse only here: otherwise the compiler may
+ * fuse one copy of an expression and not another (a loop body compiled once for the
+ * threads and once for the calling thread alone), and the bits would depend on the
+ * thread count. */
+#if FN_TIER_ID == FN_TIER_AVX512 && FN_DOUBLE
+FN_TARGET FN_INLINE FN_V FN(fma)(FN_V a, FN_V b, FN_V c) { return _mm512_fmadd_pd(a, b, c); }
+#elif FN_TIER_ID == FN_TIER_AVX512
+FN_TARGET FN_INLINE FN_V FN(fma)(FN_V a, FN_V b, FN_V c) { return _mm512_fmadd_ps(a, b, c); }
+#elif FN_TIER_ID == FN_TIER_AVX2 && FN_DOUBLE
+FN_TARGET FN_INLINE FN_V FN(fma)(FN_V a, FN_V b, FN_V c) { return _mm256_fmadd_pd(a, b, c); }
+#elif FN_TIER_ID == FN_TIER_AVX2
+FN_TARGET FN_INLINE FN_V FN(fma)(FN_V a, FN_V b, FN_V c) { return _mm256_fmadd_ps(a, b, c); }
+#elif defined(__aarch64__) && FN_DOUBLE
+FN_TARGET FN_INLINE FN_V FN(fma)(FN_V a, FN_V b, FN_V c) { return (FN_V)vfmaq_f64((float64x2_t)c, (float64x2_t)a, (float64x2_t)b); }
+#elif defined(__aarch64__)
+FN_TARGET FN_INLINE FN_V FN(fma)(FN_V a, FN_V b, FN_V c) { return (FN_V)vfmaq_f32((float32x4_t)c, (float32x4_t)a, (float32x4_t)b); }
+#else
+FN_TARGET FN_INLINE FN_V FN(fma)(FN_V a, FN_V b, FN_V c) { return a * b + c; }
+#endif
+
 /* max(x, lo) and min(x, hi) that keep a NaN x: x86's max and min return their
  * second operand when one is NaN */
 #if FN_TIER_ID == FN_TIER_AVX512 && FN_DOUBLE
@@ -64,10 +85,10 @@ FN_TARGET FN_INLINE void FN(stn)(FN_T *p, int n, FN_V v) { _mm512_mask_storeu_pd
 FN_TARGET FN_INLINE FN_V FN(div)(FN_V a, FN_V d)
 {
     FN_V r = _mm512_rcp14_pd(d), q;
-    r = r * (2.0 - d * r);
-    r = r * (2.0 - d * r);
+    r = r * FN(fma)(-d, r, FN(bc)(2.0));
+    r = r * FN(fma)(-d, r, FN(bc)(2.0));
     q = a * r;
-    return q + r * (a - d * q);
+    return FN(fma)(r, FN(fma)(-d, q, a), q);
 }
 FN_TARGET FN_INLINE void FN(stream)(FN_T *p, FN_V v) { _mm512_stream_pd(p, v); }
 #else
@@ -78,7 +99,7 @@ FN_TARGET FN_INLINE void FN(stn)(FN_T *p, int n, FN_V v) { _mm512_mask_storeu_ps
 FN_TARGET FN_INLINE FN_V FN(div)(FN_V a, FN_V d)
 {
     const FN_V r = _mm512_rcp14_ps(d), q = a * r;
-    return q + r * (a - d * q);
+    return FN(fma)(r, FN(fma)(-d, q, a), q);
 }
 FN_TARGET FN_INLINE void FN(stream)(FN_T *p, FN_V v) { _mm512_stream_ps(p, v); }
 
@@ -145,8 +166,8 @@ FN_TARGET FN_INLINE FN_V FN(div)(FN_V a, FN_V d)
 {
     const FN_V r = _mm256_rcp_ps(d);
     FN_V q = a * r;
-    q = q + r * (a - d * q);
-    return q + r * (a - d * q);
+    q = FN(fma)(r, FN(fma)(-d, q, a), q);
+    return FN(fma)(r, FN(fma)(-d, q, a), q);
 }
 FN_TARGET FN_INLINE void FN(stream)(FN_T *p, FN_V v) { _mm256_stream_ps(p, v); }
 

@@ -57,7 +57,7 @@ FN_TARGET FN_INLINE void FN_TILE(tile_store)(FN_V acc[FN_TMR][FN_TNV], FN_T *c, 
             const FN_V av_ = FN(bc)(ar[r_][k]); \
             _Pragma("GCC unroll 4") \
             for (v_ = 0; v_ < FN_TNV; v_++) \
-                acc[r_][v_] += av_ * b[v_]; \
+                acc[r_][v_] = FN(fma)(av_, b[v_], acc[r_][v_]); \
         } \
     } while (0)
 
