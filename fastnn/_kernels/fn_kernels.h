@@ -69,14 +69,6 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #define FN_LMR 6
 #define FN_LGV 4
 #include "fn_instance.h"
-#undef FN_TIER_ID
-#undef FN_TIER_NAME
-#undef FN_TARGET
-#undef FN_VBYTES
-#undef FN_MR
-#undef FN_NV
-#undef FN_LMR
-#undef FN_LGV
 
 #define FN_TIER_ID FN_TIER_AVX2
 #define FN_TIER_NAME avx2
@@ -87,14 +79,6 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #define FN_LMR 6
 #define FN_LGV 2
 #include "fn_instance.h"
-#undef FN_TIER_ID
-#undef FN_TIER_NAME
-#undef FN_TARGET
-#undef FN_VBYTES
-#undef FN_MR
-#undef FN_NV
-#undef FN_LMR
-#undef FN_LGV
 #endif
 
 #define FN_TIER_ID FN_TIER_GENERIC
@@ -106,14 +90,6 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #define FN_LMR 6
 #define FN_LGV 2
 #include "fn_instance.h"
-#undef FN_TIER_ID
-#undef FN_TIER_NAME
-#undef FN_TARGET
-#undef FN_VBYTES
-#undef FN_MR
-#undef FN_NV
-#undef FN_LMR
-#undef FN_LGV
 
 /* ---- the dispatchers: fn_<name>_f and fn_<name>_d ---- */
 
