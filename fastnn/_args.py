@@ -291,6 +291,26 @@ class Cache:
         return f"<fastnn {self.op} cache ({self.backend} backend)>"
 
 
+def _arrays_in(obj):
+    if isinstance(obj, np.ndarray):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for item in obj:
+            yield from _arrays_in(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _arrays_in(item)
+
+
+def owned_outputs(outputs, state):
+    """A forward pass's outputs as arrays the caller owns, whatever the backend: an output
+    sharing memory with the state its backward pass will read (a backend keeping the
+    hidden states it returns in its cache) is copied, so that writing into a result
+    (``h *= mask``) changes no gradient on any backend."""
+    kept = list(_arrays_in(state))
+    return tuple(np.array(y, copy=True) if any(np.may_share_memory(y, s) for s in kept) else y for y in outputs)
+
+
 def check_cache(fn, cache, op):
     if not isinstance(cache, Cache) or cache.op != op:
         got = repr(cache) if isinstance(cache, Cache) else type(cache).__name__

@@ -61,7 +61,24 @@ _loaded = {}
 _import_errors = {}
 _lock = threading.Lock()
 _default = None
-_num_threads = None
+
+
+def _default_threads():
+    """The thread count before set_num_threads: OMP_NUM_THREADS when set (OpenMP itself
+    would follow it), else the CPUs this process may run on (its affinity mask, which a
+    container or taskset narrows), else the CPU count."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if first.isdigit() and int(first) >= 1:
+        return int(first)
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# every backend module is set to this count when it loads, so all of them, and
+# get_num_threads(), agree from the start
+_num_threads = _default_threads()
 _WORKSPACE_DEFAULT = 64 * 2**20
 _workspace_bytes = _WORKSPACE_DEFAULT
 
@@ -80,7 +97,7 @@ def _load(name):
                 module = None
                 _import_errors[name] = f"{type(exc).__name__}: {exc}"
             _loaded[name] = module
-            if module is not None and _num_threads is not None and hasattr(module, "set_num_threads"):
+            if module is not None and hasattr(module, "set_num_threads"):
                 module.set_num_threads(_num_threads)
             if module is not None and _isa is not None and hasattr(module, "set_tier"):
                 if module.set_tier(ISAS.index(_isa)) < ISAS.index(_isa):
@@ -160,10 +177,9 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The thread count set with set_num_threads (default: the number of CPUs)."""
-    if _num_threads is not None:
-        return _num_threads
-    return os.cpu_count() or 1
+    """The thread count the kernels use: set with set_num_threads, by default
+    OMP_NUM_THREADS when set, else the CPUs this process may run on."""
+    return _num_threads
 
 
 _blas_limiter = None

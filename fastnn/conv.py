@@ -54,6 +54,7 @@ def _conv_forward(fn, x, w, b, stride, padding, dilation, groups, layout, backen
         A.check_workspace(fn, name, out_hw[0] * out_hw[1], kh * kw * c_in, dtype, limit)
     x, w, b = A.contiguous(x, dtype), A.contiguous(w, dtype), A.contiguous(b, dtype)
     y, state = kernel(x, w, b, stride, pads, dilation, groups, out_hw, limit)
+    y, = A.owned_outputs((y,), state)
     y = A.from_nhwc(y, layout)
     cache = A.Cache("conv2d", name, state, layout=layout, y_shape=y.shape, dtype=dtype, b_shape=b_shape)
     return y, cache

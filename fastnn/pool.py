@@ -25,6 +25,7 @@ def _pool_forward(fn, x, kernel_size, stride, padding, mode, dilation, ceil_mode
     A.check_output_size(fn, "y", (x.shape[0],) + out_hw + (x.shape[3],), dtype)
     name, kernel = _backends.resolve(fn, "pool2d_forward", backend)
     y, state = kernel(A.contiguous(x, dtype), mode, ksize, stride, pads, dilation, out_hw, count_include_pad)
+    y, = A.owned_outputs((y,), state)
     y = A.from_nhwc(y, layout)
     return y, A.Cache("pool2d", name, state, layout=layout, y_shape=y.shape, dtype=dtype)
 

@@ -75,6 +75,7 @@ def _finish(cache, grads):
 def _run_forward(fn, kernel_name, backend, args, p, **meta):
     name, kernel = _backends.resolve(fn, kernel_name, backend)
     *outputs, state = kernel(*args)
+    outputs = A.owned_outputs(outputs, state)
     cache = A.Cache(kernel_name.rsplit("_", 1)[0], name, state, dtype=p["dtype"], b_shape=p["b_shape"],
                     out_shape=outputs[0].shape, **meta)
     return (*outputs, cache)

@@ -1,4 +1,6 @@
 """Fixtures shared by every test file: the backend parametrisation and state resets."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,33 @@ else:
                                HealthCheck.function_scoped_fixture],
     )
     settings.load_profile("fastnn")
+
+def _unbuilt_checkout():
+    """The source checkout fastnn was imported from when it holds no compiled extension
+    modules (``python -m pytest`` puts the current directory first on sys.path, so a
+    checkout shadows the installed, compiled build), else None."""
+    package = Path(fastnn.__file__).resolve().parent
+    root = package.parent
+    if not (root / "setup.py").is_file():
+        return None
+    kernels = package / "_kernels"
+    if any(kernels.glob("cy_*.so")) or any(kernels.glob("cy_*.pyd")):
+        return None
+    return root
+
+
+def pytest_configure(config):
+    root = _unbuilt_checkout()
+    if root is not None:
+        pytest.exit(
+            f"fastnn was imported from the source checkout {root}, which has no compiled "
+            "extension modules, so the cython backend would be missing and its tests "
+            "skipped. `python -m pytest` puts the current directory first on sys.path: "
+            "run `pytest` (or `python -P -m pytest`) to test the installed build, or "
+            "build the checkout in place first (`python setup.py build_ext --inplace`).",
+            returncode=4,
+        )
+
 
 BACKENDS = fastnn.available_backends()
 COMPILED = [b for b in BACKENDS if b != "reference"]

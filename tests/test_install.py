@@ -27,3 +27,26 @@ def test_required_backend_is_complete(name):
 def test_reference_backend_is_complete():
     module = _load("reference")
     assert [kernel for kernel in KERNEL_NAMES if not hasattr(module, kernel)] == []
+
+
+def test_an_unbuilt_checkout_stops_the_tests_with_a_message(tmp_path):
+    """`python -m pytest` run in a source checkout imports that checkout (the current
+    directory comes first on sys.path); without compiled extension modules the run
+    must stop at once and say what to do, not skip the cython backend's tests."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    source = Path(fastnn.__file__).resolve().parent
+    tests = Path(__file__).resolve().parent
+    shutil.copytree(source, tmp_path / "fastnn",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "*.c", "__pycache__"))
+    shutil.copytree(tests, tmp_path / "tests", ignore=shutil.ignore_patterns("__pycache__", "c"))
+    (tmp_path / "setup.py").write_text("# a checkout's setup.py\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_outputs.py"],
+                         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 4, run.stdout + run.stderr
+    assert "no compiled extension modules" in run.stdout + run.stderr
+    assert "passed" not in run.stdout

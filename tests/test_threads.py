@@ -104,3 +104,47 @@ def test_aliased_arguments(backend, rng):
     assert_close(cn, want_c)
     fastnn.lstm_cell_backward(s, s, cache)
     np.testing.assert_array_equal(s, s_keep)
+
+
+_REPORT_THREADS = """
+import json, os, fastnn
+from fastnn import _backends
+out = {"public": fastnn.get_num_threads(), "modules": {}}
+for name in fastnn.available_backends():
+    module = _backends._load(name)
+    if name == "cython":
+        out["modules"][name] = sorted({m.get_num_threads() for m in module._modules})
+    elif name == "numba":
+        import numba
+        out["modules"][name] = [numba.get_num_threads()]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("omp", [None, "1", "2"])
+def test_get_num_threads_tells_what_every_backend_uses(omp):
+    """Before any set_num_threads, get_num_threads() is the count every backend runs
+    (OMP_NUM_THREADS when set, else the CPUs this process may use), not a guess."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)
+    if omp is not None:
+        env["OMP_NUM_THREADS"] = omp
+    run = subprocess.run([sys.executable, "-c", _REPORT_THREADS], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    if omp is not None:
+        expected = int(omp)
+    else:
+        expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if "numba" in report["modules"]:
+        import numba
+        expected_numba = min(expected, numba.config.NUMBA_NUM_THREADS)
+        assert report["modules"]["numba"] == [expected_numba]
+    assert report["public"] == expected
+    if "cython" in report["modules"]:
+        assert report["modules"]["cython"] == [expected]

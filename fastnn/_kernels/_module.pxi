@@ -12,6 +12,11 @@ def set_num_threads(n):
     _num_threads = max(1, int(n))
 
 
+def get_num_threads():
+    """The OpenMP thread count of these kernels."""
+    return _num_threads
+
+
 def openmp_enabled():
     """True when this module was compiled with OpenMP."""
     return bool(fn_openmp())
@@ -30,3 +35,12 @@ def set_tier(int tier):
 def active_tier():
     """The tier this module's kernels run on."""
     return fn_tier()
+
+
+cdef extern from "fn_kernels.h":
+    int _backing_off "fn_backing_off"() noexcept nogil
+
+
+def backing_off():
+    """True while this module runs its kernels on one thread after a stall (fn_base.h)."""
+    return bool(_backing_off())
