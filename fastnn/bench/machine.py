@@ -25,11 +25,12 @@ def _version(module_name):
 
 
 def blas_info():
-    """The BLAS libraries loaded, each with the package that ships it (fastnn's
-    kernels call SciPy's), without file paths."""
+    """The BLAS libraries loaded, each with the package that ships it (the numba
+    backend's compiled products call SciPy's, its NumPy calls NumPy's; the cython
+    kernels call none), without file paths."""
     try:
         from threadpoolctl import threadpool_info
-        import scipy.linalg  # noqa: F401  (loads the BLAS that the kernels call)
+        import scipy.linalg  # noqa: F401  (loads SciPy's BLAS)
     except ImportError:
         return []
     libraries = []
@@ -77,7 +78,7 @@ def environment(torch=None, asked_isa=None):
 
 
 def gemm_gflops(plan, size=2048, dtype="float32"):
-    """GFLOP/s of the GEMM of the BLAS that fastnn's kernels call (SciPy's)."""
+    """GFLOP/s of SciPy's BLAS GEMM: the roofline the report's percentages refer to."""
     from scipy.linalg import blas
     gemm = blas.sgemm if dtype == "float32" else blas.dgemm
     rng = np.random.default_rng(1)

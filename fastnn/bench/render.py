@@ -104,7 +104,7 @@ def header_lines(report):
         f"({env['cpu_count']} CPUs) · threads {', '.join(map(str, config['threads']))} · "
         f"{', '.join(config.get('dtypes', ['float32']))}",
         f"Python {env['python']} · NumPy {env['numpy']} · SciPy {env.get('scipy')} · Numba {env.get('numba')} "
-        f"· BLAS {blas} (SciPy's, which the kernels call) · {torch}",
+        f"· BLAS {blas} (SciPy's: the roofline's GEMM and numba's compiled products; the cython kernels call none) · {torch}",
     ]
     if env.get("tier"):
         lines += tier_lines(env["tier"])
