@@ -5,8 +5,9 @@ kernels' full and partial tiles (6-row tiles of 16- to 64-wide panels, the fused
 LSTM step's four gate vectors per panel, the input projection at small batches and
 the step over [h, x] from 12 rows on, both dx routes of a convolution), on every
 tier the CPU can run (AVX-512, AVX2 + FMA, generic), in float32 and float64, and
-check them against the float64 naive twin and the reference, and the tiers against
-each other.
+check them against the float64 naive twin and the reference, the tiers against each
+other, PyTorch in float32, and numerical gradients (central differences along random
+directions, in float64).
 """
 import os
 import subprocess
@@ -420,3 +421,141 @@ def test_bmm_threads_agree_and_repeat(tier, rng):
         return (c, *fastnn.bmm_backward(dc, a, b, backend="cython"), fastnn.bmm(*single, backend="cython"))
 
     run_on_threads(run, (1, 2, 2, 1))
+
+
+# --------------------------------------------------------------------------- PyTorch and gradients
+
+def _torch_conv(torch, x, w, b, stride, padding, groups, dy):
+    """PyTorch's conv2d forward and gradients for NHWC x and (kh, kw, Cg, C_out) w."""
+    xt = torch.tensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), requires_grad=True)
+    wt = torch.tensor(np.ascontiguousarray(w.transpose(3, 2, 0, 1)), requires_grad=True)
+    bt = torch.tensor(b, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=padding, groups=groups)
+    yt.backward(torch.tensor(np.ascontiguousarray(dy.transpose(0, 3, 1, 2))))
+    return (yt.detach().numpy().transpose(0, 2, 3, 1), xt.grad.numpy().transpose(0, 2, 3, 1),
+            wt.grad.numpy().transpose(2, 3, 1, 0), bt.grad.numpy())
+
+
+@pytest.mark.parametrize("stride, groups", [
+    pytest.param(1, 2, id="stride-1-implicit-dx"),      # 16 channels per group: the implicit-GEMM dx
+    pytest.param(2, 1, id="stride-2-dx-by-columns"),    # strided: dx by columns and col2im
+])
+def test_conv_float32_against_torch(stride, groups, tier, rng):
+    torch = pytest.importorskip("torch")
+    x = randn(rng, (3, 9, 8, 32), np.float32)
+    w = randn(rng, (3, 3, 32 // groups, 40), np.float32) * np.float32(0.2)
+    b = randn(rng, (40,), np.float32)
+    y, cache = fastnn.conv2d_forward(x, w, b, stride=stride, padding=1, groups=groups, backend="cython")
+    dy = randn(rng, y.shape, np.float32)
+    want = _torch_conv(torch, x, w, b, stride, 1, groups, dy)
+    got = (y,) + fastnn.conv2d_backward(dy, cache)
+    for name, g, t in zip(("y", "dx", "dw", "db"), got, want):
+        assert g.dtype == np.float32
+        assert_close(g, t, np.float32, f"{name} vs PyTorch ({tier})")
+
+
+def test_lstm_float32_against_torch(tier, rng):
+    """Batch 16: the fused LSTM step of the own kernels, against torch.nn.LSTM in float32."""
+    torch = pytest.importorskip("torch")
+    T, m, n_x, n_a = 5, 16, 20, 40
+    torch.manual_seed(int(rng.integers(1 << 31)))
+    layer = torch.nn.LSTM(n_x, n_a)
+    x = randn(rng, (T, m, n_x), np.float32)
+    h0 = randn(rng, (m, n_a), np.float32) * np.float32(0.5)
+    c0 = randn(rng, (m, n_a), np.float32) * np.float32(0.5)
+    xt = torch.tensor(x, requires_grad=True)
+    h0t, c0t = torch.tensor(h0[None], requires_grad=True), torch.tensor(c0[None], requires_grad=True)
+    out, (_, cn) = layer(xt, (h0t, c0t))
+    W, b = fastnn.lstm_weights_from_torch(layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0,
+                                          layer.bias_hh_l0)
+    W, b = W.astype(np.float32), b.astype(np.float32)
+    h, c_last, cache = fastnn.lstm_forward(x, h0, c0, W, b, backend="cython")
+    assert h.dtype == np.float32
+    assert_close(h, out.detach().numpy(), np.float32, f"h vs PyTorch ({tier})")
+    assert_close(c_last, cn.detach().numpy()[0], np.float32, f"c_last vs PyTorch ({tier})")
+    dh, dc = randn(rng, h.shape, np.float32), randn(rng, c_last.shape, np.float32)
+    torch.autograd.backward([out, cn], [torch.tensor(dh), torch.tensor(dc[None])])
+    dx, dh0, dc0, dW, db = fastnn.lstm_backward(dh, cache, dc_last=dc)
+    assert_close(dx, xt.grad.numpy(), np.float32, f"dx vs PyTorch ({tier})")
+    assert_close(dh0, h0t.grad.numpy()[0], np.float32, f"dh0 vs PyTorch ({tier})")
+    assert_close(dc0, c0t.grad.numpy()[0], np.float32, f"dc0 vs PyTorch ({tier})")
+    order = [1, 0, 2, 3]  # torch i, f, g, o -> fastnn f, u, c, o
+
+    def blocks(a):
+        return np.concatenate([a[k * n_a:(k + 1) * n_a] for k in order])
+
+    assert_close(dW, np.hstack([blocks(layer.weight_hh_l0.grad.numpy()), blocks(layer.weight_ih_l0.grad.numpy())]),
+                 np.float32, f"dW vs PyTorch ({tier})")
+    assert_close(db, blocks(layer.bias_ih_l0.grad.numpy()), np.float32, f"db vs PyTorch ({tier})")
+
+
+def test_bmm_float32_against_torch(tier, rng):
+    torch = pytest.importorskip("torch")
+    a, b = randn(rng, (5, 37, 70), np.float32), randn(rng, (5, 70, 45), np.float32)
+    at, bt = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    ct = torch.bmm(at, bt)
+    c = fastnn.bmm(a, b, backend="cython")
+    assert_close(c, ct.detach().numpy(), np.float32, f"bmm vs PyTorch ({tier})")
+    dc = randn(rng, c.shape, np.float32)
+    ct.backward(torch.tensor(dc))
+    da, db = fastnn.bmm_backward(dc, a, b, backend="cython")
+    assert_close(da, at.grad.numpy(), np.float32, f"da vs PyTorch ({tier})")
+    assert_close(db, bt.grad.numpy(), np.float32, f"db vs PyTorch ({tier})")
+
+
+def _directional_check(loss, arrays, grads, rng, directions=3, eps=1e-5):
+    """Central differences of loss along random directions v of each array against
+    <gradient, v>: a numerical gradient check whose cost does not grow with the size
+    of the arrays, so it runs at shapes that reach the own kernels."""
+    for name, array in arrays.items():
+        for _ in range(directions):
+            v = rng.standard_normal(array.shape)
+            saved = array.copy()
+            array += eps * v
+            up = loss()
+            array[...] = saved - eps * v
+            down = loss()
+            array[...] = saved
+            numeric = (up - down) / (2 * eps)
+            analytic = float(np.sum(grads[name] * v))
+            assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(analytic)), \
+                f"d{name}: numerical {numeric!r} vs analytic {analytic!r}"
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_numerical_gradients_at_own_kernel_shapes(stride, tier, rng):
+    x = rng.standard_normal((2, 8, 7, 32))
+    w = rng.standard_normal((3, 3, 16, 24)) * 0.2
+    b = rng.standard_normal(24)
+    kw = dict(stride=stride, padding=1, groups=2, backend="cython")
+    y, cache = fastnn.conv2d_forward(x, w, b, **kw)
+    r = rng.standard_normal(y.shape)
+    dx, dw, db = fastnn.conv2d_backward(r, cache)
+    _directional_check(lambda: float(np.sum(fastnn.conv2d(x, w, b, **kw) * r)),
+                       {"x": x, "w": w, "b": b}, {"x": dx, "w": dw, "b": db}, rng)
+
+
+def test_lstm_numerical_gradients_at_own_kernel_shapes(tier, rng):
+    T, m, n_x, n_a = 4, 16, 12, 20
+    x = rng.standard_normal((T, m, n_x))
+    h0, c0 = 0.5 * rng.standard_normal((m, n_a)), 0.5 * rng.standard_normal((m, n_a))
+    W = rng.standard_normal((4 * n_a, n_a + n_x)) * (n_a + n_x) ** -0.5
+    b = 0.1 * rng.standard_normal(4 * n_a)
+    rh, rc = rng.standard_normal((T, m, n_a)), rng.standard_normal((m, n_a))
+
+    def loss():
+        h, c, _ = fastnn.lstm_forward(x, h0, c0, W, b, backend="cython")
+        return float(np.sum(h * rh) + np.sum(c * rc))
+
+    _, _, cache = fastnn.lstm_forward(x, h0, c0, W, b, backend="cython")
+    dx, dh0, dc0, dW, db = fastnn.lstm_backward(rh, cache, dc_last=rc)
+    _directional_check(loss, {"x": x, "h0": h0, "c0": c0, "W": W, "b": b},
+                       {"x": dx, "h0": dh0, "c0": dc0, "W": dW, "b": db}, rng)
+
+
+def test_bmm_numerical_gradients_at_own_kernel_shapes(tier, rng):
+    a, b = rng.standard_normal((3, 40, 50)), rng.standard_normal((3, 50, 70))
+    r = rng.standard_normal((3, 40, 70))
+    da, db = fastnn.bmm_backward(r, a, b, backend="cython")
+    _directional_check(lambda: float(np.sum(fastnn.bmm(a, b, backend="cython") * r)),
+                       {"a": a, "b": b}, {"a": da, "b": db}, rng)
