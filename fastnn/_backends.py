@@ -182,21 +182,9 @@ def get_num_threads():
     return _num_threads
 
 
-_blas_limiter = None
-
-
 def _limit_blas(n):
-    global _blas_limiter
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional at run time: BLAS then keeps its own setting
-        return
-    import numpy  # noqa: F401  (make sure NumPy's BLAS is loaded)
-    try:
-        import scipy.linalg  # noqa: F401  (and SciPy's, which Numba and Cython kernels call)
-    except ImportError:
-        pass
-    _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+    from ._kernels import _threads
+    _threads.set_blas_threads(n)
 
 
 def set_workspace_limit(nbytes):

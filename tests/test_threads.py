@@ -148,3 +148,13 @@ def test_get_num_threads_tells_what_every_backend_uses(omp):
     assert report["public"] == expected
     if "cython" in report["modules"]:
         assert report["modules"]["cython"] == [expected]
+
+
+def test_set_num_threads_holds_blas_to_the_same_count():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    pytest.importorskip("scipy.linalg")  # its BLAS is among those held
+    for n in (1, 2, 1):
+        fastnn.set_num_threads(n)
+        blas = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+        assert blas, "no BLAS library found"
+        assert {lib["num_threads"] for lib in blas} == {n}
