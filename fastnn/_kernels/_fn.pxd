@@ -108,6 +108,12 @@ cdef extern from "fn_kernels.h":
     void fn_lstm_pack_d(Py_ssize_t n_a, Py_ssize_t K, const double* W, Py_ssize_t ldw, double* P) noexcept nogil
     void fn_lstm_step_mt_f(Py_ssize_t m, const fn_lstm_io_f* io, const float* P, int threads) noexcept nogil
     void fn_lstm_step_mt_d(Py_ssize_t m, const fn_lstm_io_d* io, const double* P, int threads) noexcept nogil
+    void fn_lstm_steps_f(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_x, Py_ssize_t n_a, const float* x,
+                         const float* b, float* g, float* h, float* c, float* tanh_c, const float* P,
+                         int x_in_step, int stream, int threads) noexcept nogil
+    void fn_lstm_steps_d(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_x, Py_ssize_t n_a, const double* x,
+                         const double* b, double* g, double* h, double* c, double* tanh_c, const double* P,
+                         int x_in_step, int stream, int threads) noexcept nogil
     void fn_rnn_forward_rows_f(Py_ssize_t rows, Py_ssize_t n, float* h, int relu, int threads) noexcept nogil
     void fn_rnn_forward_rows_d(Py_ssize_t rows, Py_ssize_t n, double* h, int relu, int threads) noexcept nogil
     void fn_rnn_backward_rows_f(Py_ssize_t rows, Py_ssize_t n, const float* h, const float* dh, float* dz,

@@ -47,8 +47,8 @@ from .._arena import empty as _empty
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from ._fn cimport (any_scratch, fn_alloc, fn_cpu_tier, fn_free, fn_lstm_io_d, fn_lstm_io_f,
-                   fn_lstm_step_mt_d, fn_lstm_step_mt_f, fn_max_threads, fn_openmp, fn_set_tier, fn_tier,
+from ._fn cimport (any_scratch, fn_alloc, fn_cpu_tier, fn_free, fn_lstm_steps_d, fn_lstm_steps_f,
+                   fn_max_threads, fn_openmp, fn_set_tier, fn_tier,
                    gemm_any_mt, gemm_nn_mt, gemm_tn2_mt, gru_backward_out_rows, gru_backward_reset_rows,
                    gru_gates_rows, gru_output_rows, lstm_backward_rows, lstm_pack, lstm_packed_size, pack,
                    pack_t, packed_size, rnn_backward_rows, rnn_forward_rows)
@@ -416,44 +416,12 @@ def gru_cell_backward(dh_next, state):
 cdef void _lstm_steps(int T, int m, int n_x, int n_a, const floating* x, const floating* b, floating* pg,
                       floating* ph, floating* pc, floating* ptc, const floating* pk, bint x_in_step,
                       bint stream, int threads) noexcept nogil:
-    """The time loop of the fused step (fn_lstm.h); pg holds the input projection of
-    every step on entry unless x_in_step."""
-    cdef Py_ssize_t step = <Py_ssize_t>m * n_a, gstep = 4 * step, t
-    cdef fn_lstm_io_f iof
-    cdef fn_lstm_io_d iod
-    for t in range(T):
-        if floating is float:
-            iof.n_a = n_a
-            iof.n_x = n_x
-            iof.h_prev = ph + t * step
-            iof.c_prev = pc + t * step
-            iof.x = x + t * <Py_ssize_t>m * n_x if x_in_step else NULL
-            iof.bias = b
-            iof.gx = NULL if x_in_step else pg + t * gstep
-            iof.gx_next = pg + (t + 1) * gstep if not x_in_step and t + 1 < T else NULL
-            iof.g = pg + t * gstep
-            iof.c_next = pc + (t + 1) * step
-            iof.tanh_c = ptc + t * step
-            iof.h_next = ph + (t + 1) * step
-            iof.reverse = t & 1
-            iof.stream = stream
-            fn_lstm_step_mt_f(m, &iof, pk, threads)
-        else:
-            iod.n_a = n_a
-            iod.n_x = n_x
-            iod.h_prev = ph + t * step
-            iod.c_prev = pc + t * step
-            iod.x = x + t * <Py_ssize_t>m * n_x if x_in_step else NULL
-            iod.bias = b
-            iod.gx = NULL if x_in_step else pg + t * gstep
-            iod.gx_next = pg + (t + 1) * gstep if not x_in_step and t + 1 < T else NULL
-            iod.g = pg + t * gstep
-            iod.c_next = pc + (t + 1) * step
-            iod.tanh_c = ptc + t * step
-            iod.h_next = ph + (t + 1) * step
-            iod.reverse = t & 1
-            iod.stream = stream
-            fn_lstm_step_mt_d(m, &iod, pk, threads)
+    """The time loop of the fused step (fn_lstm.h's lstm_steps); pg holds the input
+    projection of every step on entry unless x_in_step."""
+    if floating is float:
+        fn_lstm_steps_f(T, m, n_x, n_a, x, b, pg, ph, pc, ptc, pk, x_in_step, stream, threads)
+    else:
+        fn_lstm_steps_d(T, m, n_x, n_a, x, b, pg, ph, pc, ptc, pk, x_in_step, stream, threads)
 
 
 def _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const floating[::1] b,

@@ -106,6 +106,13 @@ FN_UNUSED static void FN_D(lstm_step_mt, FN_TS)(ptrdiff_t m, const FN_LSTM_IO *i
     FN_PICK(, lstm_step_mt, FN_TS, (m, io, P, threads))
 }
 
+FN_UNUSED static void FN_D(lstm_steps, FN_TS)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_x, ptrdiff_t n_a, const FN_T *x,
+                                              const FN_T *b, FN_T *g, FN_T *h, FN_T *c, FN_T *tanh_c,
+                                              const FN_T *P, int x_in_step, int stream, int threads)
+{
+    FN_PICK(, lstm_steps, FN_TS, (T, m, n_x, n_a, x, b, g, h, c, tanh_c, P, x_in_step, stream, threads))
+}
+
 FN_UNUSED static void FN_D(rnn_forward_rows, FN_TS)(ptrdiff_t rows, ptrdiff_t n, FN_T *h, int relu, int threads)
 {
     FN_PICK(, rnn_forward_rows, FN_TS, (rows, n, h, relu, threads))

@@ -293,6 +293,38 @@ FN_TARGET FN_UNUSED static void FN(lstm_step_mt)(ptrdiff_t m, const FN_LSTM_IO *
     );
 }
 
+/* T steps of FN(lstm_step_mt), the time loop of a sequence: h and c (T + 1 blocks of
+ * m x n_a, h_0 and c_0 first) get every step's state, tanh_c (T blocks) tanh(c), g
+ * (T blocks of m x 4 n_a) the gate values; g holds each step's input projection on
+ * entry (bias included) unless x_in_step, when each step multiplies [h_prev, x_t]
+ * (x: T blocks of m x n_x) by the whole of W from the bias b. */
+FN_TARGET FN_UNUSED static void FN(lstm_steps)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_x, ptrdiff_t n_a,
+                                               const FN_T *x, const FN_T *b, FN_T *g, FN_T *h, FN_T *c,
+                                               FN_T *tanh_c, const FN_T *P, int x_in_step, int stream,
+                                               int threads)
+{
+    const ptrdiff_t step = m * n_a, gstep = 4 * step;
+    FN_LSTM_IO io;
+    ptrdiff_t t;
+    io.n_a = n_a;
+    io.n_x = n_x;
+    io.bias = b;
+    io.stream = stream;
+    for (t = 0; t < T; t++) {
+        io.h_prev = h + t * step;
+        io.c_prev = c + t * step;
+        io.x = x_in_step ? x + t * m * n_x : NULL;
+        io.gx = x_in_step ? NULL : g + t * gstep;
+        io.gx_next = !x_in_step && t + 1 < T ? g + (t + 1) * gstep : NULL;
+        io.g = g + t * gstep;
+        io.c_next = c + (t + 1) * step;
+        io.tanh_c = tanh_c + t * step;
+        io.h_next = h + (t + 1) * step;
+        io.reverse = (int)(t & 1);
+        FN(lstm_step_mt)(m, &io, P, threads);
+    }
+}
+
 #undef FN_LSTM_TILE
 #undef FN_LUV
 #undef FN_LU

@@ -35,6 +35,8 @@
  *   lstm_packed_size, lstm_pack (the documented layout), lstm_step_mt: x in the
  *     step (n_x 0 or 5), the input projection gx, gx = g in place; m 0, 1, 2, 4,
  *     7, 13, 50; n_a 0, 1, VL - 1, VL + 3, 2 VL + 1, 32; reverse and stream.
+ *   lstm_steps: T steps against lstm_step_mt called step by step (x in the step and
+ *     the projection in g, stream or not, T = 0), bitwise, on 2 threads.
  *   rnn_forward_rows, rnn_backward_rows (tanh, relu; a NaN, ReLU' at 0),
  *     lstm_backward_rows, gru_gates_rows, gru_output_rows, gru_backward_out_rows,
  *     gru_backward_reset_rows: their formulas, derived here, and that the parts of
@@ -1282,6 +1284,101 @@ static void run_lstm(ptrdiff_t m, ptrdiff_t n_a, ptrdiff_t n_x, int mode, int re
     bfree(&hn);
 }
 
+/* lstm_steps: T steps of lstm_step_mt as documented (each step's blocks of h, c,
+ * tanh_c and g, x or the projection in g, gx_next the next step's, the parity as
+ * reverse), against the steps called one by one, bitwise, on 2 threads */
+static void run_lstm_steps(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, ptrdiff_t n_x, int x_in_step, int stream)
+{
+    const char *fn = "lstm_steps";
+    const ptrdiff_t K = n_a + (x_in_step ? n_x : 0), ldw = n_a + n_x, G = 4 * n_a, step = m * n_a;
+    Buf W = bnew(G * ldw), P = bnew((ptrdiff_t)CALL(lstm_packed_size, n_a, K)), b = bnew(G);
+    Buf x = bnew(T * m * n_x), h = bnew((T + 1) * step), c = bnew((T + 1) * step);
+    Buf g = bnew(T * m * G), tc = bnew(T * step);
+    Buf h1, c1, g1, tc1;
+    Snap sP, sx, sb;
+    fn_lstm_io_f iof;
+    fn_lstm_io_d iod;
+    ptrdiff_t t;
+    snprintf(g_ctx, sizeof g_ctx, "T=%ld m=%ld n_a=%ld n_x=%ld %s stream=%d", (long)T, (long)m, (long)n_a,
+             (long)n_x, x_in_step ? "x in the step" : "projection in g", stream);
+    fill(W, 0, ldw, G, ldw, -1, 1);
+    CALL(lstm_pack, n_a, K, W.p, ldw, P.p);
+    fill(b, 0, G, 1, G, -1, 1);
+    fill(x, 0, n_x, T * m, n_x, -1, 1);
+    fill_value(h, 0, n_a, (T + 1) * m, n_a, NAN);
+    fill_value(c, 0, n_a, (T + 1) * m, n_a, NAN);
+    fill(h, 0, n_a, m, n_a, -1, 1);
+    fill(c, 0, n_a, m, n_a, -2, 2);
+    if (x_in_step)
+        fill_value(g, 0, G, T * m, G, NAN);
+    else
+        fill(g, 0, G, T * m, G, -2, 2);
+    fill_value(tc, 0, n_a, T * m, n_a, NAN);
+    h1 = buf_copy(h);
+    c1 = buf_copy(c);
+    g1 = buf_copy(g);
+    tc1 = buf_copy(tc);
+    sP = snap(P);
+    sx = snap(x);
+    sb = snap(b);
+    CALL(lstm_steps, T, m, n_x, n_a, x.p, b.p, g.p, h.p, c.p, tc.p, P.p, x_in_step, stream, 2);
+    for (t = 0; t < T; t++) {
+        char *hp = (char *)h1.p, *cpp = (char *)c1.p, *gp = (char *)g1.p, *tp = (char *)tc1.p;
+        const char *xp = (const char *)x.p;
+        const ptrdiff_t gs = m * G * (ptrdiff_t)ES, as = step * (ptrdiff_t)ES;
+        iof.n_a = iod.n_a = n_a;
+        iof.n_x = iod.n_x = n_x;
+        iof.h_prev = (const float *)(hp + t * as);
+        iod.h_prev = (const double *)(hp + t * as);
+        iof.c_prev = (const float *)(cpp + t * as);
+        iod.c_prev = (const double *)(cpp + t * as);
+        iof.x = x_in_step ? (const float *)(xp + t * m * n_x * (ptrdiff_t)ES) : NULL;
+        iod.x = x_in_step ? (const double *)(xp + t * m * n_x * (ptrdiff_t)ES) : NULL;
+        iof.bias = (const float *)b.p;
+        iod.bias = (const double *)b.p;
+        iof.gx = x_in_step ? NULL : (const float *)(gp + t * gs);
+        iod.gx = x_in_step ? NULL : (const double *)(gp + t * gs);
+        iof.gx_next = !x_in_step && t + 1 < T ? (const float *)(gp + (t + 1) * gs) : NULL;
+        iod.gx_next = !x_in_step && t + 1 < T ? (const double *)(gp + (t + 1) * gs) : NULL;
+        iof.g = (float *)(gp + t * gs);
+        iod.g = (double *)(gp + t * gs);
+        iof.c_next = (float *)(cpp + (t + 1) * as);
+        iod.c_next = (double *)(cpp + (t + 1) * as);
+        iof.tanh_c = (float *)(tp + t * as);
+        iod.tanh_c = (double *)(tp + t * as);
+        iof.h_next = (float *)(hp + (t + 1) * as);
+        iod.h_next = (double *)(hp + (t + 1) * as);
+        iof.reverse = iod.reverse = (int)(t & 1);
+        iof.stream = iod.stream = stream;
+        if (g_dbl)
+            fn_lstm_step_mt_d(m, &iod, (const double *)P.p, 1);
+        else
+            fn_lstm_step_mt_f(m, &iof, (const float *)P.p, 1);
+    }
+    same(fn, "h", h, h1, 0, n_a, (T + 1) * m, n_a);
+    same(fn, "c", c, c1, 0, n_a, (T + 1) * m, n_a);
+    same(fn, "g", g, g1, 0, G, T * m, G);
+    same(fn, "tanh_c", tc, tc1, 0, n_a, T * m, n_a);
+    untouched(fn, "P", P, sP);
+    untouched(fn, "x", x, sx);
+    untouched(fn, "bias", b, sb);
+    bfree(&W);
+    bfree(&P);
+    bfree(&b);
+    bfree(&x);
+    bfree(&h);
+    bfree(&c);
+    bfree(&g);
+    bfree(&tc);
+    bfree(&h1);
+    bfree(&c1);
+    bfree(&g1);
+    bfree(&tc1);
+    sfree(&sP);
+    sfree(&sx);
+    sfree(&sb);
+}
+
 static void check_lstm(void)
 {
     const ptrdiff_t VL = vec_len();
@@ -1305,6 +1402,11 @@ static void check_lstm(void)
     run_lstm(0, VL + 3, 5, 0, 0);
     run_lstm(0, VL + 3, 5, 1, 0);
     run_lstm(3, 0, 5, 0, 0);
+    /* the time loop */
+    run_lstm_steps(3, 13, vec_len() + 3, 5, 1, 0);
+    run_lstm_steps(4, 7, 2 * vec_len() + 1, 5, 0, 1);
+    run_lstm_steps(2, 50, 32, 4, 0, 0);
+    run_lstm_steps(0, 7, 8, 5, 0, 0);
 }
 
 /* ======================= the recurrent cells' elementwise passes ======================= */
