@@ -1126,6 +1126,23 @@ def test_main_rejects_bad_arguments(capsys):
     assert exc.value.code == 2 and "--dtype" in capsys.readouterr().err
 
 
+def test_bad_arguments_are_refused_before_any_re_execution(monkeypatch, capsys):
+    """Under FASTNN_ISA below the CPU's top tier the command re-executes itself with the
+    libraries limited; a bad argument must be refused first, in this process."""
+    monkeypatch.setenv("FASTNN_ISA", "generic")
+    monkeypatch.setattr(cli.tiers, "cpu_isa", lambda: "avx2")
+
+    def reexec(env, argv):
+        raise AssertionError(f"re-executed with {argv}")
+
+    monkeypatch.setattr(cli, "reexec", reexec)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--cases", "Z1"])
+    assert exc.value.code == 2 and "unknown case" in capsys.readouterr().err
+    with pytest.raises(AssertionError, match="re-executed"):
+        cli.main(["--cases", "C1", "--no-torch"])
+
+
 def test_main_refuses_plot_without_matplotlib(monkeypatch, capsys):
     real = cli._have
     monkeypatch.setattr(cli, "_have", lambda name: False if name == "matplotlib" else real(name))

@@ -132,18 +132,17 @@ def _main(argv):
     if args.from_json:
         report = load_json(args.from_json)
     else:
-        try:
-            env = tier_environment(args.isa)
-        except ValueError as exc:
-            parser.error(str(exc))
-        if env is not None:
-            reexec(env, argv)
+        # every argument is checked here, before a re-execution could hand a mistake
+        # to a new process (and end this one, a test's included)
         try:
             config = config_from_args(args)
+            env = tier_environment(args.isa)
         except ValueError as exc:
             parser.error(str(exc))
         if not config.backends:
             parser.error("no fast backend is available; build fastnn with `pip install .`")
+        if env is not None:
+            reexec(env, argv)
         torch = load_torch() if config.compare_torch else None
         progress = PlainProgress()
         if _have("rich"):
