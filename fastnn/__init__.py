@@ -1,32 +1,33 @@
-"""fastnn: fast CPU kernels for the core operations of deep learning.
+"""fastnn: fast CPU kernels for deep learning as the Deep Learning Specialization
+defines it, and what it takes to train its networks.
 
-Convolution (im2col + GEMM), max/average pooling, batch matrix multiply and
-RNN/GRU/LSTM cells and sequences, each forward and backward, on Cython and Numba
-backends cross-checked against a pure-Python reference (``fastnn.reference``).
+Convolution (im2col + GEMM), max/average pooling, batch matrix multiply, RNN/GRU/LSTM
+cells and sequences, dense layers and activations, softmax / sigmoid cross-entropy,
+batch normalisation, dropout and embeddings, each forward and backward, on Cython
+and Numba backends cross-checked against a pure-Python reference
+(``fastnn.reference``); fused optimizer steps in ``fastnn.optim``.
 """
 from ._version import __version__
 from ._backends import (available_backends, cpu_info, get_backend, get_num_threads, get_workspace_limit,
                         set_backend, set_num_threads, set_workspace_limit)
-from .conv import col2im, conv2d, conv2d_backward, conv2d_forward, im2col
-from .pool import (avg_pool2d, global_avg_pool2d, global_max_pool2d, max_pool2d, pool2d_backward,
-                   pool2d_forward)
-from .matmul import bmm, bmm_backward
-from .recurrent import (gru_backward, gru_cell_backward, gru_cell_forward, gru_forward, lstm_backward,
-                        lstm_cell_backward, lstm_cell_forward, lstm_forward, rnn_backward, rnn_cell_backward,
-                        rnn_cell_forward, rnn_forward)
-from .converters import (gru_weights_from_course, lstm_weights_from_course, lstm_weights_from_torch,
-                         rnn_weights_from_course, rnn_weights_from_torch)
-from . import reference
+from . import conv, converters, dense, dropout, embedding, loss, matmul, norm, pool, recurrent
+from .conv import *  # noqa: F401,F403  (each op module's __all__ is its public functions)
+from .pool import *  # noqa: F401,F403
+from .matmul import *  # noqa: F401,F403
+from .recurrent import *  # noqa: F401,F403
+from .dense import *  # noqa: F401,F403
+from .loss import *  # noqa: F401,F403
+from .norm import *  # noqa: F401,F403
+from .dropout import *  # noqa: F401,F403
+from .embedding import *  # noqa: F401,F403
+from .converters import *  # noqa: F401,F403
+# the modules whose public functions are fastnn's ops, in the order of docs/API.md
+OP_MODULES = (conv, pool, matmul, recurrent, dense, loss, norm, dropout, embedding)
 
-__all__ = [
-    "__version__", "available_backends", "cpu_info", "get_backend", "set_backend", "get_num_threads", "set_num_threads",
-    "get_workspace_limit", "set_workspace_limit", "reference",
-    "conv2d", "conv2d_forward", "conv2d_backward", "im2col", "col2im",
-    "max_pool2d", "avg_pool2d", "pool2d_forward", "pool2d_backward", "global_avg_pool2d", "global_max_pool2d",
-    "bmm", "bmm_backward",
-    "rnn_cell_forward", "rnn_cell_backward", "gru_cell_forward", "gru_cell_backward",
-    "lstm_cell_forward", "lstm_cell_backward",
-    "rnn_forward", "rnn_backward", "gru_forward", "gru_backward", "lstm_forward", "lstm_backward",
-    "lstm_weights_from_course", "lstm_weights_from_torch", "rnn_weights_from_course", "rnn_weights_from_torch",
-    "gru_weights_from_course",
-]
+__all__ = ["__version__", "available_backends", "cpu_info", "get_backend", "set_backend", "get_num_threads",
+           "set_num_threads", "get_workspace_limit", "set_workspace_limit", "reference", "optim"]
+for _module in OP_MODULES + (converters,):
+    __all__ += _module.__all__
+del _module
+
+from . import optim, reference  # noqa: E402  (the reference mirrors OP_MODULES)

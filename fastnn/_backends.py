@@ -25,28 +25,33 @@ _MODULES = {
     "reference": "fastnn.reference.kernels",
 }
 
-# Which family each kernel belongs to, and the order in which backend=None tries
-# backends for that family (fastest first, as measured by `python -m fastnn.bench`).
+# The one table of kernels: every kernel name a backend may provide (docs/KERNELS.md)
+# and the op family it belongs to. A backend module gathers the kernels named here
+# (_kernels/_collect.py); backend=None picks a family's backend from _PREFERENCE.
 _FAMILY = {
     "conv2d_forward": "conv", "conv2d_backward": "conv", "im2col": "conv", "col2im": "conv",
     "pool2d_forward": "pool", "pool2d_backward": "pool",
     "bmm": "bmm", "bmm_backward": "bmm",
+    **{cell + suffix: "recurrent" for cell in ("rnn", "gru", "lstm")
+       for suffix in ("_cell_forward", "_cell_backward", "_forward", "_backward")},
+    "linear_forward": "dense", "linear_backward": "dense", "activation_forward": "dense",
+    "activation_backward": "dense", "softmax": "dense",
+    "softmax_cross_entropy_forward": "loss", "softmax_cross_entropy_backward": "loss",
+    "sigmoid_cross_entropy_forward": "loss", "sigmoid_cross_entropy_backward": "loss",
+    "batch_norm_forward": "norm", "batch_norm_backward": "norm", "batch_norm_inference": "norm",
+    "dropout_forward": "dropout", "dropout_backward": "dropout",
+    "embedding_forward": "embedding", "embedding_backward": "embedding",
+    "sgd_step": "optim", "rmsprop_step": "optim", "adam_step": "optim",
 }
-for _cell in ("rnn", "gru", "lstm"):
-    for _suffix in ("_cell_forward", "_cell_backward", "_forward", "_backward"):
-        _FAMILY[_cell + _suffix] = "recurrent"
+KERNEL_NAMES = tuple(_FAMILY)
+FAMILIES = tuple(dict.fromkeys(_FAMILY.values()))
 
 # The order in which backend=None tries the backends of each op family on each CPU
 # tier, fastest first, as fastnn-bench measured them on that tier (the report
 # checks that the default is within 10 % of the fastest; docs/BENCHMARKS.md). The
 # tier is the compiled kernels' (without them, "generic").
 _CYTHON_FIRST = ("cython", "numba", "reference")
-_PREFERENCE = {
-    "avx512": {"conv": _CYTHON_FIRST, "pool": _CYTHON_FIRST, "bmm": _CYTHON_FIRST, "recurrent": _CYTHON_FIRST},
-    "avx2": {"conv": _CYTHON_FIRST, "pool": _CYTHON_FIRST, "bmm": _CYTHON_FIRST, "recurrent": _CYTHON_FIRST},
-    "generic": {"conv": _CYTHON_FIRST, "pool": _CYTHON_FIRST, "bmm": _CYTHON_FIRST,
-                "recurrent": _CYTHON_FIRST},
-}
+_PREFERENCE = {isa: {family: _CYTHON_FIRST for family in FAMILIES} for isa in ("avx512", "avx2", "generic")}
 
 # The CPU tiers, lowest first (their index is the C kernels' FN_TIER_*), and what
 # numba is told to compile for when a lower tier is asked for (it uses the host's

@@ -6,6 +6,8 @@ are transposed on the way in and out. See docs/KERNELS.md.
 from . import _args as A
 from . import _backends
 
+__all__ = ["conv2d", "conv2d_forward", "conv2d_backward", "im2col", "col2im"]
+
 _X_DOC = {"NHWC": "(N, H, W, C_in)", "NCHW": "(N, C_in, H, W)"}
 _W_DOC = {"NHWC": "(kh, kw, C_in // groups, C_out)", "NCHW": "(C_out, C_in // groups, kh, kw)"}
 

@@ -8,6 +8,8 @@ import numpy as np
 from . import _args as A
 from . import _backends
 
+__all__ = ["bmm", "bmm_backward"]
+
 
 def _operand(arr, dtype):
     """(the matrices as a C-contiguous (batch, rows, cols) array, transposed?).

@@ -5,6 +5,8 @@ The kernels work in NHWC; NCHW callers are transposed on the way in and out.
 from . import _args as A
 from . import _backends
 
+__all__ = ["max_pool2d", "avg_pool2d", "pool2d_forward", "pool2d_backward", "global_avg_pool2d", "global_max_pool2d"]
+
 _MODES = {"max": "max", "avg": "avg", "average": "avg"}
 _X_DOC = {"NHWC": "(N, H, W, C)", "NCHW": "(N, C, H, W)"}
 

@@ -15,6 +15,10 @@ import numpy as np
 from . import _args as A
 from . import _backends
 
+__all__ = ["rnn_cell_forward", "rnn_cell_backward", "gru_cell_forward", "gru_cell_backward", "lstm_cell_forward",
+           "lstm_cell_backward", "rnn_forward", "rnn_backward", "gru_forward", "gru_backward", "lstm_forward",
+           "lstm_backward"]
+
 _GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 _ACTIVATIONS = ("tanh", "relu")
 

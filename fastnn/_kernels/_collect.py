@@ -1,14 +1,7 @@
 """Gather the kernel functions of a backend from its per-family modules."""
 import importlib
 
-KERNEL_NAMES = (
-    "conv2d_forward", "conv2d_backward", "im2col", "col2im",
-    "pool2d_forward", "pool2d_backward",
-    "bmm", "bmm_backward",
-    "rnn_cell_forward", "rnn_cell_backward", "gru_cell_forward", "gru_cell_backward",
-    "lstm_cell_forward", "lstm_cell_backward",
-    "rnn_forward", "rnn_backward", "gru_forward", "gru_backward", "lstm_forward", "lstm_backward",
-)
+from .._backends import KERNEL_NAMES
 
 
 def collect(namespace, package, module_names):

@@ -1,7 +1,9 @@
 """The cython backend: compiled extension modules (OpenMP when the build had it)."""
 from ._collect import collect
 
-_modules = collect(globals(), __package__, ("cy_conv", "cy_pool", "cy_matmul", "cy_recurrent"))
+_modules = collect(globals(), __package__, (
+    "cy_conv", "cy_pool", "cy_matmul", "cy_recurrent",
+    "cy_dense", "cy_loss", "cy_norm", "cy_dropout", "cy_embedding", "cy_optim"))
 AVAILABLE = bool(_modules)
 UNAVAILABLE_REASON = "the compiled extension modules are missing (build with `pip install .`)"
 

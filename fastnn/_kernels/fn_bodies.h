@@ -8,6 +8,10 @@
 #include "fn_lstm.h"
 #include "fn_rnn.h"
 #include "fn_pool.h"
+#include "fn_dense.h"
+#include "fn_loss.h"
+#include "fn_norm.h"
+#include "fn_optim.h"
 #undef FN_T
 #undef FN_TS
 #undef FN_DOUBLE

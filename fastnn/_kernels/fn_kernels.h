@@ -112,6 +112,10 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #define FN_LSTM_IO fn_lstm_io_f
 #include "fn_dispatch.h"
 #include "fn_pool_dispatch.h"
+#include "fn_dense_dispatch.h"
+#include "fn_loss_dispatch.h"
+#include "fn_norm_dispatch.h"
+#include "fn_optim_dispatch.h"
 #undef FN_T
 #undef FN_TS
 #undef FN_LSTM_IO
@@ -120,6 +124,10 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #define FN_LSTM_IO fn_lstm_io_d
 #include "fn_dispatch.h"
 #include "fn_pool_dispatch.h"
+#include "fn_dense_dispatch.h"
+#include "fn_loss_dispatch.h"
+#include "fn_norm_dispatch.h"
+#include "fn_optim_dispatch.h"
 #undef FN_T
 #undef FN_TS
 #undef FN_LSTM_IO

@@ -8,7 +8,9 @@ else:
     from ._collect import collect
 
     AVAILABLE = True
-    _modules = collect(globals(), __package__, ("numba_conv", "numba_pool", "numba_matmul", "numba_recurrent"))
+    _modules = collect(globals(), __package__, (
+        "numba_conv", "numba_pool", "numba_matmul", "numba_recurrent",
+        "numba_dense", "numba_loss", "numba_norm", "numba_dropout", "numba_embedding", "numba_optim"))
 
     def set_num_threads(n):
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))

@@ -1,0 +1,97 @@
+"""One table of fastnn's ops for the generic tests.
+
+Each family module here (``conv.py``, ``pool.py``, ...) lists its ops as ``Op``
+entries in ``OPS``; the generic tests (``test_ops.py``, ``test_robustness.py``,
+``test_outputs.py``, ``test_package.py``) run every entry: against the reference on
+every backend and dtype at odd sizes, numerical gradients, PyTorch, inputs never
+modified, outputs fresh and owned by the caller, reruns and threads, the
+signatures the contract fixes. Adding an op is one entry here plus its kernels;
+the family's own test file keeps only what is specific to it.
+"""
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+# the sizes every op runs at: a few of everything; a batch of zero examples; every
+# dimension that may be 1 equal to 1
+SIZES = ("small", "empty", "ones")
+
+# the family modules of this package, in the order of docs/API.md
+FAMILIES = ("conv", "pool", "bmm", "recurrent", "dense", "loss", "norm", "dropout", "embedding")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One op of the table.
+
+    name      -- the op's name in test ids ("conv", "lstm_seq", ...).
+    api       -- {public function: [its positional parameters, as API.md / TRAINING.md fix them]}
+                 for the functions this op calls.
+    kernels   -- the kernel names a backend must provide to run it.
+    forward   -- forward(backend, size, rand) -> (inputs, outputs, cache): one forward call
+                 at `size` (one of SIZES) on inputs drawn with rand(shape, scale=1.0), which
+                 returns arrays of the dtype under test. `cache` is whatever backward needs.
+    backward  -- backward(outputs, cache, rand) -> (upstream, gradients): the backward
+                 call, on upstream gradients drawn with rand; None for an op without one.
+    gradcheck -- gradcheck(backend, rng) -> (loss, {name: float64 array}, {name: analytic
+                 gradient}): a scalar loss() of the op's arrays (perturbed in place by the
+                 check) and the op's own gradients of it; None where the op has none.
+    torch     -- torch(backend, dtype, rng) -> [(what, got, want)]: fastnn's results next
+                 to PyTorch's on the same data; None where PyTorch has no counterpart.
+    tol32     -- (rtol, atol) of the float32 comparison with the reference, when the op
+                 needs looser ones than helpers.tolerances (long reductions).
+    """
+    name: str
+    api: dict
+    kernels: tuple
+    forward: Callable
+    backward: Optional[Callable] = None
+    gradcheck: Optional[Callable] = None
+    torch: Optional[Callable] = None
+    tol32: Optional[tuple] = None
+    marks: tuple = field(default=())
+
+    def run(self, backend, size="small", seed=0, dtype=np.float64):
+        """(inputs, outputs) of one full forward + backward run; None outputs (a
+        gradient that does not exist, as db without a bias) are dropped."""
+        rand = randomizer(seed, dtype)
+        inputs, outputs, cache = self.forward(backend, size, rand)
+        outputs = list(outputs)
+        if self.backward is not None:
+            upstream, grads = self.backward(outputs, cache, rand)
+            inputs = list(inputs) + list(upstream)
+            outputs += list(grads)
+        return list(inputs), [o for o in outputs if o is not None]
+
+
+def randomizer(seed, dtype):
+    """rand(shape, scale=1.0): standard normal draws of `dtype` from one seeded generator."""
+    rng = np.random.default_rng(seed)
+
+    def rand(shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+    rand.rng = rng
+    return rand
+
+
+def _gather():
+    table = {}
+    for family in FAMILIES:
+        module = importlib.import_module(f"{__name__}.{family}")
+        for op in module.OPS:
+            assert op.name not in table, f"op {op.name!r} is in the table twice"
+            table[op.name] = op
+    return table
+
+
+OPS = _gather()
+
+
+def public_api():
+    """{public function: positional parameters} of every op in the table."""
+    api = {}
+    for op in OPS.values():
+        api.update(op.api)
+    return api
