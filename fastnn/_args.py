@@ -157,6 +157,57 @@ def flag(fn, name, value):
     return bool(value)
 
 
+def real(fn, name, value, low=None, high=None, low_open=False, high_open=False):
+    """A finite real scalar within [low, high] (an open end where low_open / high_open)
+    -> float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"{fn}: {name} must be a real number, got {value!r}")
+    value = float(value)
+    bad = not math.isfinite(value)
+    if low is not None:
+        bad = bad or value < low or (low_open and value == low)
+    if high is not None:
+        bad = bad or value > high or (high_open and value == high)
+    if bad:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        span = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{fn}: {name} must be a finite number in {span}, got {value!r}")
+    return value
+
+
+def generator(fn, name, rng):
+    """A np.random.Generator from a Generator (used as it is, so that the next call
+    draws what follows), a seed (int or None) or a SeedSequence."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or _is_int(rng) or isinstance(rng, np.random.SeedSequence):
+        if _is_int(rng) and int(rng) < 0:
+            raise ValueError(f"{fn}: {name} as a seed must be >= 0, got {rng!r}")
+        return np.random.default_rng(rng)
+    raise TypeError(f"{fn}: {name} must be a numpy.random.Generator, a seed (int) or None, "
+                    f"got {type(rng).__name__}")
+
+
+def indices(fn, name, value, upper, what):
+    """Integer indices in [0, upper) -> a C-contiguous int64 array (a TypeError for
+    non-integer data, a ValueError naming the first offending value and its position)."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{fn}: {name} cannot be read as an integer array ({exc})") from None
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: {name} must hold integers ({what}), got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size:
+        bad = (arr < 0) | (arr >= upper)
+        if bad.any():
+            where = np.unravel_index(int(np.argmax(bad)), arr.shape)
+            raise ValueError(f"{fn}: {name} must be in [0, {upper}) ({what}); got {int(arr[where])} at "
+                             f"index {tuple(int(i) for i in where)}")
+    return arr
+
+
 # ---------------------------------------------------------------- convolution geometry
 
 def conv_pads(fn, padding, in_hw, ksize, stride, dilation):
