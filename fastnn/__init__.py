@@ -10,7 +10,7 @@ and Numba backends cross-checked against a pure-Python reference
 from ._version import __version__
 from ._backends import (available_backends, cpu_info, get_backend, get_num_threads, get_workspace_limit,
                         set_backend, set_num_threads, set_workspace_limit)
-from . import conv, converters, dense, dropout, embedding, loss, matmul, norm, pool, recurrent
+from ._ops import CONVERTERS, OP_MODULES
 from .conv import *  # noqa: F401,F403  (each op module's __all__ is its public functions)
 from .pool import *  # noqa: F401,F403
 from .matmul import *  # noqa: F401,F403
@@ -21,13 +21,11 @@ from .norm import *  # noqa: F401,F403
 from .dropout import *  # noqa: F401,F403
 from .embedding import *  # noqa: F401,F403
 from .converters import *  # noqa: F401,F403
-# the modules whose public functions are fastnn's ops, in the order of docs/API.md
-OP_MODULES = (conv, pool, matmul, recurrent, dense, loss, norm, dropout, embedding)
 
 __all__ = ["__version__", "available_backends", "cpu_info", "get_backend", "set_backend", "get_num_threads",
            "set_num_threads", "get_workspace_limit", "set_workspace_limit", "reference", "optim"]
-for _module in OP_MODULES + (converters,):
+for _module in OP_MODULES + (CONVERTERS,):
     __all__ += _module.__all__
 del _module
 
-from . import optim, reference  # noqa: E402  (the reference mirrors OP_MODULES)
+from . import optim, reference  # noqa: E402

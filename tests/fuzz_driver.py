@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fastnn  # noqa: E402
 from helpers import VARIANTS, assert_close, assert_fresh, assert_unchanged  # noqa: E402
+from optable.recurrent import GATES  # noqa: E402
 
 from hypothesis import HealthCheck, given, seed as hyp_seed, settings, strategies as st  # noqa: E402
 
@@ -180,9 +181,6 @@ def bmm_call(draw, with_dc=False):
     if not with_dc:
         return [a, b], {}
     return [floats(draw, np.matmul(a, b).shape, "dc"), a, b], {}
-
-
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
 def recurrent_call(draw, kind, sequence):

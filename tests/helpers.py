@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from fastnn import _backends
+from optable import public_api
 
 # --------------------------------------------------------------------------- backends
 
@@ -184,14 +185,8 @@ def assert_fresh(outputs, inputs, what=""):
                 assert not np.shares_memory(out, inp), f"{what}: output {k} shares memory with input {i}"
 
 
-# The public functions of the API contract (docs/API.md), written out independently of fastnn.__all__.
-OPS = [
-    "conv2d", "conv2d_forward", "conv2d_backward", "im2col", "col2im",
-    "max_pool2d", "avg_pool2d", "pool2d_forward", "pool2d_backward", "global_avg_pool2d", "global_max_pool2d",
-    "bmm", "bmm_backward",
-    "rnn_cell_forward", "rnn_cell_backward", "gru_cell_forward", "gru_cell_backward",
-    "lstm_cell_forward", "lstm_cell_backward",
-    "rnn_forward", "rnn_backward", "gru_forward", "gru_backward", "lstm_forward", "lstm_backward",
-]
+# The public functions of the contract (docs/API.md), from the op table (tests/optable),
+# written out independently of fastnn.__all__.
+OPS = list(public_api())
 CONVERTERS = ["lstm_weights_from_course", "lstm_weights_from_torch", "rnn_weights_from_course",
               "rnn_weights_from_torch", "gru_weights_from_course"]

@@ -10,24 +10,13 @@ import pytest
 
 import fastnn
 from helpers import CONVERTERS, OPS, assert_close, need, on, randn
+from optable import public_api
 
 PACKAGE = ["available_backends", "set_backend", "get_backend", "set_num_threads", "get_num_threads",
            "set_workspace_limit", "get_workspace_limit"]
 
-# The positional parameters API.md fixes, in order.
-API_POSITIONAL = {
-    "conv2d": ["x", "w", "b"], "conv2d_forward": ["x", "w", "b"], "conv2d_backward": ["dy", "cache"],
-    "im2col": ["x", "kernel_size"], "col2im": ["cols", "x_shape", "kernel_size"],
-    "max_pool2d": ["x", "kernel_size", "stride", "padding"], "avg_pool2d": ["x", "kernel_size", "stride", "padding"],
-    "pool2d_forward": ["x", "kernel_size", "stride", "padding"], "pool2d_backward": ["dy", "cache"],
-    "bmm": ["a", "b"], "bmm_backward": ["dc", "a", "b"],
-    "rnn_cell_forward": ["x_t", "h_prev", "W", "b"], "rnn_cell_backward": ["dh_next", "cache"],
-    "gru_cell_forward": ["x_t", "h_prev", "W", "b"], "gru_cell_backward": ["dh_next", "cache"],
-    "lstm_cell_forward": ["x_t", "h_prev", "c_prev", "W", "b"], "lstm_cell_backward": ["dh_next", "dc_next", "cache"],
-    "rnn_forward": ["x", "h0", "W", "b"], "rnn_backward": ["dh", "cache"],
-    "gru_forward": ["x", "h0", "W", "b"], "gru_backward": ["dh", "cache"],
-    "lstm_forward": ["x", "h0", "c0", "W", "b"], "lstm_backward": ["dh", "cache", "dc_last"],
-}
+# The positional parameters the contract fixes, in order (the op table's).
+API_POSITIONAL = public_api()
 
 
 def test_version():

@@ -20,6 +20,7 @@ import fastnn
 import naive
 from fastnn import _backends
 from helpers import assert_close, assert_unchanged, randn, snapshot
+from optable.recurrent import GATES
 
 pytest.importorskip("fastnn._kernels.cy_conv")
 
@@ -231,7 +232,6 @@ def test_conv_nan_and_inf_propagate(tier, rng):
 
 # --------------------------------------------------------------------------- recurrent
 
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
 def run_sequence(kind, x, h0, c0, W, b, dh, dc, backend):

@@ -7,7 +7,7 @@ which defines what correct means for the compiled backends. It is slow; use it o
 import functools
 import inspect
 
-from .. import OP_MODULES, converters as _converters
+from .._ops import CONVERTERS, OP_MODULES
 
 
 def _on_reference(func):
@@ -29,6 +29,6 @@ def _export(module, names):
         globals()[name] = _on_reference(func) if "backend" in inspect.signature(func).parameters else func
 
 
-for _module in OP_MODULES + (_converters,):
+for _module in OP_MODULES + (CONVERTERS,):
     _export(_module, _module.__all__)
 del _module

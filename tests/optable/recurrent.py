@@ -7,7 +7,7 @@ from . import Op
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 DIMS = {
-    "small": dict(T=3, m=3, n_x=3, n_a=2),
+    "small": dict(T=3, m=12, n_x=3, n_a=2),  # m >= 12: the fused LSTM step over [h, x]
     "empty": dict(T=2, m=0, n_x=3, n_a=2),
     "ones": dict(T=1, m=1, n_x=1, n_a=1),
 }
