@@ -9,7 +9,7 @@ signatures the contract fixes. Adding an op is one entry here plus its kernels;
 the family's own test file keeps only what is specific to it.
 """
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -37,7 +37,12 @@ class Op:
                  call, on upstream gradients drawn with rand; None for an op without one.
     gradcheck -- gradcheck(backend, rng) -> (loss, {name: float64 array}, {name: analytic
                  gradient}): a scalar loss() of the op's arrays (perturbed in place by the
-                 check) and the op's own gradients of it; None where the op has none.
+                 check) and the op's own gradients of it. When None and the op has a
+                 backward, the check is derived from forward and backward (see
+                 derived_gradcheck), with grad_of saying which input each gradient is of.
+    grad_of   -- for each gradient backward returns, the index of the input it is the
+                 gradient of (None: not an input's); None means the i-th gradient is the
+                 i-th input's.
     torch     -- torch(backend, dtype, rng) -> [(what, got, want)]: fastnn's results next
                  to PyTorch's on the same data; None where PyTorch has no counterpart.
     tol32     -- (rtol, atol) of the float32 comparison with the reference, when the op
@@ -51,7 +56,7 @@ class Op:
     gradcheck: Optional[Callable] = None
     torch: Optional[Callable] = None
     tol32: Optional[tuple] = None
-    marks: tuple = field(default=())
+    grad_of: Optional[tuple] = None
 
     def run(self, backend, size="small", seed=0, dtype=np.float64):
         """(inputs, outputs) of one full forward + backward run; None outputs (a
@@ -64,6 +69,36 @@ class Op:
             inputs = list(inputs) + list(upstream)
             outputs += list(grads)
         return list(inputs), [o for o in outputs if o is not None]
+
+    def derived_gradcheck(self, backend, rng):
+        """The gradient check of a forward + backward pair at size "small" in float64:
+        loss = sum over the outputs of <upstream gradient, output>, whose gradients
+        are what backward returns for those upstream gradients. loss() reruns the
+        forward on the very arrays the first run drew (replayed in the same order), so
+        the check's in-place perturbations reach it."""
+        drawn = []
+        first = randomizer(int(rng.integers(2**31)), np.float64)
+
+        def record(shape, scale=1.0):
+            drawn.append(first(shape, scale))
+            return drawn[-1]
+
+        inputs, outputs, cache = self.forward(backend, "small", record)
+        upstream, grads = self.backward(list(outputs), cache, randomizer(int(rng.integers(2**31)), np.float64))
+
+        def loss():
+            replay = iter(drawn)
+            _, outs, _ = self.forward(backend, "small", lambda shape, scale=1.0: next(replay))
+            return sum(float(np.sum(u * o)) for u, o in zip(upstream, outs))
+
+        arrays, analytic = {}, {}
+        for k, grad in enumerate(grads):
+            index = k if self.grad_of is None else self.grad_of[k]
+            if grad is None or index is None:
+                continue
+            arrays[f"input{index}"] = inputs[index]
+            analytic[f"input{index}"] = grad
+        return loss, arrays, analytic
 
 
 def randomizer(seed, dtype):
