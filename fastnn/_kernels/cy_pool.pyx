@@ -19,33 +19,9 @@ from .._arena import empty as _empty
 
 cnp.import_array()
 
-cdef extern from "fn_kernels.h":
-    int fn_cpu_tier() noexcept nogil
-    int fn_set_tier(int tier) noexcept nogil
-    int fn_tier() noexcept nogil
-    int fn_openmp() noexcept nogil
-    int fn_max_threads() noexcept nogil
-
-    ctypedef struct fn_pool_geom:
-        Py_ssize_t N, H, W, C
-        Py_ssize_t Ho, Wo
-        Py_ssize_t kh, kw, sh, sw
-        Py_ssize_t ph, pw
-        Py_ssize_t dh, dw
-        int count_include_pad
-        int arg_bytes
-
-    int fn_pool_arg_bytes(Py_ssize_t kh, Py_ssize_t kw) noexcept nogil
-    void fn_pool_max_forward_f(const fn_pool_geom *g, const float *x, float *y, void *arg,
-                               int threads) noexcept nogil
-    void fn_pool_max_forward_d(const fn_pool_geom *g, const double *x, double *y, void *arg,
-                               int threads) noexcept nogil
-    void fn_pool_avg_forward_f(const fn_pool_geom *g, const float *x, float *y, int threads) noexcept nogil
-    void fn_pool_avg_forward_d(const fn_pool_geom *g, const double *x, double *y, int threads) noexcept nogil
-    int fn_pool_backward_f(const fn_pool_geom *g, const float *dy, const void *arg, float *dx,
-                           int threads) noexcept nogil
-    int fn_pool_backward_d(const fn_pool_geom *g, const double *dy, const void *arg, double *dx,
-                           int threads) noexcept nogil
+from ._fn cimport fn_cpu_tier, fn_max_threads, fn_openmp, fn_set_tier, fn_tier
+from ._fn_pool cimport (fn_pool_arg_bytes, fn_pool_avg_forward_d, fn_pool_avg_forward_f, fn_pool_backward_d,
+                        fn_pool_backward_f, fn_pool_geom, fn_pool_max_forward_d, fn_pool_max_forward_f)
 
 
 include "_module.pxi"
