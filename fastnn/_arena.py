@@ -3,8 +3,8 @@
 A recurrent forward or backward on a large batch allocates tens of megabytes of
 state and scratch (L3 of the benchmark: 74 MiB for the forward's caches). Freed
 and allocated again at every call, such a block goes back to the operating system
-and every page of it is faulted in afresh: about 10 % of the call on a quiet
-machine, and several times that where the host has reclaimed the pages (virtual
+and every page of it is faulted in afresh: a noticeable part of the call on a
+quiet machine, and much more where the host has reclaimed the pages (virtual
 machines). Blocks taken from here stay mapped instead.
 
 A block is handed out as a view; it is free again once no array refers to it any
@@ -15,8 +15,8 @@ first; requests under ``_MIN_BYTES`` go straight to NumPy.
 
 Arrays from the cache start on a 64-byte boundary (a cache line, one AVX-512
 vector): NumPy's own allocations are only 16-byte aligned, and a batch-1 LSTM step,
-which streams its packed weights from the level-2 cache, ran up to 25 % slower
-when their vectors straddled cache lines, depending on where the heap happened
+which streams its packed weights from the level-2 cache, runs measurably slower
+when their vectors straddle cache lines, depending on where the heap happened
 to put them.
 """
 import math

@@ -397,7 +397,7 @@ FN_UNUSED static inline size_t FN(any_scratch)(ptrdiff_t M, ptrdiff_t N, ptrdiff
  * tiles. op(A) is A (M, K) or, when trans_a, A^T with A (K, M); op(B) likewise
  * (K, N) or B^T. Packing is worth its cost even for a small product: read in
  * place, the rows of a B whose row stride is a power of two fall into a few cache
- * sets and evict each other (a 128^3 product ran at 60 % of its packed speed). */
+ * sets and evict each other, which costs a 128^3 product much of its speed. */
 FN_TARGET FN_UNUSED static void FN(gemm_any_mt)(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
                                                 ptrdiff_t K, const FN_T *A, ptrdiff_t lda, const FN_T *B,
                                                 ptrdiff_t ldb, int accumulate, FN_T *C, ptrdiff_t ldc,

@@ -178,8 +178,8 @@ def _avg_forward(x, geom, count_include_pad, y):
                     xv = xrow[w0 + j]
                     for c in range(chans):
                         yv[c] += xv[c]
-            # one division, then a multiply per channel (a division each cost ~10 %
-            # of a k2 s2 pooling); within an ulp of sum / divisor
+            # one division, then a multiply per channel (a division per channel is
+            # a visible part of a k2 s2 pooling); within an ulp of sum / divisor
             scale = yv.dtype.type(1.0) / yv.dtype.type(
                 _avg_divisor(h0, w0, kh, kw, ph, pw, height, width, count_include_pad))
             for c in range(chans):
