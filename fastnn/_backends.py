@@ -170,12 +170,12 @@ def kernel_of(name, kernel):
 
 
 def set_num_threads(n):
-    """Use n threads in the compiled kernels (OpenMP, Numba) and in BLAS."""
+    """Use n threads in the compiled kernels (OpenMP, Numba, and BLAS during the calls
+    of kernels that use it; BLAS keeps the user's setting otherwise)."""
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
     _num_threads = n
-    _limit_blas(n)
     for module in list(_loaded.values()):
         if module is not None and hasattr(module, "set_num_threads"):
             module.set_num_threads(n)
@@ -185,11 +185,6 @@ def get_num_threads():
     """The thread count the kernels use: set with set_num_threads, by default
     OMP_NUM_THREADS when set, else the CPUs this process may run on."""
     return _num_threads
-
-
-def _limit_blas(n):
-    from ._kernels import _threads
-    _threads.set_blas_threads(n)
 
 
 def set_workspace_limit(nbytes):

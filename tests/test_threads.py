@@ -114,9 +114,14 @@ for name in fastnn.available_backends():
     module = _backends._load(name)
     if name == "cython":
         out["modules"][name] = sorted({m.get_num_threads() for m in module._modules})
-    elif name == "numba":
+    elif name == "numba":  # numba's count is set at each call: look from inside one
         import numba
-        out["modules"][name] = [numba.get_num_threads()]
+        import numpy as np
+        seen = []
+        kernel = module.KERNELS["bmm"]
+        module.KERNELS["bmm"] = lambda *args: seen.append(numba.get_num_threads()) or kernel(*args)
+        fastnn.bmm(np.ones((2, 2)), np.ones((2, 2)), backend="numba")
+        out["modules"][name] = seen
 print(json.dumps(out))
 """
 
@@ -150,11 +155,38 @@ def test_get_num_threads_tells_what_every_backend_uses(omp):
         assert report["modules"]["cython"] == [expected]
 
 
-def test_set_num_threads_holds_blas_to_the_same_count():
+def test_numba_kernels_run_on_fastnn_threads_and_blas_only_during_the_call(monkeypatch):
+    """numba's thread count is per Python thread and BLAS's is the user's: a numba kernel
+    called from any thread runs on fastnn's count, BLAS too while it runs (from the
+    thread that controls BLAS's shared pool: threadpoolctl lets one Python thread set
+    it), and the user's BLAS setting is back after the call."""
+    import threading
     threadpoolctl = pytest.importorskip("threadpoolctl")
     pytest.importorskip("scipy.linalg")  # its BLAS is among those held
-    for n in (1, 2, 1):
-        fastnn.set_num_threads(n)
-        blas = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
-        assert blas, "no BLAS library found"
-        assert {lib["num_threads"] for lib in blas} == {n}
+    numba = pytest.importorskip("numba")
+    from fastnn import _backends
+    module = _backends._load("numba")
+
+    def blas_counts():
+        return {lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
+
+    seen = []
+    kernel = module.KERNELS["bmm"]
+
+    def spy(*args):
+        seen.append((numba.get_num_threads(), blas_counts()))
+        return kernel(*args)
+
+    monkeypatch.setitem(module.KERNELS, "bmm", spy)
+    a = np.ones((3, 4))
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):  # the user's setting
+        for n in (2, 1, 2):
+            fastnn.set_num_threads(n)
+            fastnn.bmm(a, a.T, backend="numba")
+            worker = threading.Thread(target=fastnn.bmm, args=(a, a.T), kwargs={"backend": "numba"})
+            worker.start()
+            worker.join()
+            assert blas_counts() == {1}, "BLAS kept fastnn's count after the call"
+    counts = [min(n, numba.config.NUMBA_NUM_THREADS) for n in (2, 1, 2)]
+    assert [numba_threads for numba_threads, _ in seen] == [n for n in counts for _ in range(2)]
+    assert [blas for _, blas in seen[::2]] == [{n} for n in (2, 1, 2)]  # the calls from this thread

@@ -1,16 +1,40 @@
-"""The numba backend: @njit kernels, compiled on first use and cached on disk."""
+"""The numba backend: @njit kernels, compiled on first use and cached on disk.
+
+Each kernel runs on fastnn's thread count (fastnn.set_num_threads), read at every
+call: numba's own setting is per Python thread, so a call from any thread (a web
+server's, a Dask worker's) uses the same count; and the BLAS its products call runs
+on that count during the call only (_threads.py; from the Python thread that controls
+BLAS's shared pool, as threadpoolctl arranges).
+"""
 try:
     import numba
 except ImportError as exc:  # degraded install: the other backends still work
     AVAILABLE = False
     UNAVAILABLE_REASON = f"numba is not installed ({exc})"
 else:
+    import functools
+
+    from .. import _backends
     from ._collect import collect
+    from ._threads import blas_limited
 
     AVAILABLE = True
-    _modules = collect(globals(), __package__, (
+    KERNELS = {}
+    _modules = collect(KERNELS, __package__, (
         "numba_conv", "numba_pool", "numba_matmul", "numba_recurrent",
         "numba_dense", "numba_loss", "numba_norm", "numba_dropout", "numba_embedding", "numba_optim"))
 
-    def set_num_threads(n):
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    def _on_fastnn_threads(name):
+        kernel = KERNELS[name]
+
+        @functools.wraps(kernel)
+        def call(*args, **kwargs):
+            n = _backends.get_num_threads()
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+            with blas_limited(n):
+                return KERNELS[name](*args, **kwargs)
+        return call
+
+    for _name in KERNELS:
+        globals()[_name] = _on_fastnn_threads(_name)
+    del _name
