@@ -222,6 +222,75 @@ def converter_call(draw, name):
     return [params], {}
 
 
+def linear_call(draw):
+    n_in, n_out = draw(st.integers(0, 3), label="n_in"), draw(st.integers(1, 3), label="n_out")
+    batch = tuple(draw(st.lists(st.integers(0, 3), max_size=2), label="batch"))
+    x, w = floats(draw, batch + (n_in,), "x"), floats(draw, (n_out, n_in), "w")
+    b = draw(st.sampled_from([None, (n_out,), (1, n_out), (n_out, 1)]), label="b shape")
+    kwargs = {"activation": draw(st.sampled_from(ACTIVATIONS), label="activation")}
+    if kwargs["activation"] == "leaky_relu" and draw(st.booleans(), label="alpha?"):
+        kwargs["alpha"] = draw(st.sampled_from([0.0, 0.2, 1.5]), label="alpha")
+    return [x, w, None if b is None else floats(draw, b, "b")], kwargs
+
+
+def activation_call(draw):
+    z = floats(draw, tuple(draw(st.lists(st.integers(0, 3), max_size=3), label="shape")), "z")
+    return [z, draw(st.sampled_from([k for k in ACTIVATIONS if k is not None]), label="kind")], {}
+
+
+def softmax_call(draw):
+    shape = tuple(draw(st.lists(st.integers(0, 3), min_size=1, max_size=3), label="shape"))
+    return [floats(draw, shape, "z")], {"axis": draw(st.integers(-len(shape), len(shape) - 1), label="axis")}
+
+
+def cross_entropy_call(draw, kind):
+    lead = tuple(draw(st.lists(st.integers(0, 3), max_size=2), label="batch"))
+    classes = draw(st.integers(1, 4), label="classes")
+    logits = floats(draw, lead + (classes,), "logits")
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="target seed"))
+    if kind == "softmax" and draw(st.booleans(), label="indices?"):
+        target = rng.integers(0, classes, lead)
+    elif kind == "softmax":
+        target = rng.dirichlet(np.ones(classes), lead) if lead else rng.dirichlet(np.ones(classes))
+    else:
+        target = rng.random(logits.shape)
+    return [logits, target], {"reduction": draw(st.sampled_from(["mean", "sum", "none"]), label="reduction")}
+
+
+def batch_norm_call(draw, inference=False):
+    layout = draw(st.sampled_from(["NHWC", "NCHW", "dense"]), label="layout")
+    n, c = draw(st.integers(0 if inference else 1, 3), label="N"), draw(st.integers(1, 3), label="C")
+    if layout == "dense":
+        x, kwargs = floats(draw, (n, c), "x"), {}
+    else:
+        h, w = draw(st.integers(1, 3), label="H"), draw(st.integers(1, 3), label="W")
+        x = floats(draw, (n, h, w, c) if layout == "NHWC" else (n, c, h, w), "x")
+        kwargs = {"layout": layout}
+    if draw(st.booleans(), label="eps?"):
+        kwargs["eps"] = draw(st.sampled_from([1e-3, 1e-8, 0.5]), label="eps")
+    args = [x, floats(draw, (c,), "gamma"), floats(draw, (c,), "beta")]
+    if inference:
+        args += [floats(draw, (c,), "mean"), np.abs(floats(draw, (c,), "var"))]
+    return args, kwargs
+
+
+def dropout_call(draw):
+    x = floats(draw, tuple(draw(st.lists(st.integers(0, 3), max_size=3), label="shape")), "x")
+    keep = draw(st.sampled_from([1.0, 0.5, 0.8, 0.999]), label="keep_prob")
+    # a seed, so that the call and the reference's draw the same mask
+    return [x, keep], {"rng": draw(st.integers(0, 2**32 - 1), label="rng seed")}
+
+
+def embedding_call(draw):
+    vocab, dim = draw(st.integers(1, 5), label="V"), draw(st.integers(0, 3), label="D")
+    shape = tuple(draw(st.lists(st.integers(0, 3), max_size=2), label="ids shape"))
+    ids = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="ids seed")).integers(0, vocab, shape)
+    return [ids, floats(draw, (vocab, dim), "table")], {}
+
+
+ACTIVATIONS = [None, "relu", "leaky_relu", "sigmoid", "tanh"]
+
+
 def forward_calls():
     calls = {
         "conv2d": conv_call, "conv2d_forward": conv_call, "im2col": im2col_call, "col2im": col2im_call,
@@ -239,6 +308,13 @@ def forward_calls():
                               draw(st.integers(1, 4))), "x")], dict(
             layout=draw(st.sampled_from(["NHWC", "NCHW"])), keepdims=draw(st.booleans()))
 
+    calls.update({
+        "linear_forward": linear_call, "activation_forward": activation_call, "softmax": softmax_call,
+        "softmax_cross_entropy_forward": lambda d: cross_entropy_call(d, "softmax"),
+        "sigmoid_cross_entropy_forward": lambda d: cross_entropy_call(d, "sigmoid"),
+        "batch_norm_forward": batch_norm_call, "batch_norm_inference": lambda d: batch_norm_call(d, True),
+        "dropout_forward": dropout_call, "embedding_forward": embedding_call,
+    })
     calls["pool2d_forward"] = pool_forward
     calls["global_avg_pool2d"] = calls["global_max_pool2d"] = global_pool
     for kind in GATES:
@@ -254,7 +330,14 @@ CALLS = forward_calls()
 BACKWARD = {"conv2d_forward": "conv2d_backward", "pool2d_forward": "pool2d_backward",
             "rnn_cell_forward": "rnn_cell_backward", "gru_cell_forward": "gru_cell_backward",
             "lstm_cell_forward": "lstm_cell_backward", "rnn_forward": "rnn_backward",
-            "gru_forward": "gru_backward", "lstm_forward": "lstm_backward"}
+            "gru_forward": "gru_backward", "lstm_forward": "lstm_backward",
+            "linear_forward": "linear_backward", "activation_forward": "activation_backward",
+            "softmax_cross_entropy_forward": "softmax_cross_entropy_backward",
+            "sigmoid_cross_entropy_forward": "sigmoid_cross_entropy_backward",
+            "batch_norm_forward": "batch_norm_backward", "dropout_forward": "dropout_backward",
+            "embedding_forward": "embedding_backward"}
+# backward passes called as (cache, dloss=...) rather than (gradient, cache)
+CACHE_FIRST = ("softmax_cross_entropy_backward", "sigmoid_cross_entropy_backward")
 
 
 # --------------------------------------------------------------------------- checking one call
@@ -349,6 +432,8 @@ def run_backward(draw, fwd_name, got, want):
             return [grads[0], c], {"dc_last": grads[1]}
         if bwd_name == "lstm_cell_backward":
             return [grads[0], grads[1], c], {}
+        if bwd_name in CACHE_FIRST:
+            return [c], {"dloss": grads[0]}
         return [grads[0], c], {}
 
     inputs = _arrays(grads)

@@ -12,10 +12,17 @@ REFERENCE = "reference"
 DTYPES = ("float32", "float64")
 ITEMSIZE = {"float32": 4, "float64": 8}
 
-GROUP_OF_OP = {"conv2d": "conv", "max_pool2d": "pool", "avg_pool2d": "pool", "bmm": "bmm", "lstm": "lstm"}
-GROUP_TITLE = {"conv": "conv2d", "pool": "pooling", "bmm": "bmm", "lstm": "LSTM"}
+GROUP_OF_OP = {"conv2d": "conv", "max_pool2d": "pool", "avg_pool2d": "pool", "bmm": "bmm", "lstm": "lstm",
+               "batch_norm": "norm", "softmax_cross_entropy": "loss", "linear": "dense", "embedding": "embedding",
+               "adam": "optim"}
+GROUP_TITLE = {"conv": "conv2d", "pool": "pooling", "bmm": "bmm", "lstm": "LSTM", "norm": "batch norm",
+               "loss": "softmax CE", "dense": "linear", "embedding": "embedding", "optim": "Adam"}
 # The kernel whose backend=None choice is the group's default backend.
-GROUP_KERNEL = {"conv": "conv2d_forward", "pool": "pool2d_forward", "bmm": "bmm", "lstm": "lstm_forward"}
+GROUP_KERNEL = {"conv": "conv2d_forward", "pool": "pool2d_forward", "bmm": "bmm", "lstm": "lstm_forward",
+                "norm": "batch_norm_forward", "loss": "softmax_cross_entropy_forward", "dense": "linear_forward",
+                "embedding": "embedding_forward", "optim": "adam_step"}
+# the training operations' groups (letter N in --cases)
+TRAINING_GROUPS = ("norm", "loss", "dense", "embedding", "optim")
 
 
 @dataclass(frozen=True)
@@ -67,11 +74,18 @@ SUITE = (
     Case("L1", "lstm", dict(T=50, m=64, n_x=128, n_a=256), _targets(1.0, 1.0)),
     Case("L2", "lstm", dict(T=100, m=1, n_x=64, n_a=64), _targets(0.5, None), "latency-bound"),
     Case("L3", "lstm", dict(T=20, m=256, n_x=512, n_a=512), _targets(1.0, 1.0), "GEMM-bound"),
+    # the training operations: float32 targets (PERF.md); float64 is reported
+    Case("N1", "batch_norm", dict(N=32, H=32, W=32, C=64), _targets(0.7, None), "training mode, NHWC"),
+    Case("N2", "softmax_cross_entropy", dict(N=4096, C=1000), _targets(0.8, None), "integer targets, mean"),
+    Case("N3", "linear", dict(N=256, n_in=1024, n_out=1024), _targets(1.0, None), "with ReLU"),
+    Case("N4", "embedding", dict(B=64, T=50, V=10000, D=256), _targets(0.5, None)),
+    Case("N5", "adam", dict(P=10_000_000, arrays=20), _targets(0.8, None),
+         "one step (an optimizer has no backward: both passes time the step)"),
 )
 CASES = {case.id: case for case in SUITE}
 
 # One or two cases per group, chosen to finish in well under two minutes on 2 cores.
-QUICK = ("C2", "C5", "P1", "P2", "B1", "B2", "L1", "L2")
+QUICK = ("C2", "C5", "P1", "P2", "B1", "B2", "L1", "L2", "N1", "N2", "N3", "N4", "N5")
 
 # Targets beyond each case's own limit (PERF.md): a geometric mean for convolution (in
 # both dtypes), a fraction of the SGEMM roofline, a speed-up from 1 to 2 threads and
@@ -106,7 +120,17 @@ def output_shape(case):
         return (d["N"], h_out, w_out, d["C_out"] if case.group == "conv" else d["C"])
     if case.group == "bmm":
         return (d["B"], d["M"], d["N"])
-    return (d["T"], d["m"], d["n_a"])
+    if case.group == "lstm":
+        return (d["T"], d["m"], d["n_a"])
+    if case.group == "norm":
+        return (d["N"], d["H"], d["W"], d["C"])
+    if case.group == "loss":
+        return ()
+    if case.group == "dense":
+        return (d["N"], d["n_out"])
+    if case.group == "embedding":
+        return (d["B"], d["T"], d["D"])
+    return (d["P"],)
 
 
 def flops(case, pass_):
@@ -150,7 +174,17 @@ def describe(case):
         return f"{kind} ({d['N']}, {d['H']}, {d['W']}, {d['C']}) k{d['k']} s{d['stride']}{pad}"
     if case.group == "bmm":
         return f"({d['B']}, {d['M']}, {d['K']}) @ ({d['B']}, {d['K']}, {d['N']})"
-    return f"T {d['T']}, m {d['m']}, n_x {d['n_x']}, n_a {d['n_a']}"
+    if case.group == "lstm":
+        return f"T {d['T']}, m {d['m']}, n_x {d['n_x']}, n_a {d['n_a']}"
+    if case.group == "norm":
+        return f"x ({d['N']}, {d['H']}, {d['W']}, {d['C']})"
+    if case.group == "loss":
+        return f"logits ({d['N']}, {d['C']})"
+    if case.group == "dense":
+        return f"x ({d['N']}, {d['n_in']}) @ w ({d['n_out']}, {d['n_in']})ᵀ"
+    if case.group == "embedding":
+        return f"ids ({d['B']}, {d['T']}) into ({d['V']}, {d['D']})"
+    return f"{d['P']:,} parameters in {d['arrays']} arrays"
 
 
 def numpy_comparable(case):
@@ -176,8 +210,18 @@ def scaled_down(case):
         d.update(N=2, H=min(d["H"], 32), W=min(d["W"], 32), C=min(d["C"], 64))
     elif case.group == "bmm":
         d.update(B=min(d["B"], 4), M=min(d["M"], 48), K=min(d["K"], 48), N=min(d["N"], 48))
-    else:
+    elif case.group == "lstm":
         d.update(T=min(d["T"], 20), m=min(d["m"], 8), n_x=min(d["n_x"], 32), n_a=min(d["n_a"], 32))
+    elif case.group == "norm":
+        d.update(N=2, H=8, W=8)
+    elif case.group == "loss":
+        d.update(N=64, C=100)
+    elif case.group == "dense":
+        d.update(N=16, n_in=64, n_out=64)
+    elif case.group == "embedding":
+        d.update(B=8, T=10, V=500, D=32)
+    else:
+        d.update(P=100_000, arrays=4)
     return replace(case, dims=d)
 
 
@@ -195,12 +239,13 @@ def case_entry(case):
 
 def select(spec=None, quick=False):
     """(cases, load) named by ``spec``: comma-separated ids such as ``C1,P2``, group
-    names ``conv``/``pool``/``bmm``/``lstm``, group letters ``C``/``P``/``B``/``L``
+    names (``conv``, ``pool``, ``bmm``, ``lstm``, ``norm``, ...), group letters
+    ``C``/``P``/``B``/``L`` and ``N`` (the training operations)
     and ``load`` (the under-load case); cases in suite order. Without a spec: the
     whole suite and the load case, or the quick subset without it."""
     if not spec:
         return ([CASES[i] for i in QUICK], False) if quick else (list(SUITE), True)
-    letters = {"C": "conv", "P": "pool", "B": "bmm", "L": "lstm"}
+    letters = {"C": ("conv",), "P": ("pool",), "B": ("bmm",), "L": ("lstm",), "N": TRAINING_GROUPS}
     wanted, load = set(), False
     for token in (t.strip() for t in spec.split(",")):
         if not token:
@@ -211,8 +256,8 @@ def select(spec=None, quick=False):
         elif upper in CASES:
             wanted.add(upper)
         elif lower in GROUP_TITLE or upper in letters:
-            group = lower if lower in GROUP_TITLE else letters[upper]
-            wanted.update(c.id for c in SUITE if c.group == group)
+            groups = (lower,) if lower in GROUP_TITLE else letters[upper]
+            wanted.update(c.id for c in SUITE if c.group in groups)
         else:
             raise ValueError(f"unknown case {token!r}; the cases are {', '.join(CASES)} "
                              f"(or a group: {', '.join(GROUP_TITLE)}, or {LOAD})")

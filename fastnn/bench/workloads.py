@@ -32,6 +32,21 @@ def make_inputs(case, seed=0, dtype="float32"):
         return dict(x=normal(d["N"], d["H"], d["W"], d["C"]), grad=grad)
     if case.group == "bmm":
         return dict(a=normal(d["B"], d["M"], d["K"]), b=normal(d["B"], d["K"], d["N"]), grad=grad)
+    if case.group == "norm":
+        return dict(x=normal(d["N"], d["H"], d["W"], d["C"], scale=2.0) + 1, gamma=normal(d["C"]),
+                    beta=normal(d["C"]), grad=grad)
+    if case.group == "loss":
+        return dict(logits=normal(d["N"], d["C"], scale=3.0), target=rng.integers(0, d["C"], d["N"]),
+                    grad=np.ones((), dtype))
+    if case.group == "dense":
+        return dict(x=normal(d["N"], d["n_in"]), w=normal(d["n_out"], d["n_in"], scale=d["n_in"] ** -0.5),
+                    b=normal(d["n_out"], scale=0.1), grad=grad)
+    if case.group == "embedding":
+        return dict(ids=rng.integers(0, d["V"], (d["B"], d["T"])), table=normal(d["V"], d["D"]), grad=grad)
+    if case.group == "optim":
+        sizes = [d["P"] // d["arrays"] + (i < d["P"] % d["arrays"]) for i in range(d["arrays"])]
+        return dict(params=[normal(n, scale=0.1) for n in sizes], grads=[normal(n, scale=0.01) for n in sizes],
+                    grad=grad)
     n_a = d["n_a"]
     return dict(x=normal(d["T"], d["m"], d["n_x"]), W=normal(4 * n_a, n_a + d["n_x"], scale=n_a ** -0.5),
                 b=normal(4 * n_a, scale=0.1), grad=grad)
@@ -75,7 +90,7 @@ def fastnn_workload(case, inputs, backend):
         def forward_backward():
             fastnn.bmm(a, b, backend=backend)
             return fastnn.bmm_backward(grad, a, b, backend=backend)
-    else:
+    elif case.group == "lstm":
         x, W, b = inputs["x"], inputs["W"], inputs["b"]
 
         def forward():
@@ -84,6 +99,59 @@ def fastnn_workload(case, inputs, backend):
         def forward_backward():
             _, _, cache = fastnn.lstm_forward(x, None, None, W, b, backend=backend)
             return fastnn.lstm_backward(grad, cache)
+    else:
+        return _training_workload(case, inputs, backend)
+    return {"forward": forward, "forward_backward": forward_backward}
+
+
+def _training_workload(case, inputs, backend):
+    """The training operations (N1-N5) with fastnn: the forward call and the forward +
+    backward pair (the Adam step in both: an optimizer has no backward)."""
+    grad = inputs["grad"]
+    if case.group == "norm":
+        x, gamma, beta = inputs["x"], inputs["gamma"], inputs["beta"]
+
+        def forward():
+            return fastnn.batch_norm_forward(x, gamma, beta, backend=backend)[0]
+
+        def forward_backward():
+            cache = fastnn.batch_norm_forward(x, gamma, beta, backend=backend)[-1]
+            return fastnn.batch_norm_backward(grad, cache)
+    elif case.group == "loss":
+        logits, target = inputs["logits"], inputs["target"]
+
+        def forward():
+            return fastnn.softmax_cross_entropy_forward(logits, target, backend=backend)[0]
+
+        def forward_backward():
+            cache = fastnn.softmax_cross_entropy_forward(logits, target, backend=backend)[1]
+            return fastnn.softmax_cross_entropy_backward(cache)
+    elif case.group == "dense":
+        x, w, b = inputs["x"], inputs["w"], inputs["b"]
+
+        def forward():
+            return fastnn.linear_forward(x, w, b, activation="relu", backend=backend)[0]
+
+        def forward_backward():
+            cache = fastnn.linear_forward(x, w, b, activation="relu", backend=backend)[1]
+            return fastnn.linear_backward(grad, cache)
+    elif case.group == "embedding":
+        ids, table = inputs["ids"], inputs["table"]
+
+        def forward():
+            return fastnn.embedding_forward(ids, table, backend=backend)[0]
+
+        def forward_backward():
+            cache = fastnn.embedding_forward(ids, table, backend=backend)[1]
+            return fastnn.embedding_backward(grad, cache)
+    else:
+        # the optimizer updates its own copies, so that the case's inputs stay as drawn
+        params, grads = [p.copy() for p in inputs["params"]], inputs["grads"]
+        optimizer = fastnn.optim.Adam(params, lr=1e-3, backend=backend)
+
+        def forward():
+            return optimizer.step(grads)
+        forward_backward = forward
     return {"forward": forward, "forward_backward": forward_backward}
 
 
@@ -97,7 +165,8 @@ def torch_workload(case, inputs, torch):
     F = torch.nn.functional
 
     def tensor(array, grad=False):
-        return torch.from_numpy(np.ascontiguousarray(array)).requires_grad_(grad)
+        # (ascontiguousarray makes a 0-d array 1-d; the reshape keeps its shape)
+        return torch.from_numpy(np.ascontiguousarray(array).reshape(np.shape(array))).requires_grad_(grad)
 
     if case.group == "conv":
         x = tensor(inputs["x"].transpose(0, 3, 1, 2), True)
@@ -123,7 +192,7 @@ def torch_workload(case, inputs, torch):
 
         def run():
             return torch.bmm(a, b)
-    else:
+    elif case.group == "lstm":
         x = tensor(inputs["x"], True)
         lstm = torch.nn.LSTM(d["n_x"], d["n_a"]).to(x.dtype)
         dy = tensor(inputs["grad"])
@@ -131,6 +200,44 @@ def torch_workload(case, inputs, torch):
 
         def run():
             return lstm(x)[0]
+    elif case.group == "norm":
+        x = tensor(inputs["x"].transpose(0, 3, 1, 2), True)
+        gamma, beta = tensor(inputs["gamma"], True), tensor(inputs["beta"], True)
+        dy = tensor(inputs["grad"].transpose(0, 3, 1, 2))
+        params = (x, gamma, beta)
+
+        def run():
+            return F.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5)
+    elif case.group == "loss":
+        x, target = tensor(inputs["logits"], True), torch.from_numpy(inputs["target"])
+        dy = tensor(inputs["grad"])
+        params = (x,)
+
+        def run():
+            return F.cross_entropy(x, target)
+    elif case.group == "dense":
+        x, w, b = tensor(inputs["x"], True), tensor(inputs["w"], True), tensor(inputs["b"], True)
+        dy = tensor(inputs["grad"])
+        params = (x, w, b)
+
+        def run():
+            return F.relu(F.linear(x, w, b))
+    elif case.group == "embedding":
+        ids, table = torch.from_numpy(inputs["ids"]), tensor(inputs["table"], True)
+        dy = tensor(inputs["grad"])
+        params = (table,)
+
+        def run():
+            return F.embedding(ids, table)
+    else:
+        params = [tensor(p.copy(), True) for p in inputs["params"]]
+        for p, g in zip(params, inputs["grads"]):
+            p.grad = tensor(g)
+        optimizer = torch.optim.Adam(params, lr=1e-3, foreach=True)
+
+        def step():
+            optimizer.step()
+        return {"forward": step, "forward_backward": step}
 
     def forward():
         with torch.no_grad():
