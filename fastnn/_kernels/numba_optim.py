@@ -51,14 +51,16 @@ def _owner(first, task):
     return lo
 
 
-# ---- one chunk of each update: elements [j0, j1) of one array; k the coefficients
-# in the arrays' dtype
+# ---- one chunk of each update, on views of the chunk's elements (indexed from 0:
+# LLVM vectorises these loops, not ones over [j0, j1) of the whole array; and
+# error_model="numpy" drops the division's zero check, which stops it too); k holds
+# the coefficients in the arrays' dtype
 
-@njit(cache=True)
-def _sgd_chunk(w, g, v, j0, j1, k, mode, decay):
+@njit(cache=True, error_model="numpy")
+def _sgd_chunk(w, g, v, k, mode, decay):
     """mode 0: w -= lr g; 1: momentum; 2: Nesterov. k: lr, b1, c1, wd."""
     lr, b1, c1, wd = k[0], k[1], k[2], k[3]
-    for j in range(j0, j1):
+    for j in range(w.shape[0]):
         gj = g[j] + wd * w[j] if decay else g[j]
         if mode == 0:
             w[j] = w[j] - lr * gj
@@ -68,22 +70,22 @@ def _sgd_chunk(w, g, v, j0, j1, k, mode, decay):
             w[j] = w[j] - lr * (b1 * vj + c1 * gj if mode == 2 else vj)
 
 
-@njit(cache=True)
-def _rmsprop_chunk(w, g, s, j0, j1, k, decay):
+@njit(cache=True, error_model="numpy")
+def _rmsprop_chunk(w, g, s, k, decay):
     """k: lr, b2, c2, eps, wd."""
     lr, b2, c2, eps, wd = k[0], k[1], k[2], k[3], k[4]
-    for j in range(j0, j1):
+    for j in range(w.shape[0]):
         gj = g[j] + wd * w[j] if decay else g[j]
         sj = b2 * s[j] + c2 * (gj * gj)
         s[j] = sj
         w[j] = w[j] - lr * (gj / (np.sqrt(sj) + eps))
 
 
-@njit(cache=True)
-def _adam_chunk(w, g, v, s, j0, j1, k, decay):
+@njit(cache=True, error_model="numpy")
+def _adam_chunk(w, g, v, s, k, decay):
     """k: step, b1, c1, b2, c2, eps, rbc2, wd."""
     step, b1, c1, b2, c2, eps, rbc2, wd = k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]
-    for j in range(j0, j1):
+    for j in range(w.shape[0]):
         gj = g[j] + wd * w[j] if decay else g[j]
         vj = b1 * v[j] + c1 * gj
         sj = b2 * s[j] + c2 * (gj * gj)
@@ -105,42 +107,42 @@ def _span(first, task, size):
 def _sgd_par(ws, gs, vs, first, size, k, mode, decay):
     for task in prange(first[-1]):
         i, j0, j1 = _span(first, task, size)
-        _sgd_chunk(ws[i], gs[i], vs[i], j0, j1, k, mode, decay)
+        _sgd_chunk(ws[i][j0:j1], gs[i][j0:j1], vs[i][j0:j1], k, mode, decay)
 
 
 @njit(cache=True)
 def _sgd_one(ws, gs, vs, first, size, k, mode, decay):
     for task in range(first[-1]):
         i, j0, j1 = _span(first, task, size)
-        _sgd_chunk(ws[i], gs[i], vs[i], j0, j1, k, mode, decay)
+        _sgd_chunk(ws[i][j0:j1], gs[i][j0:j1], vs[i][j0:j1], k, mode, decay)
 
 
 @njit(cache=True, parallel=True)
 def _rmsprop_par(ws, gs, ss, first, size, k, decay):
     for task in prange(first[-1]):
         i, j0, j1 = _span(first, task, size)
-        _rmsprop_chunk(ws[i], gs[i], ss[i], j0, j1, k, decay)
+        _rmsprop_chunk(ws[i][j0:j1], gs[i][j0:j1], ss[i][j0:j1], k, decay)
 
 
 @njit(cache=True)
 def _rmsprop_one(ws, gs, ss, first, size, k, decay):
     for task in range(first[-1]):
         i, j0, j1 = _span(first, task, size)
-        _rmsprop_chunk(ws[i], gs[i], ss[i], j0, j1, k, decay)
+        _rmsprop_chunk(ws[i][j0:j1], gs[i][j0:j1], ss[i][j0:j1], k, decay)
 
 
 @njit(cache=True, parallel=True)
 def _adam_par(ws, gs, vs, ss, first, size, k, decay):
     for task in prange(first[-1]):
         i, j0, j1 = _span(first, task, size)
-        _adam_chunk(ws[i], gs[i], vs[i], ss[i], j0, j1, k, decay)
+        _adam_chunk(ws[i][j0:j1], gs[i][j0:j1], vs[i][j0:j1], ss[i][j0:j1], k, decay)
 
 
 @njit(cache=True)
 def _adam_one(ws, gs, vs, ss, first, size, k, decay):
     for task in range(first[-1]):
         i, j0, j1 = _span(first, task, size)
-        _adam_chunk(ws[i], gs[i], vs[i], ss[i], j0, j1, k, decay)
+        _adam_chunk(ws[i][j0:j1], gs[i][j0:j1], vs[i][j0:j1], ss[i][j0:j1], k, decay)
 
 
 def _layout(params):
