@@ -29,7 +29,11 @@
  *             w -= step * (v / (sqrt(s) * rbc2 + eps))
  *
  * with c1 = 1 - b1 and c2 = 1 - b2 (given, not recomputed). The products b v + c g
- * are fused multiply-adds on the tiers that have them (FN(fma)).
+ * are fused multiply-adds on the tiers that have them (FN(fma)). The quotients are
+ * IEEE divisions, not FN(div): a gradient whose square overflows makes s infinite,
+ * and v / inf must be 0 (no step), where a refined reciprocal gives NaN. In the
+ * caches the division costs a third of the time (61 440 float elements: 35 against
+ * 22 us); over 10 M elements, which come from memory, nothing.
  */
 #ifndef FASTNN_FN_OPTIM_SHARED
 #define FASTNN_FN_OPTIM_SHARED
