@@ -19,13 +19,16 @@ from numba.typed import List
 _CHUNK = 8192
 _SERIAL_BELOW = 32768
 
-_LIST_TYPES = {np.dtype(np.float32): types.Array(types.float32, 1, "C"),
-               np.dtype(np.float64): types.Array(types.float64, 1, "C")}
+# (dtype, read-only) -> the type of a typed list's items: the gradients go in a list of
+# read-only arrays (a read-only one may come from the caller, and is never written)
+_LIST_TYPES = {(np.dtype(t), readonly): types.Array(item, 1, "C", readonly=readonly)
+               for t, item in ((np.float32, types.float32), (np.float64, types.float64))
+               for readonly in (False, True)}
 
 
-def _typed(arrays):
+def _typed(arrays, readonly=False):
     """A typed list of the flat views of `arrays` (C-contiguous: no copy)."""
-    out = List.empty_list(_LIST_TYPES[arrays[0].dtype])
+    out = List.empty_list(_LIST_TYPES[arrays[0].dtype, readonly])
     for a in arrays:
         out.append(a.reshape(-1))
     return out
@@ -159,7 +162,8 @@ def sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay):
     mode = 0 if velocity is None else (2 if nesterov else 1)
     ws = _typed(params)
     vs = ws if velocity is None else _typed(velocity)  # never read without momentum
-    (_sgd_par if parallel else _sgd_one)(ws, _typed(grads), vs, first, size, k, mode, weight_decay != 0)
+    kernel = _sgd_par if parallel else _sgd_one
+    kernel(ws, _typed(grads, readonly=True), vs, first, size, k, mode, weight_decay != 0)
 
 
 def rmsprop_step(params, grads, square_avg, lr, beta, eps, weight_decay):
@@ -167,8 +171,8 @@ def rmsprop_step(params, grads, square_avg, lr, beta, eps, weight_decay):
         return
     first, size, parallel = _layout(params)
     k = np.array([lr, beta, 1.0 - beta, eps, weight_decay], dtype=params[0].dtype)
-    (_rmsprop_par if parallel else _rmsprop_one)(_typed(params), _typed(grads), _typed(square_avg), first, size,
-                                                 k, weight_decay != 0)
+    kernel = _rmsprop_par if parallel else _rmsprop_one
+    kernel(_typed(params), _typed(grads, readonly=True), _typed(square_avg), first, size, k, weight_decay != 0)
 
 
 def adam_step(params, grads, v, s, t, lr, beta1, beta2, eps, weight_decay):
@@ -177,5 +181,5 @@ def adam_step(params, grads, v, s, t, lr, beta1, beta2, eps, weight_decay):
     first, size, parallel = _layout(params)
     k = np.array([lr / (1.0 - beta1**t), beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps,
                   1.0 / (1.0 - beta2**t) ** 0.5, weight_decay], dtype=params[0].dtype)
-    (_adam_par if parallel else _adam_one)(_typed(params), _typed(grads), _typed(v), _typed(s), first, size, k,
-                                           weight_decay != 0)
+    kernel = _adam_par if parallel else _adam_one
+    kernel(_typed(params), _typed(grads, readonly=True), _typed(v), _typed(s), first, size, k, weight_decay != 0)
