@@ -112,7 +112,7 @@ class _Optimizer:
         for i, p in enumerate(self._params):
             groups.setdefault(p.dtype, []).append(i)
         self._groups = list(groups.values())
-        self._state = {name: [np.zeros_like(p) for p in self._params] for name in self._state_names()}
+        self._state = {name: [np.zeros(p.shape, p.dtype) for p in self._params] for name in self._state_names()}
         self._t = 0
 
     # ---- what each optimizer says about itself
