@@ -19,27 +19,30 @@ _CHUNK = 2048
 
 
 @njit(cache=True, parallel=True)
-def _softmax_forward(x, index, prob, use_index, loss, stats):
+def _softmax_forward(x, index, prob, use_index, zero, loss, stats):
+    """zero: 0 of x's dtype, so that the sum of exponentials adds in it (float32
+    exponentials cost half of float64 ones)"""
     n_rows, n_cls = x.shape
     for r in prange(n_rows):
-        m = -np.inf
+        row = x[r]
+        m = row[0]
+        for j in range(1, n_cls):
+            if row[j] > m or m != m:
+                m = row[j]
+        s = zero
         for j in range(n_cls):
-            if x[r, j] > m:
-                m = x[r, j]
-        s = 0.0
-        for j in range(n_cls):
-            s += math.exp(x[r, j] - m)
-        ls = math.log(s)
+            s += math.exp(row[j] - m)
+        ls = math.log(np.float64(s))
         if use_index:
             mass = 1.0
-            cross = m - x[r, index[r]]
+            cross = np.float64(m) - np.float64(row[index[r]])
         else:
             mass = 0.0
             cross = 0.0
             for j in range(n_cls):
                 t = prob[r, j]
                 if t != 0:
-                    cross += t * (m - x[r, j])
+                    cross += np.float64(t) * (np.float64(m) - np.float64(row[j]))
                 mass += t
         loss[r] = cross + ls * mass
         stats[r, 0] = m
@@ -62,15 +65,17 @@ def _softmax_backward(x, index, prob, use_index, stats, g, g0, per_row, dx):
         gr = g[r] if per_row else g0
         m = stats[r, 0]
         ls = stats[r, 1]
+        row = x[r]
+        out = dx[r]
         if use_index:
             for j in range(n_cls):
-                dx[r, j] = gr * math.exp((x[r, j] - m) - ls)
+                out[j] = gr * math.exp((row[j] - m) - ls)
             t = index[r]
-            dx[r, t] = gr * (math.exp((x[r, t] - m) - ls) - 1.0)
+            out[t] = gr * (math.exp((row[t] - m) - ls) - 1)
         else:
             mass = stats[r, 2]
             for j in range(n_cls):
-                dx[r, j] = gr * (math.exp((x[r, j] - m) - ls) * mass - prob[r, j])
+                out[j] = gr * (math.exp((row[j] - m) - ls) * mass - prob[r, j])
 
 
 @njit(cache=True, inline="always")
@@ -124,7 +129,7 @@ def softmax_cross_entropy_forward(x, target, reduction):
     stats = np.empty((n_rows, 3), dtype=x.dtype)
     if n_rows > 0:
         index, prob, use_index = _targets(x, target)
-        _softmax_forward(x, index, prob, use_index, loss, stats)
+        _softmax_forward(x, index, prob, use_index, x.dtype.type(0), loss, stats)
     out = loss if reduction == "none" else _reduce(_row_sum(loss) if n_rows else 0.0, n_rows, reduction, x.dtype)
     return out, (x, target, stats, reduction)
 
