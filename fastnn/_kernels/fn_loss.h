@@ -22,11 +22,12 @@
  * (e (1 - t) - t) / (1 + e) below, e = e^-|x| (no cancellation in sigmoid(x) - t
  * for a confident, correct logit).
  *
- * Threads: rows (softmax) or fixed chunks of elements (sigmoid) are the tasks; each
- * value is computed by one thread in a fixed order, and the sums over the batch are
- * taken after the parallel part, in double, over per-row losses (softmax) or over
- * per-chunk partial sums of FN_XENT_CHUNK elements (sigmoid) in increasing order, so
- * no result depends on the thread count.
+ * Threads: whole rows of about FN_XENT_TASK logits (softmax) or fixed chunks of
+ * FN_XENT_CHUNK elements (sigmoid) are the tasks, and no call wakes more threads
+ * than it has tasks; each value is computed by one thread in a fixed order, and the
+ * sums over the batch are taken after the parallel part, in double, over per-row
+ * losses (softmax) or per-chunk partial sums (sigmoid) in increasing order, so no
+ * result depends on the thread count.
  */
 #ifndef FASTNN_FN_LOSS_ONCE
 #define FASTNN_FN_LOSS_ONCE
@@ -34,6 +35,9 @@
 /* the elements of a sigmoid partial sum (a multiple of every tier's vector length;
  * the sum's grouping, so fixed whatever the thread count) */
 #define FN_XENT_CHUNK 2048
+/* the logits of one softmax task (whole rows; at least one): a call with fewer runs
+ * on one thread, which costs less than waking a second for a few microseconds */
+#define FN_XENT_TASK 8192
 #endif
 
 #if FN_DOUBLE
@@ -172,9 +176,10 @@ FN_TARGET FN_INLINE void FN(xent_row_soft)(const FN_T *x, const FN_T *t, ptrdiff
  * row; returns the sum of the losses (double, in row order). */
 FN_TARGET FN_UNUSED static double FN(softmax_xent_forward)(ptrdiff_t N, ptrdiff_t C, const FN_T *x,
                                                            const int64_t *index, const FN_T *prob, FN_T *loss,
-                                                           FN_T *stats, int threads)
+                                                           FN_T *stats, int team)
 {
-    const ptrdiff_t per = C >= 4096 ? 1 : 4096 / C, tasks = (N + per - 1) / per;
+    const ptrdiff_t per = C >= FN_XENT_TASK ? 1 : FN_XENT_TASK / C, tasks = (N + per - 1) / per;
+    const int threads = tasks < team ? (int)tasks : team;
     double total = 0.0;
     ptrdiff_t i;
     FN_TASKS(tasks,
@@ -206,9 +211,10 @@ FN_TARGET FN_UNUSED static double FN(softmax_xent_forward)(ptrdiff_t N, ptrdiff_
 FN_TARGET FN_UNUSED static void FN(softmax_xent_backward)(ptrdiff_t N, ptrdiff_t C, const FN_T *x,
                                                           const int64_t *index, const FN_T *prob,
                                                           const FN_T *stats, const FN_T *g, FN_T g0, FN_T *dx,
-                                                          int threads)
+                                                          int team)
 {
-    const ptrdiff_t per = C >= 4096 ? 1 : 4096 / C, tasks = (N + per - 1) / per;
+    const ptrdiff_t per = C >= FN_XENT_TASK ? 1 : FN_XENT_TASK / C, tasks = (N + per - 1) / per;
+    const int threads = tasks < team ? (int)tasks : team;
     FN_TASKS(tasks,
         const FN_V lanes = FN(xent_lanes)();
         const ptrdiff_t end = (task + 1) * per < N ? (task + 1) * per : N;
@@ -271,9 +277,10 @@ FN_TARGET FN_INLINE FN_V FN(sigmoid_xent_loss)(FN_V x, FN_V t)
  * `loss` unless it is NULL, the sum of each chunk of FN_XENT_CHUNK elements into
  * partial[ceil(n / FN_XENT_CHUNK)]; returns their sum (double, in chunk order). */
 FN_TARGET FN_UNUSED static double FN(sigmoid_xent_forward)(ptrdiff_t n, const FN_T *x, const FN_T *t, FN_T *loss,
-                                                           double *partial, int threads)
+                                                           double *partial, int team)
 {
     const ptrdiff_t tasks = (n + FN_XENT_CHUNK - 1) / FN_XENT_CHUNK;
+    const int threads = tasks < team ? (int)tasks : team;
     double total = 0.0;
     ptrdiff_t i;
     FN_TASKS(tasks,
@@ -314,9 +321,10 @@ FN_TARGET FN_UNUSED static double FN(sigmoid_xent_forward)(ptrdiff_t n, const FN
 /* dx = g (sigmoid(x) - t) over n logits: the upstream gradient of element i is
  * g[i], or g0 for every element when g is NULL */
 FN_TARGET FN_UNUSED static void FN(sigmoid_xent_backward)(ptrdiff_t n, const FN_T *x, const FN_T *t, const FN_T *g,
-                                                          FN_T g0, FN_T *dx, int threads)
+                                                          FN_T g0, FN_T *dx, int team)
 {
     const ptrdiff_t tasks = (n + FN_XENT_CHUNK - 1) / FN_XENT_CHUNK;
+    const int threads = tasks < team ? (int)tasks : team;
     FN_TASKS(tasks,
         const ptrdiff_t end = (task + 1) * FN_XENT_CHUNK < n ? (task + 1) * FN_XENT_CHUNK : n;
         const FN_V zero = FN(bc)(0), one = FN(bc)(1);
