@@ -4,6 +4,10 @@
 from libc.stdint cimport int64_t
 
 cdef extern from "fn_kernels.h":
+    # the elements of one partial sum of the sigmoid loss (the partial[] array's length
+    # is their count, rounded up)
+    enum: FN_XENT_CHUNK
+
     double fn_softmax_xent_forward_f(Py_ssize_t N, Py_ssize_t C, const float* x, const int64_t* index,
                                      const float* prob, float* loss, float* stats, int threads) noexcept nogil
     double fn_softmax_xent_forward_d(Py_ssize_t N, Py_ssize_t C, const double* x, const int64_t* index,

@@ -17,17 +17,14 @@ from libc.stdint cimport int64_t
 
 from .._arena import empty as _empty
 from ._fn cimport fn_cpu_tier, fn_max_threads, fn_openmp, fn_set_tier, fn_tier
-from ._fn_loss cimport (fn_loss_math_d, fn_loss_math_f, fn_sigmoid_xent_backward_d, fn_sigmoid_xent_backward_f,
-                        fn_sigmoid_xent_forward_d, fn_sigmoid_xent_forward_f, fn_softmax_xent_backward_d,
-                        fn_softmax_xent_backward_f, fn_softmax_xent_forward_d, fn_softmax_xent_forward_f)
+from ._fn_loss cimport (FN_XENT_CHUNK, fn_loss_math_d, fn_loss_math_f, fn_sigmoid_xent_backward_d,
+                        fn_sigmoid_xent_backward_f, fn_sigmoid_xent_forward_d, fn_sigmoid_xent_forward_f,
+                        fn_softmax_xent_backward_d, fn_softmax_xent_backward_f, fn_softmax_xent_forward_d,
+                        fn_softmax_xent_forward_f)
 
 cnp.import_array()
 
 include "_module.pxi"
-
-# fn_loss.h's FN_XENT_CHUNK: the elements of one partial sum of the sigmoid loss
-_SIGMOID_CHUNK = 2048
-
 
 cdef inline void* _data(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
@@ -121,7 +118,7 @@ def sigmoid_cross_entropy_forward(x, target, reduction):
     cdef double *partial
     cdef double total = 0.0
     loss = _empty(n, dtype=x.dtype) if reduction == "none" else None
-    chunks = np.empty((n + _SIGMOID_CHUNK - 1) // _SIGMOID_CHUNK, dtype=np.float64)
+    chunks = np.empty((n + FN_XENT_CHUNK - 1) // FN_XENT_CHUNK, dtype=np.float64)
     if n > 0:
         xp = _data(x)
         tp = _data(target)
