@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _backends
 from helpers import (VARIANTS, assert_close, assert_fresh, assert_unchanged, check_gradients, make_variant, need,
-                     on, randn, snapshot)
+                     randn, snapshot)
 from optable import OPS as OP_TABLE
-from optable import randomizer
 
 SOFTMAX = ("softmax_cross_entropy_forward", "softmax_cross_entropy_backward")
 SIGMOID = ("sigmoid_cross_entropy_forward", "sigmoid_cross_entropy_backward")
