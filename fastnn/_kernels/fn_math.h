@@ -100,3 +100,79 @@ FN_TARGET FN_INLINE FN_V FN(tanh)(FN_V x)
 #endif
 }
 #undef FN_EXP_LIMIT
+
+/* log and log1p as vector functions (the losses' log1p(e^-|x|)).
+ *
+ * log(x) = k ln 2 + log(m) with x = 2^k m, m in [sqrt(1/2), sqrt(2)): the exponent
+ * and mantissa fields read with integer operations (a subnormal x scaled by 2^24,
+ * double 2^54, first), k turned into a float by writing it into the mantissa of
+ * 2^23 (2^52) and subtracting that, ln 2 in two parts. With f = m - 1: float,
+ * log(1 + f) = f - f^2/2 + f^3 P(f), P of degree 8 (Cephes' logf, relative error
+ * below 1e-7 on the interval); double, fdlibm's s = f / (2 + f) and
+ * log(1 + f) = f - (f^2/2 - s (f^2/2 + R(s^2))), R of degree 7 (below 1 ulp).
+ * log(0) = -inf, log(x < 0) = NaN, log(inf) = inf, NaN propagates.
+ *
+ * log1p(x) = log(u) - ((u - 1) - x) / u with u = 1 + x: the rounding of u undone to
+ * first order (the second-order term is below an ulp); x itself where u rounds to 1
+ * (tiny x, -0 kept), inf at inf, -inf at -1.
+ */
+
+FN_TARGET FN_INLINE FN_V FN(log)(FN_V x)
+{
+#if FN_DOUBLE
+    const FN_VI sub = x < FN(bc)(2.2250738585072014e-308);  /* subnormal, 0, negative */
+    FN_VB ix = (FN_VB)FN(sel)(sub, x * 18014398509481984.0, x) + (0x3FF0000000000000ull - 0x3FE6A09E667F3BCDull);
+    const FN_V k = (FN_V)((ix >> 52) | 0x4330000000000000ull) - FN(bc)(4503599627370496.0 + 1023.0) -
+                   (FN_V)((FN_VI)FN(bc)(54.0) & sub);
+    const FN_V f = (FN_V)((ix & 0x000FFFFFFFFFFFFFull) + 0x3FE6A09E667F3BCDull) - 1.0;
+    const FN_V s = FN(div)(f, f + 2.0), z = s * s, hfsq = 0.5 * f * f;
+    FN_V R = FN(bc)(1.479819860511658591e-01), y;
+    R = FN(fma)(R, z, FN(bc)(1.531383769920937332e-01));
+    R = FN(fma)(R, z, FN(bc)(1.818357216161805012e-01));
+    R = FN(fma)(R, z, FN(bc)(2.222219843214978396e-01));
+    R = FN(fma)(R, z, FN(bc)(2.857142874366239149e-01));
+    R = FN(fma)(R, z, FN(bc)(3.999999999940941908e-01));
+    R = FN(fma)(R, z, FN(bc)(6.666666666666735130e-01));
+    R = R * z;
+    y = FN(fma)(k, FN(bc)(6.93147180369123816490e-01),
+                -((hfsq - FN(fma)(s, hfsq + R, k * 1.90821492927058770002e-10)) - f));
+    {
+        const FN_V special = FN(sel)(x == FN(bc)(0.0), FN(bc)(-__builtin_inf()),
+                                     FN(sel)(x < FN(bc)(0.0), FN(bc)(__builtin_nan("")), x));
+        return FN(sel)((x > FN(bc)(0.0)) & (x < FN(bc)(__builtin_inf())), y, special);
+    }
+#else
+    const FN_VI sub = x < FN(bc)(1.17549435e-38f);  /* subnormal, 0, negative */
+    FN_VB ix = (FN_VB)FN(sel)(sub, x * 16777216.0f, x) + (0x3F800000u - 0x3F3504F3u);
+    const FN_V k = (FN_V)((ix >> 23) | 0x4B000000u) - FN(bc)(8388608.0f + 127.0f) -
+                   (FN_V)((FN_VI)FN(bc)(24.0f) & sub);
+    const FN_V f = (FN_V)((ix & 0x007FFFFFu) + 0x3F3504F3u) - 1.0f, z = f * f;
+    FN_V p = FN(bc)(7.0376836292e-2f), y;
+    p = FN(fma)(p, f, FN(bc)(-1.1514610310e-1f));
+    p = FN(fma)(p, f, FN(bc)(1.1676998740e-1f));
+    p = FN(fma)(p, f, FN(bc)(-1.2420140846e-1f));
+    p = FN(fma)(p, f, FN(bc)(1.4249322787e-1f));
+    p = FN(fma)(p, f, FN(bc)(-1.6668057665e-1f));
+    p = FN(fma)(p, f, FN(bc)(2.0000714765e-1f));
+    p = FN(fma)(p, f, FN(bc)(-2.4999993993e-1f));
+    p = FN(fma)(p, f, FN(bc)(3.3333331174e-1f));
+    y = p * f * z;
+    y = FN(fma)(k, FN(bc)(-2.12194440e-4f), y);
+    y = FN(fma)(z, FN(bc)(-0.5f), y);
+    y = FN(fma)(k, FN(bc)(0.693359375f), f + y);
+    {
+        const FN_V special = FN(sel)(x == FN(bc)(0.0f), FN(bc)(-__builtin_inff()),
+                                     FN(sel)(x < FN(bc)(0.0f), FN(bc)(__builtin_nanf("")), x));
+        return FN(sel)((x > FN(bc)(0.0f)) & (x < FN(bc)(__builtin_inff())), y, special);
+    }
+#endif
+}
+
+FN_TARGET FN_INLINE FN_V FN(log1p)(FN_V x)
+{
+    const FN_V u = x + 1, inf = FN(bc)((FN_T)__builtin_inf());
+    const FN_VI inside = (u > FN(bc)(0)) & (u < inf);
+    const FN_V c = FN(div)((u - 1) - x, FN(sel)(inside, u, FN(bc)(1)));
+    const FN_V y = FN(log)(u) - FN(sel)(inside, c, FN(bc)(0));
+    return FN(sel)(u == FN(bc)(1), x, FN(sel)(x == inf, inf, y));
+}
