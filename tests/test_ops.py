@@ -19,7 +19,7 @@ import pytest
 
 import fastnn
 from helpers import assert_close, assert_fresh, assert_unchanged, check_gradients, need
-from optable import OPS, SIZES, randomizer
+from optable import OPS, SIZES, randomizer, recorder
 
 BACKENDS = fastnn.available_backends()
 DTYPES = [np.float32, np.float64]
@@ -92,13 +92,9 @@ def test_inputs_unchanged_and_outputs_fresh(name, backend, dtype):
     """Forward and backward: no argument is written, no output is a view of one or of
     another output."""
     op = _op(name, backend)
-    rand = randomizer(1, dtype)
     before = {}
-
-    def r(shape, scale=1.0):
-        a = rand(shape, scale)
-        before[id(a)] = a.copy()  # every input comes straight from here and stays alive
-        return a
+    # every input comes from here (normal draws and rand.rng's) and stays alive
+    r = recorder(randomizer(1, dtype), on_draw=lambda a: before.__setitem__(id(a), a.copy()))
 
     inputs, outputs, cache = op.forward(backend, "small", r)
     outputs = list(outputs)

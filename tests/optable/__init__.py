@@ -32,7 +32,9 @@ class Op:
     kernels   -- the kernel names a backend must provide to run it.
     forward   -- forward(backend, size, rand) -> (inputs, outputs, cache): one forward call
                  at `size` (one of SIZES) on inputs drawn with rand(shape, scale=1.0), which
-                 returns arrays of the dtype under test. `cache` is whatever backward needs.
+                 returns arrays of the dtype under test, or with rand.rng (a Generator); an
+                 input computed from draws goes through rand.keep(array). `cache` is
+                 whatever backward needs.
     backward  -- backward(outputs, cache, rand) -> (upstream, gradients): the backward
                  call, on upstream gradients drawn with rand; None for an op without one.
     gradcheck -- gradcheck(backend, rng) -> (loss, {name: float64 array}, {name: analytic
@@ -76,19 +78,12 @@ class Op:
         are what backward returns for those upstream gradients. loss() reruns the
         forward on the very arrays the first run drew (replayed in the same order), so
         the check's in-place perturbations reach it."""
-        drawn = []
-        first = randomizer(int(rng.integers(2**31)), np.float64)
-
-        def record(shape, scale=1.0):
-            drawn.append(first(shape, scale))
-            return drawn[-1]
-
-        inputs, outputs, cache = self.forward(backend, "small", record)
+        first = recorder(randomizer(int(rng.integers(2**31)), np.float64))
+        inputs, outputs, cache = self.forward(backend, "small", first)
         upstream, grads = self.backward(list(outputs), cache, randomizer(int(rng.integers(2**31)), np.float64))
 
         def loss():
-            replay = iter(drawn)
-            _, outs, _ = self.forward(backend, "small", lambda shape, scale=1.0: next(replay))
+            _, outs, _ = self.forward(backend, "small", replayer(first.drawn))
             return sum(float(np.sum(u * o)) for u, o in zip(upstream, outs))
 
         arrays, analytic = {}, {}
@@ -102,13 +97,57 @@ class Op:
 
 
 def randomizer(seed, dtype):
-    """rand(shape, scale=1.0): standard normal draws of `dtype` from one seeded generator."""
+    """rand(shape, scale=1.0): standard normal draws of `dtype` from one seeded generator;
+    rand.rng is that generator, for other draws (class indices, probabilities), and
+    rand.keep(array) is how an entry hands over an input it derived from draws (so
+    that the tests can snapshot and replay it like a draw)."""
     rng = np.random.default_rng(seed)
 
     def rand(shape, scale=1.0):
-        return (rng.standard_normal(shape) * scale).astype(dtype)
+        return np.array(rng.standard_normal(shape) * scale, dtype=dtype)  # an array even for shape ()
     rand.rng = rng
+    rand.keep = lambda value: value
     return rand
+
+
+class _Methods:
+    """A generator whose draws go through `hook(method name, args, kwargs)`."""
+
+    def __init__(self, hook):
+        self._hook = hook
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self._hook(name, args, kwargs)
+
+
+def recorder(rand, on_draw=None):
+    """rand, remembering in .drawn everything it and its .rng draw, in order (and
+    passing each array to on_draw)."""
+    drawn = []
+
+    def keep(value):
+        drawn.append(value)
+        if on_draw is not None and isinstance(value, np.ndarray):
+            on_draw(value)
+        return value
+
+    def record(shape, scale=1.0):
+        return keep(rand(shape, scale))
+    record.rng = _Methods(lambda name, args, kwargs: keep(getattr(rand.rng, name)(*args, **kwargs)))
+    record.keep = keep
+    record.drawn = drawn
+    return record
+
+
+def replayer(drawn):
+    """A rand that hands out `drawn` again, the very objects, in the same order."""
+    items = iter(drawn)
+
+    def replay(shape, scale=1.0):
+        return next(items)
+    replay.rng = _Methods(lambda name, args, kwargs: next(items))
+    replay.keep = lambda value: next(items)
+    return replay
 
 
 def _gather():

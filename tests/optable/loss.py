@@ -35,7 +35,7 @@ def _index_forward(be, size, r):
 def _prob_forward(be, size, r):
     d = DIMS[size]
     x = r((2, d["N"], d["C"]), scale=2.0)
-    t = _probabilities(r.rng, x.shape, x.dtype)
+    t = r.keep(_probabilities(r.rng, x.shape, x.dtype))
     loss, cache = softmax_cross_entropy_forward(x, t, reduction="none", backend=be)
     return [x, t], [loss], cache
 
@@ -43,7 +43,7 @@ def _prob_forward(be, size, r):
 def _sigmoid_forward(be, size, r):
     d = DIMS[size]
     x = r((d["N"], d["C"] + 1), scale=3.0)
-    t = r.rng.uniform(0, 1, x.shape).astype(x.dtype)
+    t = r.keep(r.rng.uniform(0, 1, x.shape).astype(x.dtype))
     loss, cache = sigmoid_cross_entropy_forward(x, t, reduction="sum", backend=be)
     return [x, t], [loss], cache
 
