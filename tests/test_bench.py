@@ -113,7 +113,7 @@ def targets_named(report, prefix):
 
 def test_suite_cases_and_targets():
     assert [c.id for c in suite.SUITE] == ["C1", "C2", "C3", "C4", "C5", "C6", "P1", "P2", "P3",
-                                           "B1", "B2", "B3", "L1", "L2", "L3"]
+                                           "B1", "B2", "B3", "L1", "L2", "L3", "N1", "N2", "N3", "N4", "N5"]
     assert CASES["C4"].dims == dict(N=8, H=14, W=14, C_in=256, C_out=256, k=3, stride=1, pad=1)
     assert CASES["P2"].dims == dict(N=8, H=112, W=112, C=64, k=3, stride=2, pad=1)
     assert CASES["P3"].op == "avg_pool2d"
@@ -124,14 +124,21 @@ def test_suite_cases_and_targets():
     assert {limits[i] for i in ("P1", "P2", "P3")} == {0.5}
     assert {limits[i] for i in ("B1", "B2", "B3")} == {1.05}
     assert (limits["L1"], limits["L2"], limits["L3"]) == (1.0, 0.5, 1.0)
+    assert [limits[f"N{i}"] for i in range(1, 6)] == [0.7, 0.8, 1.0, 0.5, 0.8]
+    assert CASES["N1"].dims == dict(N=32, H=32, W=32, C=64)
+    assert CASES["N2"].dims == dict(N=4096, C=1000)
+    assert CASES["N3"].dims == dict(N=256, n_in=1024, n_out=1024)
+    assert CASES["N4"].dims == dict(B=64, T=50, V=10000, D=256)
+    assert CASES["N5"].dims == dict(P=10_000_000, arrays=20)
     # float64 (PERF.md): conv by its geometric mean only, L2 not judged.
     limits = {c.id: c.target("float64") for c in suite.SUITE}
     assert {limits[i] for i in ("C1", "C2", "C3", "C4", "C5", "C6")} == {None}
     assert {limits[i] for i in ("P1", "P2", "P3")} == {0.5}
     assert {limits[i] for i in ("B1", "B2", "B3")} == {1.05}
     assert (limits["L1"], limits["L2"], limits["L3"]) == (1.0, None, 1.0)
+    assert [limits[f"N{i}"] for i in range(1, 6)] == [None] * 5  # PERF.md judges them in float32
     assert set(suite.QUICK) <= set(CASES)
-    assert {CASES[i].group for i in suite.QUICK} == {"conv", "pool", "bmm", "lstm"}
+    assert {CASES[i].group for i in suite.QUICK} == {"conv", "pool", "bmm", "lstm", *suite.TRAINING_GROUPS}
     assert suite.LOAD_CASES == ("L1", "L2", "C2") and suite.LOAD_THREADS == 2
 
 
@@ -163,8 +170,11 @@ def test_scaled_down_cases_are_small_with_the_same_geometry():
         assert all(small.dims[k] <= case.dims[k] for k in case.dims)
         for key in ("k", "stride", "pad"):
             assert small.dims.get(key) == case.dims.get(key)
-        assert math.prod(suite.output_shape(small)) < math.prod(suite.output_shape(case))
-        assert min(suite.output_shape(small)) >= 1
+        if suite.output_shape(case):
+            assert math.prod(suite.output_shape(small)) < math.prod(suite.output_shape(case))
+            assert min(suite.output_shape(small)) >= 1
+        else:  # a scalar loss: its logits
+            assert math.prod(small.dims.values()) < math.prod(case.dims.values())
 
 
 @pytest.mark.parametrize("dtype", suite.DTYPES)
