@@ -16,8 +16,7 @@ is the cython backend's (fn_norm.h), with the chunks' partial sums kept in float
   dx = a (dy - mean(dy)) + b (x - m_hi) + e.
 
 Rows loops run over the contiguous channels innermost (LLVM vectorises them);
-plane loops keep four scalar accumulators (the sums are not reassociated, so they
-are not vectorised: a fixed order of additions).
+the sums along a plane's runs may be reassociated, so that LLVM vectorises them too.
 """
 import numpy as np
 from numba import njit, prange
@@ -47,13 +46,10 @@ def _rows_moments(x, rows_per, pm, pd, pq):
         r0 = k * rows_per
         r1 = min(m_rows, r0 + rows_per)
         inv = 1.0 / (r1 - r0)
-        m = pm[k]
-        d = pd[k]
-        q = pq[k]
-        for c in range(chans):
-            m[c] = 0.0
-            d[c] = 0.0
-            q[c] = 0.0
+        # local accumulators: LLVM knows they alias nothing, and vectorises over c
+        m = np.zeros(chans)
+        d = np.zeros(chans)
+        q = np.zeros(chans)
         for r in range(r0, r1):
             xr = x[r]
             for c in range(chans):
@@ -64,44 +60,54 @@ def _rows_moments(x, rows_per, pm, pd, pq):
                 e = xr[c] - m[c]
                 d[c] += e
                 q[c] += e * e
+        pm[k] = m
+        pd[k] = d
+        pq[k] = q
 
 
-@njit(cache=True)
-def _run_sum(row, j0, j1, shift, inv, square):
-    """sum of (row[j] - shift) * inv (square: of (row[j] - shift)^2) and of row[j] - shift,
-    with four accumulators"""
-    a0 = a1 = a2 = a3 = 0.0
-    b0 = b1 = b2 = b3 = 0.0
-    j = j0
-    while j + 4 <= j1:
-        e0 = row[j] - shift
-        e1 = row[j + 1] - shift
-        e2 = row[j + 2] - shift
-        e3 = row[j + 3] - shift
-        if square:
-            a0 += e0 * e0
-            a1 += e1 * e1
-            a2 += e2 * e2
-            a3 += e3 * e3
-            b0 += e0
-            b1 += e1
-            b2 += e2
-            b3 += e3
-        else:
-            a0 += e0 * inv
-            a1 += e1 * inv
-            a2 += e2 * inv
-            a3 += e3 * inv
-        j += 4
-    while j < j1:
-        e0 = row[j] - shift
-        if square:
-            a0 += e0 * e0
-            b0 += e0
-        else:
-            a0 += e0 * inv
-        j += 1
-    return (a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3)
+# Sums along a run of one channel's values (indexed from 0 in a slice: with
+# computed offsets LLVM cannot rule out negative, wrapped-around indices and does
+# not vectorise the loop). Reassociation lets LLVM vectorise them
+# (several partial sums, added at the end): the order of the additions is still
+# fixed by the compiled code alone, so it does not depend on the thread count.
+_REASSOC = {"reassoc", "nsz"}
+
+
+@njit(cache=True, fastmath=_REASSOC)
+def _run_scaled_sum(row, j0, j1, inv):
+    """sum of row[j] * inv"""
+    run = row[j0:j1]
+    s = 0.0
+    for j in range(run.size):
+        s += run[j] * inv
+    return s
+
+
+@njit(cache=True, fastmath=_REASSOC)
+def _run_deviations(row, j0, j1, m):
+    """sum of row[j] - m and of (row[j] - m)^2"""
+    run = row[j0:j1]
+    d = 0.0
+    q = 0.0
+    for j in range(run.size):
+        e = run[j] - m
+        d += e
+        q += e * e
+    return d, q
+
+
+@njit(cache=True, fastmath=_REASSOC)
+def _run_grad_sums(dr, xr, j0, j1, m):
+    """sum of dr[j] and of dr[j] * (xr[j] - m)"""
+    druns = dr[j0:j1]
+    xruns = xr[j0:j1]
+    g = 0.0
+    h = 0.0
+    for j in range(druns.size):
+        d = druns[j]
+        g += d
+        h += d * (xruns[j] - m)
+    return g, h
 
 
 @njit(cache=True, parallel=True)
@@ -122,7 +128,7 @@ def _plane_moments(x, pm, pd, pq):
             n = pos // size
             s0 = pos - n * size
             end = min((n + 1) * size, hi)
-            s += _run_sum(x[n, c], s0, s0 + end - pos, 0.0, inv, False)[0]
+            s += _run_scaled_sum(x[n, c], s0, s0 + end - pos, inv)
             pos = end
         d = 0.0
         q = 0.0
@@ -131,9 +137,9 @@ def _plane_moments(x, pm, pd, pq):
             n = pos // size
             s0 = pos - n * size
             end = min((n + 1) * size, hi)
-            sq, sd = _run_sum(x[n, c], s0, s0 + end - pos, s, inv, True)
-            q += sq
+            sd, sq = _run_deviations(x[n, c], s0, s0 + end - pos, s)
             d += sd
+            q += sq
             pos = end
         pm[c, k] = s
         pd[c, k] = d
@@ -269,30 +275,19 @@ def _plane_grad_sums(x, dy, m, sg, sx):
         c = t // n_chunks
         k = t - c * n_chunks
         hi = min(total, (k + 1) * _CHUNK)
-        mc = m[c]
-        g0 = g1 = 0.0
-        h0 = h1 = 0.0
+        g = 0.0
+        h = 0.0
         pos = k * _CHUNK
         while pos < hi:
             n = pos // size
             s0 = pos - n * size
             end = min((n + 1) * size, hi)
-            xr = x[n, c]
-            dr = dy[n, c]
-            j = s0
-            j1 = s0 + end - pos
-            while j + 2 <= j1:
-                g0 += dr[j]
-                h0 += dr[j] * (xr[j] - mc)
-                g1 += dr[j + 1]
-                h1 += dr[j + 1] * (xr[j + 1] - mc)
-                j += 2
-            if j < j1:
-                g0 += dr[j]
-                h0 += dr[j] * (xr[j] - mc)
+            sg_, sh_ = _run_grad_sums(dy[n, c], x[n, c], s0, s0 + end - pos, m[c])
+            g += sg_
+            h += sh_
             pos = end
-        sg[c, k] = g0 + g1
-        sx[c, k] = h0 + h1
+        sg[c, k] = g
+        sx[c, k] = h
 
 
 @njit(cache=True, parallel=True)
