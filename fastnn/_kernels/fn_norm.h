@@ -171,7 +171,7 @@ FN_TARGET FN_INLINE FN_T FN(bn_hsum)(FN_V v)
 /* Rows: the chunk of `rows` rows (stride ld) at x, U vectors of n channels: its
  * mean estimate m, d = sum(x - m), q = sum((x - m)^2) to pm, pd, pq. */
 FN_TARGET FN_INLINE void FN(bn_rows_moments)(const FN_T *x, ptrdiff_t ld, ptrdiff_t rows, FN_T inv, int U, int n,
-                                             FN_T *pm, FN_T *pd, FN_T *pq)
+                                             FN_T *pm, FN_T *pd, FN_T *pq, int fetch_next)
 {
     FN_V s[FN_BN_U], d[FN_BN_U], q[FN_BN_U];
     const FN_V vinv = FN(bc)(inv);
@@ -184,9 +184,13 @@ FN_TARGET FN_INLINE void FN(bn_rows_moments)(const FN_T *x, ptrdiff_t ld, ptrdif
     for (r = 0, xr = x; r < rows; r++, xr += ld)
         for (u = 0; u < U; u++)
             s[u] = FN(fma)(FN_BGET(xr + u * FN_VL, n), vinv, s[u]);
+    /* the second pass reads the level-1 cache: it asks for the next chunk's rows
+     * meanwhile (the next chunk starts `rows` rows on), or memory would idle */
     for (r = 0, xr = x; r < rows; r++, xr += ld)
         for (u = 0; u < U; u++) {
             const FN_V e = FN_BGET(xr + u * FN_VL, n) - s[u];
+            if (fetch_next)
+                __builtin_prefetch(xr + rows * ld + u * FN_VL);
             d[u] += e;
             q[u] = FN(fma)(e, e, q[u]);
         }
@@ -211,13 +215,18 @@ FN_TARGET FN_INLINE void FN(bn_rows_moments)(const FN_T *x, ptrdiff_t ld, ptrdif
     } while (0)
 
 /* sum of f(x[j]) over a run of len values at p: four vectors at a time, then one,
- * then the scalar tail, added into the vector accumulators acc[4] and *tail */
-#define FN_BN_RUN_SUM(p, len, VEXPR, SEXPR) \
+ * then the scalar tail, added into the vector accumulators acc[4] and *tail; with
+ * ahead != 0, asking for the values `ahead` elements on meanwhile */
+#define FN_BN_RUN_SUM(p, len, VEXPR, SEXPR, ahead) \
     do { \
         const FN_T *p_ = (p); \
         const ptrdiff_t len_ = (len); \
         ptrdiff_t j_ = 0; \
         for (; j_ + 4 * FN_VL <= len_; j_ += 4 * FN_VL) { \
+            if (ahead) { \
+                __builtin_prefetch(p_ + j_ + (ahead)); \
+                __builtin_prefetch(p_ + j_ + (ahead) + 2 * FN_VL); \
+            } \
             VEXPR(0, FN(ld)(p_ + j_)); \
             VEXPR(1, FN(ld)(p_ + j_ + FN_VL)); \
             VEXPR(2, FN(ld)(p_ + j_ + 2 * FN_VL)); \
@@ -229,9 +238,11 @@ FN_TARGET FN_INLINE void FN(bn_rows_moments)(const FN_T *x, ptrdiff_t ld, ptrdif
             SEXPR(p_[j_]); \
     } while (0)
 
-/* Planes: chunk [lo, hi) of channel c */
+/* Planes: chunk [lo, hi) of channel c; `ahead` (0: none) is where the next chunk's
+ * values are from this one's, which the second pass asks for while it reads the
+ * level-1 cache */
 FN_TARGET FN_INLINE void FN(bn_plane_moments)(const fn_bn_geom *g, const FN_T *x, ptrdiff_t c, ptrdiff_t lo,
-                                              ptrdiff_t hi, FN_T *pm, FN_T *pd, FN_T *pq)
+                                              ptrdiff_t hi, ptrdiff_t ahead, FN_T *pm, FN_T *pd, FN_T *pq)
 {
     const FN_T inv = (FN_T)1 / (FN_T)(hi - lo);
     const FN_V vinv = FN(bc)(inv);
@@ -242,13 +253,13 @@ FN_TARGET FN_INLINE void FN(bn_plane_moments)(const fn_bn_geom *g, const FN_T *x
         s[u] = d[u] = q[u] = FN(bc)(0);
 #define FN_BN_VA(u, v) (s[u] = FN(fma)((v), vinv, s[u]))
 #define FN_BN_SA(v) (st += (v) * inv)
-#define FN_BN_A(off, len) FN_BN_RUN_SUM(x + (off), (len), FN_BN_VA, FN_BN_SA)
+#define FN_BN_A(off, len) FN_BN_RUN_SUM(x + (off), (len), FN_BN_VA, FN_BN_SA, 0)
     FN_BN_RUNS(g, c, lo, hi, FN_BN_A);
     m = FN(bn_hsum)((s[0] + s[1]) + (s[2] + s[3])) + st;
     vm = FN(bc)(m);
 #define FN_BN_VB(u, v) do { const FN_V e_ = (v) - vm; d[u] += e_; q[u] = FN(fma)(e_, e_, q[u]); } while (0)
 #define FN_BN_SB(v) do { const FN_T e_ = (v) - m; dt += e_; qt += e_ * e_; } while (0)
-#define FN_BN_B(off, len) FN_BN_RUN_SUM(x + (off), (len), FN_BN_VB, FN_BN_SB)
+#define FN_BN_B(off, len) FN_BN_RUN_SUM(x + (off), (len), FN_BN_VB, FN_BN_SB, ahead)
     FN_BN_RUNS(g, c, lo, hi, FN_BN_B);
     *pm = m;
     *pd = FN(bn_hsum)((d[0] + d[1]) + (d[2] + d[3])) + dt;
@@ -270,7 +281,7 @@ FN_TARGET FN_UNUSED static void FN(bn_moments)(const fn_bn_geom *g, const fn_bn_
         /* tasks: G chunks by a block of at most 256 channels */
         const ptrdiff_t R = pl->len, CB = C < 256 ? C : 256, nb = (C + CB - 1) / CB;
         const ptrdiff_t G = FN_BN_TASK / (R * CB) > 1 ? FN_BN_TASK / (R * CB) : 1, ng = (pl->K + G - 1) / G;
-#define FN_BN_BODY(c, U, n) FN(bn_rows_moments)(xk + (c), C, rows, inv, U, n, a + (c), b + (c), e + (c))
+#define FN_BN_BODY(c, U, n) FN(bn_rows_moments)(xk + (c), C, rows, inv, U, n, a + (c), b + (c), e + (c), next)
         FN_TASKS(ng * nb,
             const ptrdiff_t kg = task / nb, c0 = task % nb * CB, c1 = c0 + CB < C ? c0 + CB : C;
             ptrdiff_t k;
@@ -278,20 +289,24 @@ FN_TARGET FN_UNUSED static void FN(bn_moments)(const fn_bn_geom *g, const fn_bn_
                 const ptrdiff_t rows = fn_bn_chunk_count(pl, k);
                 const FN_T *xk = x + k * R * C;
                 const FN_T inv = (FN_T)1 / (FN_T)rows;
+                const int next = k + 1 < pl->K && fn_bn_chunk_count(pl, k + 1) == rows;
                 FN_T *a = pm + k * C, *b = pd + k * C, *e = pq + k * C;
                 FN_BN_CHANNELS(c0, c1, FN_BN_BODY);
             }
         );
 #undef FN_BN_BODY
     } else {
-        /* tasks: G chunks of one channel */
-        const ptrdiff_t G = FN_BN_TASK / FN_BN_CHUNK, ng = (pl->K + G - 1) / G;
+        /* tasks: G chunks of one channel. The next chunk's values are a fixed
+         * distance on when a chunk is whole images' runs or a piece of one run. */
+        const ptrdiff_t G = FN_BN_TASK / FN_BN_CHUNK, ng = (pl->K + G - 1) / G, S = g->S;
+        const ptrdiff_t step = pl->len % S == 0 ? pl->len / S * C * S : (S % pl->len == 0 ? pl->len : 0);
         FN_TASKS(C * ng,
             const ptrdiff_t c = task / ng, kg = task % ng;
             ptrdiff_t k;
             for (k = kg * G; k < pl->K && k < (kg + 1) * G; k++) {
                 const ptrdiff_t lo = k * pl->len, hi = lo + fn_bn_chunk_count(pl, k), at = c * pl->cs + k;
-                FN(bn_plane_moments)(g, x, c, lo, hi, pm + at, pd + at, pq + at);
+                const ptrdiff_t ahead = k + 1 < pl->K && fn_bn_chunk_count(pl, k + 1) == hi - lo ? step : 0;
+                FN(bn_plane_moments)(g, x, c, lo, hi, ahead, pm + at, pd + at, pq + at);
             }
         );
     }
