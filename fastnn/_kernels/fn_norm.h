@@ -296,16 +296,18 @@ FN_TARGET FN_UNUSED static void FN(bn_moments)(const fn_bn_geom *g, const fn_bn_
         );
 #undef FN_BN_BODY
     } else {
-        /* tasks: G chunks of one channel. The next chunk's values are a fixed
-         * distance on when a chunk is whole images' runs or a piece of one run. */
+        /* tasks: G chunks of one channel. The next chunk's values are this one's
+         * moved by a fixed distance when chunks are whole images' runs or each a
+         * piece of one run: the distance between the chunks' first values. */
         const ptrdiff_t G = FN_BN_TASK / FN_BN_CHUNK, ng = (pl->K + G - 1) / G, S = g->S;
-        const ptrdiff_t step = pl->len % S == 0 ? pl->len / S * C * S : (S % pl->len == 0 ? pl->len : 0);
+        const int shifted = pl->len % S == 0 || S % pl->len == 0;
         FN_TASKS(C * ng,
             const ptrdiff_t c = task / ng, kg = task % ng;
             ptrdiff_t k;
             for (k = kg * G; k < pl->K && k < (kg + 1) * G; k++) {
                 const ptrdiff_t lo = k * pl->len, hi = lo + fn_bn_chunk_count(pl, k), at = c * pl->cs + k;
-                const ptrdiff_t ahead = k + 1 < pl->K && fn_bn_chunk_count(pl, k + 1) == hi - lo ? step : 0;
+                const ptrdiff_t ahead = shifted && k + 1 < pl->K && fn_bn_chunk_count(pl, k + 1) == hi - lo
+                    ? (hi / S - lo / S) * C * S + (hi % S - lo % S) : 0;
                 FN(bn_plane_moments)(g, x, c, lo, hi, ahead, pm + at, pd + at, pq + at);
             }
         );
