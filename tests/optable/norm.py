@@ -35,7 +35,7 @@ def _layout(kind):
 
 def _params(r, c):
     """gamma around 1 and a non-zero beta (a zero beta hides a swapped one)."""
-    return 1.0 + 0.5 * r((c,)), 0.5 + r((c,))
+    return r.keep(1.0 + 0.5 * r((c,))), r.keep(0.5 + r((c,)))
 
 
 def _training_forward(kind):
@@ -45,11 +45,11 @@ def _training_forward(kind):
         if d["N"] == 0:
             x0 = r(_SHAPES[kind](d))
             gamma0, beta0 = _params(r, d["C"])
-            mean0, var0 = r((d["C"],)), np.abs(r((d["C"],))) + 0.5
+            mean0, var0 = r((d["C"],)), r.keep(np.abs(r((d["C"],))) + 0.5)
             inputs += [x0, gamma0, beta0, mean0, var0]
             outputs.append(batch_norm_inference(x0, gamma0, beta0, mean0, var0, layout=_layout(kind), backend=be))
             d = DIMS["ones"] | {"C": d["C"]}
-        x = 3.0 + 2.0 * r(_SHAPES[kind](d))
+        x = r.keep(3.0 + 2.0 * r(_SHAPES[kind](d)))
         gamma, beta = _params(r, d["C"])
         y, mean, var, cache = batch_norm_forward(x, gamma, beta, layout=_layout(kind), backend=be)
         return inputs + [x, gamma, beta], outputs + [y, mean, var], (cache, y.shape)
@@ -66,7 +66,7 @@ def _inference_forward(be, size, r):
     d = DIMS[size]
     x = r(_SHAPES["NCHW"](d))
     gamma, beta = _params(r, d["C"])
-    mean, var = r((d["C"],)), np.abs(r((d["C"],))) + 0.1
+    mean, var = r((d["C"],)), r.keep(np.abs(r((d["C"],))) + 0.1)
     y = batch_norm_inference(x, gamma, beta, mean, var, layout="NCHW", eps=1e-3, backend=be)
     return [x, gamma, beta, mean, var], [y], None
 
