@@ -4,13 +4,14 @@ Every product runs on fastnn's own GEMM core (fn_gemm.h) on the active CPU tier,
 float32 and float64 alike, no BLAS; the drivers are C (fn_dense.h, through
 _fn_dense.pxd):
 
-- linear_forward packs W^T into the core's panels, then threads take blocks of
-  whole rows, each block's product (started from the bias) followed at once by
-  its activation while the block is still in the level-2 cache. What the backward
-  pass reads is written by that same pass: z for relu / leaky_relu, y for sigmoid /
-  tanh (so the returned y never needs a copy), nothing for no activation.
+- linear_forward: the tasks are panels of W^T, each packed by its task where it
+  stays in the level-2 cache, every row of x run on it from the bias, and the
+  activation applied to that strip of y while it is still in cache. That same pass
+  writes what the backward pass reads: a byte per value (z > 0) for relu /
+  leaky_relu, a copy of y for sigmoid / tanh (so the returned y is never copied),
+  nothing for no activation.
 - linear_backward: dz = dy * act'(.) with the column sums of fixed chunks of rows
-  (db adds the chunks in order), dx = dz @ W, dW = dz^T @ x.
+  (db adds the chunks in order), then dx = dz @ W and dW = dz^T @ x the same way.
 - activation_forward / activation_backward: the same elementwise code over the
   flat array; softmax: rows in tasks, the maximum subtracted first.
 
@@ -20,13 +21,15 @@ Outputs and scratch come from fastnn's buffer cache (fastnn/_arena.py).
 """
 import numpy as np
 cimport numpy as cnp
+from libc.stdint cimport int8_t
 
 from .._arena import empty as _empty
 
 from ._fn cimport (FN_ACT_RELU, FN_ACT_SIGMOID, FN_ACT_TANH, fn_cpu_tier, fn_max_threads, fn_openmp,
-                   fn_set_tier, fn_tier, packed_size)
-from ._fn_dense cimport (FN_ACT_IDENTITY, FN_ACT_LEAKY_RELU, FN_DENSE_DB_ROWS, dense_act_mt, dense_grad_mt,
-                         dense_linear_backward, dense_linear_forward, dense_softmax)
+                   fn_set_tier, fn_tier)
+from ._fn_dense cimport (FN_ACT_IDENTITY, FN_ACT_LEAKY_RELU, FN_DENSE_DB_ROWS, dense_act_mt, dense_dw_direct,
+                         dense_grad_mt, dense_linear_backward, dense_linear_forward, dense_slots_size,
+                         dense_softmax)
 
 cnp.import_array()
 
@@ -48,6 +51,15 @@ cdef inline int _threads() noexcept nogil:
     return _num_threads if fn_openmp() else 1
 
 
+def _kept(int kind, shape, dtype):
+    """(keep, mask): what the backward pass of `kind` reads, allocated for `shape`."""
+    if kind == FN_ACT_SIGMOID or kind == FN_ACT_TANH:
+        return _empty(shape, dtype=dtype), None
+    if kind == FN_ACT_RELU or kind == FN_ACT_LEAKY_RELU:
+        return None, _empty(shape, dtype=np.int8)
+    return None, None
+
+
 def linear_forward(x, w, b, activation, alpha):
     """y = act(x @ w.T + b) and the state for linear_backward."""
     cdef Py_ssize_t M = x.shape[0], K = x.shape[1], N = w.shape[0]
@@ -60,25 +72,27 @@ def linear_forward(x, w, b, activation, alpha):
     cdef void* bp
     cdef void* yp
     cdef void* kp
-    cdef void* pp
+    cdef void* mp
+    cdef void* sp
     y = _empty((M, N), dtype=x.dtype)
-    keep = None if kind == FN_ACT_IDENTITY else _empty((M, N), dtype=x.dtype)
+    keep, mask = _kept(kind, (M, N), x.dtype)
     if M > 0 and N > 0:
-        packed = _empty(max(1, <Py_ssize_t>packed_size(not single, K, N)), dtype=x.dtype)
-        xp, wp, bp, yp, kp, pp = _data(x), _data(w), _data_or_null(b), _data(y), _data_or_null(keep), _data(packed)
+        slots = _empty(<Py_ssize_t>dense_slots_size(not single, K, threads), dtype=x.dtype)
+        xp, wp, bp, yp, sp = _data(x), _data(w), _data_or_null(b), _data(y), _data(slots)
+        kp, mp = _data_or_null(keep), _data_or_null(mask)
         with nogil:
             if single:
-                dense_linear_forward(M, N, K, <const float*>xp, <const float*>wp, <float*>pp, <const float*>bp,
-                                     kind, a, <float*>yp, <float*>kp, threads)
+                dense_linear_forward(M, N, K, <const float*>xp, <const float*>wp, <const float*>bp, kind, a,
+                                     <float*>yp, <float*>kp, <int8_t*>mp, <float*>sp, threads)
             else:
-                dense_linear_forward(M, N, K, <const double*>xp, <const double*>wp, <double*>pp,
-                                     <const double*>bp, kind, a, <double*>yp, <double*>kp, threads)
-    return y, (x, w, b is not None, kind, a, keep)
+                dense_linear_forward(M, N, K, <const double*>xp, <const double*>wp, <const double*>bp, kind, a,
+                                     <double*>yp, <double*>kp, <int8_t*>mp, <double*>sp, threads)
+    return y, (x, w, b is not None, kind, a, keep, mask)
 
 
 def linear_backward(dy, state):
     """(dx, dw, db) of linear_forward; db is None when there was no bias."""
-    x, w, has_bias, kind_, alpha_, keep = state
+    x, w, has_bias, kind_, alpha_, keep, mask = state
     cdef int kind = kind_
     cdef double a = alpha_
     cdef Py_ssize_t M = x.shape[0], K = x.shape[1], N = w.shape[0]
@@ -90,8 +104,10 @@ def linear_backward(dy, state):
     cdef void* xp
     cdef void* wp
     cdef void* kp
+    cdef void* mp
     cdef void* dzp
-    cdef void* pp
+    cdef void* dtp
+    cdef void* slp
     cdef void* sp
     cdef void* dxp
     cdef void* dwp
@@ -100,27 +116,30 @@ def linear_backward(dy, state):
     dw = _empty((N, K), dtype=x.dtype)
     db = _empty(N, dtype=x.dtype) if has_bias else None
     dz = _empty((M, N), dtype=x.dtype) if kind != FN_ACT_IDENTITY and M * N > 0 else None
-    packed = _empty(max(1, <Py_ssize_t>packed_size(not single, N, K)), dtype=x.dtype)
+    dzt = _empty((N, M), dtype=x.dtype) if K > 0 and dense_dw_direct(not single, M, N) else None
+    slots = _empty(<Py_ssize_t>dense_slots_size(not single, max(M, N), threads), dtype=x.dtype)
     partial = _empty(max(1, chunks * N), dtype=x.dtype) if has_bias else None
-    dyp, xp, wp, kp, dzp = _data(dy), _data(x), _data(w), _data_or_null(keep), _data_or_null(dz)
-    pp, sp, dxp, dwp, dbp = _data(packed), _data_or_null(partial), _data(dx), _data(dw), _data_or_null(db)
+    dyp, xp, wp, kp, mp = _data(dy), _data(x), _data(w), _data_or_null(keep), _data_or_null(mask)
+    dzp, dtp, slp, sp = _data_or_null(dz), _data_or_null(dzt), _data(slots), _data_or_null(partial)
+    dxp, dwp, dbp = _data(dx), _data(dw), _data_or_null(db)
     with nogil:
         if single:
             ok = dense_linear_backward(M, N, K, <const float*>dyp, <const float*>xp, <const float*>wp,
-                                       <const float*>kp, kind, a, <float*>dzp, <float*>pp, <float*>sp,
-                                       <float*>dxp, <float*>dwp, <float*>dbp, threads)
+                                       <const float*>kp, <const int8_t*>mp, kind, a, <float*>dzp, <float*>dtp,
+                                       <float*>slp, <float*>sp, <float*>dxp, <float*>dwp, <float*>dbp, threads)
         else:
             ok = dense_linear_backward(M, N, K, <const double*>dyp, <const double*>xp, <const double*>wp,
-                                       <const double*>kp, kind, a, <double*>dzp, <double*>pp, <double*>sp,
-                                       <double*>dxp, <double*>dwp, <double*>dbp, threads)
+                                       <const double*>kp, <const int8_t*>mp, kind, a, <double*>dzp,
+                                       <double*>dtp, <double*>slp, <double*>sp, <double*>dxp, <double*>dwp,
+                                       <double*>dbp, threads)
     if not ok:
         raise MemoryError("linear_backward: cannot allocate the scratch of the weight gradient")
     return dx, dw, db
 
 
 def activation_forward(z, kind, alpha):
-    """a = act(z) over a flat array, and the state for activation_backward: z itself for
-    relu / leaky_relu, a copy of a (written in the same pass) for sigmoid / tanh."""
+    """a = act(z) over a flat array, and the state for activation_backward (the byte
+    mask of z > 0, or a copy of a, written in the same pass)."""
     cdef int code = _KIND[kind]
     cdef double al = alpha
     cdef Py_ssize_t n = z.shape[0]
@@ -129,26 +148,22 @@ def activation_forward(z, kind, alpha):
     cdef void* zp
     cdef void* ap
     cdef void* kp
+    cdef void* mp
     a = _empty(n, dtype=z.dtype)
-    keep = None
-    if code == FN_ACT_SIGMOID or code == FN_ACT_TANH:
-        keep = _empty(n, dtype=z.dtype)
-    elif code != FN_ACT_IDENTITY:
-        keep = z
+    keep, mask = _kept(code, n, z.dtype)
     if n > 0:
-        zp, ap = _data(z), _data(a)
-        kp = _data_or_null(keep) if keep is not z else NULL
+        zp, ap, kp, mp = _data(z), _data(a), _data_or_null(keep), _data_or_null(mask)
         with nogil:
             if single:
-                dense_act_mt(code, al, n, <const float*>zp, <float*>ap, <float*>kp, threads)
+                dense_act_mt(code, al, n, <const float*>zp, <float*>ap, <float*>kp, <int8_t*>mp, threads)
             else:
-                dense_act_mt(code, al, n, <const double*>zp, <double*>ap, <double*>kp, threads)
-    return a, (code, al, keep)
+                dense_act_mt(code, al, n, <const double*>zp, <double*>ap, <double*>kp, <int8_t*>mp, threads)
+    return a, (code, al, keep, mask)
 
 
 def activation_backward(da, state):
     """dz = da * act'(.) over a flat array."""
-    code_, alpha_, keep = state
+    code_, alpha_, keep, mask = state
     cdef int code = code_
     cdef double al = alpha_
     cdef Py_ssize_t n = da.shape[0]
@@ -156,15 +171,18 @@ def activation_backward(da, state):
     cdef int threads = _threads()
     cdef void* dp
     cdef void* kp
+    cdef void* mp
     cdef void* zp
     dz = _empty(n, dtype=da.dtype)
     if n > 0:
-        dp, kp, zp = _data(da), _data_or_null(keep), _data(dz)
+        dp, kp, mp, zp = _data(da), _data_or_null(keep), _data_or_null(mask), _data(dz)
         with nogil:
             if single:
-                dense_grad_mt(code, al, n, <const float*>dp, <const float*>kp, <float*>zp, threads)
+                dense_grad_mt(code, al, n, <const float*>dp, <const float*>kp, <const int8_t*>mp, <float*>zp,
+                              threads)
             else:
-                dense_grad_mt(code, al, n, <const double*>dp, <const double*>kp, <double*>zp, threads)
+                dense_grad_mt(code, al, n, <const double*>dp, <const double*>kp, <const int8_t*>mp, <double*>zp,
+                              threads)
     return dz
 
 
