@@ -4,8 +4,9 @@ The products go to BLAS through numba_matmul.gemm (numba's own numba_xxgemm, the
 helper behind np.dot) with explicit transposes, so W^T and dz^T are read in place;
 the bias, the activation and its derivative are prange loops over rows.
 
-What the backward pass reads is what the cython backend keeps: z for relu and
-leaky_relu, the output y (a copy written by the same loop) for sigmoid and tanh.
+What the backward pass reads is what the cython backend keeps: a byte per value
+(z > 0) for relu and leaky_relu, a copy of the output y for sigmoid and tanh, both
+written by the loop that applies the activation.
 db sums fixed chunks of DB_ROWS rows in parallel and adds the chunks in order, so
 it does not depend on the thread count.
 """
@@ -36,11 +37,12 @@ def _act1(kind, v, alpha):
 
 
 @njit(cache=True, inline="always")
-def _grad1(kind, d, k, alpha):
+def _grad1(kind, d, k, m, alpha):
+    """d * act'(.) from the kept output k (sigmoid, tanh) or the mask byte m (z > 0)."""
     if kind == RELU:
-        return d * (1.0 if k > 0 else 0.0)
+        return d * (1.0 if m else 0.0)
     if kind == LEAKY_RELU:
-        return d * (1.0 if k > 0 else alpha)
+        return d * (1.0 if m else alpha)
     if kind == SIGMOID:
         return d * (k * (1.0 - k))
     if kind == TANH:
@@ -49,28 +51,38 @@ def _grad1(kind, d, k, alpha):
 
 
 @njit(cache=True)
-def _act_rows(kind, alpha, r0, r1, n, z, b, has_b, y, keep, keep_y):
+def _act_rows(kind, alpha, r0, r1, n, y, b, has_b, keep, mask):
+    """y = act(y + b) in place for rows r0 .. r1; keep gets y (sigmoid, tanh), mask z > 0
+    (relu, leaky_relu)."""
     for i in range(r0, r1):
         for j in range(n):
-            v = z[i, j] + b[j] if has_b else z[i, j]
-            if kind != IDENTITY:
-                z[i, j] = v
+            v = y[i, j] + b[j] if has_b else y[i, j]
             a = _act1(kind, v, alpha)
             y[i, j] = a
-            if keep_y:
+            if kind == SIGMOID or kind == TANH:
                 keep[i, j] = a
+            elif kind == RELU or kind == LEAKY_RELU:
+                mask[i, j] = v > 0
 
 
 @njit(cache=True, parallel=True)
-def _act_all(kind, alpha, z, b, has_b, y, keep, keep_y, parallel):
-    """y = act(z + b) by rows (z receives z + b where it is kept)."""
-    m, n = z.shape
+def _act_all(kind, alpha, y, b, has_b, keep, mask, parallel):
+    m, n = y.shape
     if parallel:
         chunk = max(1, 4096 // max(n, 1))
         for c in prange((m + chunk - 1) // chunk):
-            _act_rows(kind, alpha, c * chunk, min(m, (c + 1) * chunk), n, z, b, has_b, y, keep, keep_y)
+            _act_rows(kind, alpha, c * chunk, min(m, (c + 1) * chunk), n, y, b, has_b, keep, mask)
     else:
-        _act_rows(kind, alpha, 0, m, n, z, b, has_b, y, keep, keep_y)
+        _act_rows(kind, alpha, 0, m, n, y, b, has_b, keep, mask)
+
+
+def _kept(kind, shape, dtype):
+    """(keep, mask) the backward pass of `kind` reads."""
+    if kind in (SIGMOID, TANH):
+        return _empty(shape, dtype=dtype), None
+    if kind in (RELU, LEAKY_RELU):
+        return None, _empty(shape, dtype=np.int8)
+    return None, None
 
 
 def linear_forward(x, w, b, activation, alpha):
@@ -78,25 +90,29 @@ def linear_forward(x, w, b, activation, alpha):
     N = w.shape[0]
     kind = _KIND[activation]
     y = _empty((M, N), dtype=x.dtype)
-    keep = None if kind == IDENTITY else _empty((M, N), dtype=x.dtype)
+    keep, mask = _kept(kind, (M, N), x.dtype)
     if M * N:
-        z = y if kind == IDENTITY else keep
-        gemm(False, True, M, N, K, x.reshape(-1), 0, K, w.reshape(-1), 0, K, False, z.reshape(-1), 0, N,
+        gemm(False, True, M, N, K, x.reshape(-1), 0, K, w.reshape(-1), 0, K, False, y.reshape(-1), 0, N,
              scalars(x))
         if kind != IDENTITY or b is not None:
             has_b = b is not None
-            bias = b if has_b else np.zeros(1, dtype=x.dtype)
-            _act_all(kind, x.dtype.type(alpha), z, bias, has_b, y, keep if keep is not None else y,
-                     kind in (SIGMOID, TANH), M * N >= _PARALLEL_ELEMENTS)
-    return y, (x, w, b is not None, kind, alpha, keep)
+            _act_all(kind, x.dtype.type(alpha), y, b if has_b else np.zeros(1, dtype=x.dtype), has_b,
+                     keep if keep is not None else y, mask if mask is not None else np.zeros((1, 1), np.int8),
+                     M * N >= _PARALLEL_ELEMENTS)
+    return y, (x, w, b is not None, kind, alpha, keep, mask)
 
 
 @njit(cache=True)
-def _grad_chunk(kind, alpha, r0, r1, n, dy, keep, dz, partial, c, has_b):
+def _grad_chunk(kind, alpha, r0, r1, n, dy, keep, mask, dz, partial, c, has_b):
     for i in range(r0, r1):
         for j in range(n):
-            d = _grad1(kind, dy[i, j], keep[i, j], alpha) if kind != IDENTITY else dy[i, j]
-            if kind != IDENTITY:
+            if kind == IDENTITY:
+                d = dy[i, j]
+            elif kind == RELU or kind == LEAKY_RELU:
+                d = _grad1(kind, dy[i, j], 0.0, mask[i, j], alpha)
+                dz[i, j] = d
+            else:
+                d = _grad1(kind, dy[i, j], keep[i, j], 0, alpha)
                 dz[i, j] = d
             if has_b:
                 if i == r0:
@@ -106,17 +122,19 @@ def _grad_chunk(kind, alpha, r0, r1, n, dy, keep, dz, partial, c, has_b):
 
 
 @njit(cache=True, parallel=True)
-def _grad_and_sums(kind, alpha, dy, keep, dz, partial, has_b, db, parallel):
-    """dz = dy * act'(keep); partial[c] = column sums of dz's chunk c of DB_ROWS rows;
+def _grad_and_sums(kind, alpha, dy, keep, mask, dz, partial, has_b, db, parallel):
+    """dz = dy * act'(.); partial[c] = column sums of dz's chunk c of DB_ROWS rows;
     db = the chunks' sums added in chunk order."""
     m, n = dy.shape
     chunks = (m + DB_ROWS - 1) // DB_ROWS
     if parallel:
         for c in prange(chunks):
-            _grad_chunk(kind, alpha, c * DB_ROWS, min(m, (c + 1) * DB_ROWS), n, dy, keep, dz, partial, c, has_b)
+            _grad_chunk(kind, alpha, c * DB_ROWS, min(m, (c + 1) * DB_ROWS), n, dy, keep, mask, dz, partial, c,
+                        has_b)
     else:
         for c in range(chunks):
-            _grad_chunk(kind, alpha, c * DB_ROWS, min(m, (c + 1) * DB_ROWS), n, dy, keep, dz, partial, c, has_b)
+            _grad_chunk(kind, alpha, c * DB_ROWS, min(m, (c + 1) * DB_ROWS), n, dy, keep, mask, dz, partial, c,
+                        has_b)
     if has_b:
         for j in range(n):
             db[j] = 0.0
@@ -126,7 +144,7 @@ def _grad_and_sums(kind, alpha, dy, keep, dz, partial, has_b, db, parallel):
 
 
 def linear_backward(dy, state):
-    x, w, has_bias, kind, alpha, keep = state
+    x, w, has_bias, kind, alpha, keep, mask = state
     M, K = x.shape
     N = w.shape[0]
     dx = _empty((M, K), dtype=x.dtype)
@@ -138,7 +156,9 @@ def linear_backward(dy, state):
         if kind != IDENTITY:
             dz = _empty((M, N), dtype=x.dtype)
         partial = np.empty((chunks if has_bias else 0, N), dtype=x.dtype)
-        _grad_and_sums(kind, x.dtype.type(alpha), dy, keep if keep is not None else dy, dz, partial, has_bias,
+        # an array the kind does not read is stood in for by a small one, never read
+        _grad_and_sums(kind, x.dtype.type(alpha), dy, keep if keep is not None else dy,
+                       mask if mask is not None else np.zeros((1, 1), np.int8), dz, partial, has_bias,
                        db if has_bias else np.empty(0, dtype=x.dtype), M * N >= _PARALLEL_ELEMENTS)
     one_zero = scalars(x)
     # dx (M, K) = dz @ w; dw (N, K) = dz^T @ x (gemm zero-fills when the reduction is empty)
@@ -147,53 +167,66 @@ def linear_backward(dy, state):
     return dx, dw, db
 
 
+@njit(cache=True)
+def _act_range(kind, alpha, i0, i1, z, a, keep, mask):
+    for i in range(i0, i1):
+        v = _act1(kind, z[i], alpha)
+        a[i] = v
+        if kind == SIGMOID or kind == TANH:
+            keep[i] = v
+        elif kind == RELU or kind == LEAKY_RELU:
+            mask[i] = z[i] > 0
+
+
 @njit(cache=True, parallel=True)
-def _act_flat(kind, alpha, z, a, keep, keep_a, parallel):
+def _act_flat(kind, alpha, z, a, keep, mask, parallel):
     n = z.shape[0]
     block = 4096
     if parallel:
         for c in prange((n + block - 1) // block):
-            for i in range(c * block, min(n, (c + 1) * block)):
-                v = _act1(kind, z[i], alpha)
-                a[i] = v
-                if keep_a:
-                    keep[i] = v
+            _act_range(kind, alpha, c * block, min(n, (c + 1) * block), z, a, keep, mask)
     else:
-        for i in range(n):
-            v = _act1(kind, z[i], alpha)
-            a[i] = v
-            if keep_a:
-                keep[i] = v
+        _act_range(kind, alpha, 0, n, z, a, keep, mask)
 
 
 def activation_forward(z, kind, alpha):
     code = _KIND[kind]
     a = _empty(z.shape[0], dtype=z.dtype)
-    keep_a = code in (SIGMOID, TANH)
-    keep = _empty(z.shape[0], dtype=z.dtype) if keep_a else (z if code != IDENTITY else None)
+    keep, mask = _kept(code, z.shape[0], z.dtype)
     if z.shape[0]:
-        _act_flat(code, z.dtype.type(alpha), z, a, keep if keep_a else a, keep_a, z.shape[0] >= _PARALLEL_ELEMENTS)
-    return a, (code, alpha, keep)
+        _act_flat(code, z.dtype.type(alpha), z, a, keep if keep is not None else a,
+                  mask if mask is not None else np.zeros(1, np.int8), z.shape[0] >= _PARALLEL_ELEMENTS)
+    return a, (code, alpha, keep, mask)
+
+
+@njit(cache=True)
+def _grad_range(kind, alpha, i0, i1, d, keep, mask, dz):
+    for i in range(i0, i1):
+        if kind == RELU or kind == LEAKY_RELU:
+            dz[i] = _grad1(kind, d[i], 0.0, mask[i], alpha)
+        elif kind == IDENTITY:
+            dz[i] = d[i]
+        else:
+            dz[i] = _grad1(kind, d[i], keep[i], 0, alpha)
 
 
 @njit(cache=True, parallel=True)
-def _grad_flat(kind, alpha, d, keep, dz, parallel):
+def _grad_flat(kind, alpha, d, keep, mask, dz, parallel):
     n = d.shape[0]
     block = 4096
     if parallel:
         for c in prange((n + block - 1) // block):
-            for i in range(c * block, min(n, (c + 1) * block)):
-                dz[i] = _grad1(kind, d[i], keep[i], alpha)
+            _grad_range(kind, alpha, c * block, min(n, (c + 1) * block), d, keep, mask, dz)
     else:
-        for i in range(n):
-            dz[i] = _grad1(kind, d[i], keep[i], alpha)
+        _grad_range(kind, alpha, 0, n, d, keep, mask, dz)
 
 
 def activation_backward(da, state):
-    code, alpha, keep = state
+    code, alpha, keep, mask = state
     dz = _empty(da.shape[0], dtype=da.dtype)
     if da.shape[0]:
-        _grad_flat(code, da.dtype.type(alpha), da, keep if keep is not None else da, dz,
+        _grad_flat(code, da.dtype.type(alpha), da, keep if keep is not None else da,
+                   mask if mask is not None else np.zeros(da.shape[0], np.int8), dz,
                    da.shape[0] >= _PARALLEL_ELEMENTS)
     return dz
 
