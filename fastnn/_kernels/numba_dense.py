@@ -4,23 +4,61 @@ The products go to BLAS through numba_matmul.gemm (numba's own numba_xxgemm, the
 helper behind np.dot) with explicit transposes, so W^T and dz^T are read in place;
 the bias, the activation and its derivative are prange loops over rows.
 
+Every product is cut into blocks of ROWS x COLS outputs, a cut fixed by the sizes,
+and the blocks run in a prange with BLAS held to one thread: OpenBLAS's own split of
+one product over its threads changes float64 results with the thread count (its
+edge kernels sum differently), a fixed cut does not.
+
 What the backward pass reads is what the cython backend keeps: a byte per value
 (z > 0) for relu and leaky_relu, a copy of the output y for sigmoid and tanh, both
 written by the loop that applies the activation.
 db sums fixed chunks of DB_ROWS rows in parallel and adds the chunks in order, so
 it does not depend on the thread count.
 """
+import contextlib
+
 import numpy as np
 from numba import njit, prange
 
 from .._arena import empty as _empty
+from ._threads import blas_on_one_thread
 from .numba_matmul import gemm, scalars
 
 IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4
 _KIND = {None: IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU, "sigmoid": SIGMOID, "tanh": TANH}
 DB_ROWS = 32
+# output rows and columns per block of a product
+ROWS = 256
+COLS = 128
 # below this many elements an elementwise loop runs on one thread
 _PARALLEL_ELEMENTS = 65536
+
+
+@njit(cache=True)
+def _gemm_block(q, col_blocks, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, one_zero):
+    """Block q of C: rows of ROWS by columns of COLS, its own product."""
+    r0 = (q // col_blocks) * ROWS
+    c0 = (q % col_blocks) * COLS
+    gemm(trans_a, trans_b, min(ROWS, M - r0), min(COLS, N - c0), K, A, r0 * lda if not trans_a else r0, lda,
+         B, c0 * ldb if trans_b else c0, ldb, False, C, r0 * ldc + c0, ldc, one_zero)
+
+
+@njit(cache=True, parallel=True)
+def _gemm_blocks(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, one_zero):
+    """C (M, N) = op(A) @ op(B) (numba_matmul.gemm's arguments) in blocks of ROWS x COLS."""
+    col_blocks = (N + COLS - 1) // COLS
+    blocks = (M + ROWS - 1) // ROWS * col_blocks
+    for q in prange(blocks):
+        _gemm_block(q, col_blocks, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, one_zero)
+
+
+def _product(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc):
+    """C = op(A) @ op(B) on flat arrays, in _gemm_blocks's blocks with BLAS on one thread."""
+    if M <= 0 or N <= 0:
+        return
+    context = blas_on_one_thread()
+    with context if context is not None else contextlib.nullcontext():
+        _gemm_blocks(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, scalars(C))
 
 
 @njit(cache=True, inline="always")
@@ -92,8 +130,7 @@ def linear_forward(x, w, b, activation, alpha):
     y = _empty((M, N), dtype=x.dtype)
     keep, mask = _kept(kind, (M, N), x.dtype)
     if M * N:
-        gemm(False, True, M, N, K, x.reshape(-1), 0, K, w.reshape(-1), 0, K, False, y.reshape(-1), 0, N,
-             scalars(x))
+        _product(False, True, M, N, K, x.reshape(-1), K, w.reshape(-1), K, y.reshape(-1), N)
         if kind != IDENTITY or b is not None:
             has_b = b is not None
             _act_all(kind, x.dtype.type(alpha), y, b if has_b else np.zeros(1, dtype=x.dtype), has_b,
@@ -160,10 +197,9 @@ def linear_backward(dy, state):
         _grad_and_sums(kind, x.dtype.type(alpha), dy, keep if keep is not None else dy,
                        mask if mask is not None else np.zeros((1, 1), np.int8), dz, partial, has_bias,
                        db if has_bias else np.empty(0, dtype=x.dtype), M * N >= _PARALLEL_ELEMENTS)
-    one_zero = scalars(x)
     # dx (M, K) = dz @ w; dw (N, K) = dz^T @ x (gemm zero-fills when the reduction is empty)
-    gemm(False, False, M, K, N, dz.reshape(-1), 0, N, w.reshape(-1), 0, K, False, dx.reshape(-1), 0, K, one_zero)
-    gemm(True, False, N, K, M, dz.reshape(-1), 0, N, x.reshape(-1), 0, K, False, dw.reshape(-1), 0, K, one_zero)
+    _product(False, False, M, K, N, dz.reshape(-1), N, w.reshape(-1), K, dx.reshape(-1), K)
+    _product(True, False, N, K, M, dz.reshape(-1), N, x.reshape(-1), K, dw.reshape(-1), K)
     return dx, dw, db
 
 
