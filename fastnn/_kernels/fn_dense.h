@@ -54,6 +54,8 @@
  * of x ran as fast as 1 MiB; a block of A read from the last-level cache costs
  * little, a panel of B a lot) */
 #define FN_DENSE_X_CACHED (2048 * 1024)
+/* rows of a product's strip activated at a time (a multiple of the tile's 6 rows) */
+#define FN_DENSE_ACT_ROWS 48
 /* rows fetched ahead when a panel is copied out of a matrix's rows */
 #define FN_DENSE_AHEAD 8
 #endif
@@ -338,11 +340,16 @@ FN_TARGET FN_UNUSED static void FN(dense_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff
             FN_T *bp = slots + (ptrdiff_t)FN(dense_thread)() * K * FN_NR;
             if (r1 > M)
                 r1 = M;
-            if (r1 > r0) {
+            ptrdiff_t r;
+            if (r1 > r0)
                 FN(dense_pack_panel)(trans, K, n0, width, S, ls, bp);
-                FN(dense_panel)(r1 - r0, K, A + r0 * lda, lda, bp, FN(panel_width)(N, p), width,
-                                bias != NULL ? bias + n0 : NULL, y + r0 * N + n0, N, row_kernel);
-                FN(dense_act_strip)(kind, alpha, r0, r1, n0, width, N, y, keep, mask);
+            /* the rows in groups small enough that their strip is still in the level-1
+             * cache when its activation reads it (the tiles' sums do not depend on it) */
+            for (r = r0; r < r1; r += FN_DENSE_ACT_ROWS) {
+                const ptrdiff_t e = r1 - r < FN_DENSE_ACT_ROWS ? r1 : r + FN_DENSE_ACT_ROWS;
+                FN(dense_panel)(e - r, K, A + r * lda, lda, bp, FN(panel_width)(N, p), width,
+                                bias != NULL ? bias + n0 : NULL, y + r * N + n0, N, row_kernel);
+                FN(dense_act_strip)(kind, alpha, r, e, n0, width, N, y, keep, mask);
             }
         );
     }

@@ -28,8 +28,8 @@ IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH = 0, 1, 2, 3, 4
 _KIND = {None: IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU, "sigmoid": SIGMOID, "tanh": TANH}
 DB_ROWS = 32
 # output rows and columns per block of a product
-ROWS = 256
-COLS = 128
+ROWS = 512
+COLS = 512
 # below this many elements an elementwise loop runs on one thread
 _PARALLEL_ELEMENTS = 65536
 
