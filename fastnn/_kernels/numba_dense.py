@@ -61,46 +61,73 @@ def _product(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc):
         _gemm_blocks(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, scalars(C))
 
 
-@njit(cache=True, inline="always")
-def _act1(kind, v, alpha):
+@njit(cache=True)
+def _act_vec(kind, alpha, n, z, y, keep, mask):
+    """y[:n] = act(z[:n]) (y may be z); keep gets y (sigmoid, tanh), mask z > 0 (relu,
+    leaky_relu). One loop per kind, so that each is a plain loop LLVM vectorises; the
+    constants take alpha's type (the arrays' dtype) so float32 stays float32."""
+    zero = alpha * 0
+    one = zero + 1
     if kind == RELU:
-        return v if not v <= 0 else 0.0  # NaN stays NaN
-    if kind == LEAKY_RELU:
-        return v if v > 0 else alpha * v
-    if kind == SIGMOID:
-        return 1.0 / (1.0 + np.exp(-v))
-    if kind == TANH:
-        return np.tanh(v)
-    return v
-
-
-@njit(cache=True, inline="always")
-def _grad1(kind, d, k, m, alpha):
-    """d * act'(.) from the kept output k (sigmoid, tanh) or the mask byte m (z > 0)."""
-    if kind == RELU:
-        return d * (1.0 if m else 0.0)
-    if kind == LEAKY_RELU:
-        return d * (1.0 if m else alpha)
-    if kind == SIGMOID:
-        return d * (k * (1.0 - k))
-    if kind == TANH:
-        return d * (1.0 - k * k)
-    return d
+        for j in range(n):
+            v = z[j]
+            mask[j] = v > 0
+            y[j] = v if not v <= 0 else zero  # NaN stays NaN
+    elif kind == LEAKY_RELU:
+        for j in range(n):
+            v = z[j]
+            mask[j] = v > 0
+            y[j] = v if v > 0 else alpha * v
+    elif kind == SIGMOID:
+        for j in range(n):
+            a = one / (one + np.exp(-z[j]))
+            y[j] = a
+            keep[j] = a
+    elif kind == TANH:
+        for j in range(n):
+            a = np.tanh(z[j])
+            y[j] = a
+            keep[j] = a
+    else:
+        for j in range(n):
+            y[j] = z[j]
 
 
 @njit(cache=True)
-def _act_rows(kind, alpha, r0, r1, n, y, b, has_b, keep, mask):
-    """y = act(y + b) in place for rows r0 .. r1; keep gets y (sigmoid, tanh), mask z > 0
-    (relu, leaky_relu)."""
-    for i in range(r0, r1):
+def _grad_vec(kind, alpha, n, d, keep, mask, dz):
+    """dz[:n] = d * act'(.) from the kept output (sigmoid, tanh) or the mask (relu, leaky_relu)."""
+    one = alpha * 0 + 1
+    if kind == RELU:
         for j in range(n):
-            v = y[i, j] + b[j] if has_b else y[i, j]
-            a = _act1(kind, v, alpha)
-            y[i, j] = a
-            if kind == SIGMOID or kind == TANH:
-                keep[i, j] = a
-            elif kind == RELU or kind == LEAKY_RELU:
-                mask[i, j] = v > 0
+            dz[j] = d[j] * (one if mask[j] else one * 0)
+    elif kind == LEAKY_RELU:
+        for j in range(n):
+            dz[j] = d[j] * (one if mask[j] else alpha)
+    elif kind == SIGMOID:
+        for j in range(n):
+            k = keep[j]
+            dz[j] = d[j] * (k * (one - k))
+    elif kind == TANH:
+        for j in range(n):
+            k = keep[j]
+            dz[j] = d[j] * (one - k * k)
+    else:
+        for j in range(n):
+            dz[j] = d[j]
+
+
+@njit(cache=True)
+def _act_rows(kind, alpha, r0, r1, y, b, has_b, keep, mask):
+    """y = act(y + b) in place for rows r0 .. r1 (keep and mask laid out as y)."""
+    n = y.shape[1]
+    for i in range(r0, r1):
+        row = y[i]
+        if has_b:
+            for j in range(n):
+                row[j] += b[j]
+        if kind != IDENTITY:
+            _act_vec(kind, alpha, n, row, row, keep[i if keep.shape[0] > 1 else 0],
+                     mask[i if mask.shape[0] > 1 else 0])
 
 
 @njit(cache=True, parallel=True)
@@ -109,9 +136,9 @@ def _act_all(kind, alpha, y, b, has_b, keep, mask, parallel):
     if parallel:
         chunk = max(1, 4096 // max(n, 1))
         for c in prange((m + chunk - 1) // chunk):
-            _act_rows(kind, alpha, c * chunk, min(m, (c + 1) * chunk), n, y, b, has_b, keep, mask)
+            _act_rows(kind, alpha, c * chunk, min(m, (c + 1) * chunk), y, b, has_b, keep, mask)
     else:
-        _act_rows(kind, alpha, 0, m, n, y, b, has_b, keep, mask)
+        _act_rows(kind, alpha, 0, m, y, b, has_b, keep, mask)
 
 
 def _kept(kind, shape, dtype):
@@ -133,29 +160,31 @@ def linear_forward(x, w, b, activation, alpha):
         _product(False, True, M, N, K, x.reshape(-1), K, w.reshape(-1), K, y.reshape(-1), N)
         if kind != IDENTITY or b is not None:
             has_b = b is not None
+            # a record the kind does not keep is stood in for by one unused row
             _act_all(kind, x.dtype.type(alpha), y, b if has_b else np.zeros(1, dtype=x.dtype), has_b,
-                     keep if keep is not None else y, mask if mask is not None else np.zeros((1, 1), np.int8),
-                     M * N >= _PARALLEL_ELEMENTS)
+                     keep if keep is not None else np.empty((1, N), x.dtype),
+                     mask if mask is not None else np.empty((1, N), np.int8), M * N >= _PARALLEL_ELEMENTS)
     return y, (x, w, b is not None, kind, alpha, keep, mask)
 
 
 @njit(cache=True)
-def _grad_chunk(kind, alpha, r0, r1, n, dy, keep, mask, dz, partial, c, has_b):
+def _grad_chunk(kind, alpha, r0, r1, dy, keep, mask, dz, partial, c, has_b):
+    n = dy.shape[1]
     for i in range(r0, r1):
-        for j in range(n):
-            if kind == IDENTITY:
-                d = dy[i, j]
-            elif kind == RELU or kind == LEAKY_RELU:
-                d = _grad1(kind, dy[i, j], 0.0, mask[i, j], alpha)
-                dz[i, j] = d
+        if kind == IDENTITY:
+            row = dy[i]
+        else:
+            _grad_vec(kind, alpha, n, dy[i], keep[i if keep.shape[0] > 1 else 0], mask[i if mask.shape[0] > 1 else 0],
+                      dz[i])
+            row = dz[i]
+        if has_b:
+            s = partial[c]
+            if i == r0:
+                for j in range(n):
+                    s[j] = row[j]
             else:
-                d = _grad1(kind, dy[i, j], keep[i, j], 0, alpha)
-                dz[i, j] = d
-            if has_b:
-                if i == r0:
-                    partial[c, j] = d
-                else:
-                    partial[c, j] += d
+                for j in range(n):
+                    s[j] += row[j]
 
 
 @njit(cache=True, parallel=True)
@@ -166,12 +195,10 @@ def _grad_and_sums(kind, alpha, dy, keep, mask, dz, partial, has_b, db, parallel
     chunks = (m + DB_ROWS - 1) // DB_ROWS
     if parallel:
         for c in prange(chunks):
-            _grad_chunk(kind, alpha, c * DB_ROWS, min(m, (c + 1) * DB_ROWS), n, dy, keep, mask, dz, partial, c,
-                        has_b)
+            _grad_chunk(kind, alpha, c * DB_ROWS, min(m, (c + 1) * DB_ROWS), dy, keep, mask, dz, partial, c, has_b)
     else:
         for c in range(chunks):
-            _grad_chunk(kind, alpha, c * DB_ROWS, min(m, (c + 1) * DB_ROWS), n, dy, keep, mask, dz, partial, c,
-                        has_b)
+            _grad_chunk(kind, alpha, c * DB_ROWS, min(m, (c + 1) * DB_ROWS), dy, keep, mask, dz, partial, c, has_b)
     if has_b:
         for j in range(n):
             db[j] = 0.0
@@ -193,25 +220,14 @@ def linear_backward(dy, state):
         if kind != IDENTITY:
             dz = _empty((M, N), dtype=x.dtype)
         partial = np.empty((chunks if has_bias else 0, N), dtype=x.dtype)
-        # an array the kind does not read is stood in for by a small one, never read
-        _grad_and_sums(kind, x.dtype.type(alpha), dy, keep if keep is not None else dy,
-                       mask if mask is not None else np.zeros((1, 1), np.int8), dz, partial, has_bias,
+        # a record the kind does not keep is stood in for by one unused row
+        _grad_and_sums(kind, x.dtype.type(alpha), dy, keep if keep is not None else np.empty((1, N), x.dtype),
+                       mask if mask is not None else np.empty((1, N), np.int8), dz, partial, has_bias,
                        db if has_bias else np.empty(0, dtype=x.dtype), M * N >= _PARALLEL_ELEMENTS)
     # dx (M, K) = dz @ w; dw (N, K) = dz^T @ x (gemm zero-fills when the reduction is empty)
     _product(False, False, M, K, N, dz.reshape(-1), N, w.reshape(-1), K, dx.reshape(-1), K)
     _product(True, False, N, K, M, dz.reshape(-1), N, x.reshape(-1), K, dw.reshape(-1), K)
     return dx, dw, db
-
-
-@njit(cache=True)
-def _act_range(kind, alpha, i0, i1, z, a, keep, mask):
-    for i in range(i0, i1):
-        v = _act1(kind, z[i], alpha)
-        a[i] = v
-        if kind == SIGMOID or kind == TANH:
-            keep[i] = v
-        elif kind == RELU or kind == LEAKY_RELU:
-            mask[i] = z[i] > 0
 
 
 @njit(cache=True, parallel=True)
@@ -220,9 +236,12 @@ def _act_flat(kind, alpha, z, a, keep, mask, parallel):
     block = 4096
     if parallel:
         for c in prange((n + block - 1) // block):
-            _act_range(kind, alpha, c * block, min(n, (c + 1) * block), z, a, keep, mask)
+            i0 = c * block
+            i1 = min(n, i0 + block)
+            _act_vec(kind, alpha, i1 - i0, z[i0:i1], a[i0:i1], keep[i0:i1] if keep.shape[0] > 1 else keep,
+                     mask[i0:i1] if mask.shape[0] > 1 else mask)
     else:
-        _act_range(kind, alpha, 0, n, z, a, keep, mask)
+        _act_vec(kind, alpha, n, z, a, keep, mask)
 
 
 def activation_forward(z, kind, alpha):
@@ -230,20 +249,9 @@ def activation_forward(z, kind, alpha):
     a = _empty(z.shape[0], dtype=z.dtype)
     keep, mask = _kept(code, z.shape[0], z.dtype)
     if z.shape[0]:
-        _act_flat(code, z.dtype.type(alpha), z, a, keep if keep is not None else a,
-                  mask if mask is not None else np.zeros(1, np.int8), z.shape[0] >= _PARALLEL_ELEMENTS)
+        _act_flat(code, z.dtype.type(alpha), z, a, keep if keep is not None else np.empty(1, z.dtype),
+                  mask if mask is not None else np.empty(1, np.int8), z.shape[0] >= _PARALLEL_ELEMENTS)
     return a, (code, alpha, keep, mask)
-
-
-@njit(cache=True)
-def _grad_range(kind, alpha, i0, i1, d, keep, mask, dz):
-    for i in range(i0, i1):
-        if kind == RELU or kind == LEAKY_RELU:
-            dz[i] = _grad1(kind, d[i], 0.0, mask[i], alpha)
-        elif kind == IDENTITY:
-            dz[i] = d[i]
-        else:
-            dz[i] = _grad1(kind, d[i], keep[i], 0, alpha)
 
 
 @njit(cache=True, parallel=True)
@@ -252,18 +260,20 @@ def _grad_flat(kind, alpha, d, keep, mask, dz, parallel):
     block = 4096
     if parallel:
         for c in prange((n + block - 1) // block):
-            _grad_range(kind, alpha, c * block, min(n, (c + 1) * block), d, keep, mask, dz)
+            i0 = c * block
+            i1 = min(n, i0 + block)
+            _grad_vec(kind, alpha, i1 - i0, d[i0:i1], keep[i0:i1] if keep.shape[0] > 1 else keep,
+                      mask[i0:i1] if mask.shape[0] > 1 else mask, dz[i0:i1])
     else:
-        _grad_range(kind, alpha, 0, n, d, keep, mask, dz)
+        _grad_vec(kind, alpha, n, d, keep, mask, dz)
 
 
 def activation_backward(da, state):
     code, alpha, keep, mask = state
     dz = _empty(da.shape[0], dtype=da.dtype)
     if da.shape[0]:
-        _grad_flat(code, da.dtype.type(alpha), da, keep if keep is not None else da,
-                   mask if mask is not None else np.zeros(da.shape[0], np.int8), dz,
-                   da.shape[0] >= _PARALLEL_ELEMENTS)
+        _grad_flat(code, da.dtype.type(alpha), da, keep if keep is not None else np.empty(1, da.dtype),
+                   mask if mask is not None else np.empty(1, np.int8), dz, da.shape[0] >= _PARALLEL_ELEMENTS)
     return dz
 
 
