@@ -32,7 +32,7 @@ def _linear(name, activation, bias_shape, batch_3d, alpha=0.01):
         d = DIMS[size]
         x_shape, w_shape = shapes(d)
         x, w = r(x_shape), r(w_shape, 0.5)
-        b = None if bias_shape is None else r(bias_shape(d["n_out"])) + 0.5
+        b = None if bias_shape is None else r.keep(r(bias_shape(d["n_out"])) + 0.5)
         y, cache = linear_forward(x, w, b, activation=activation, alpha=alpha, backend=be)
         return [a for a in (x, w, b) if a is not None], [y], cache
 
