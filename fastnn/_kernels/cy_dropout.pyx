@@ -1,9 +1,9 @@
 """Dropout kernels of the cython backend (flat arrays, normalised arguments; docs/KERNELS.md).
 
 The public layer draws the uniform numbers from the user's generator; forward compares
-them with keep_prob, scales, and writes the one-byte mask in the same pass (one read
-of x and of the draws, one write of y and of the mask), so the mask never exists as a
-separate bool array. Backward replays the mask on dy.
+them with keep_prob into the one-byte mask and applies it block by block (the block's
+mask is still cached when it is applied), so no float mask is ever formed. Backward
+replays the mask on dy. The loops are C compiled per CPU tier (fn_dropout.h).
 
 Each element is computed on its own, as the reference computes it (``x * mask``, then
 ``/ keep_prob`` rounded to x's dtype: a multiply by 1 / keep_prob would round
@@ -19,6 +19,7 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memcpy
 
 from .._arena import empty as _empty
+from ._fn_dropout cimport fn_drop_apply_d, fn_drop_apply_f, fn_drop_mask
 from ._fn cimport (fn_add_busy, fn_cpu_tier, fn_main_clock, fn_max_threads, fn_openmp, fn_region, fn_region_begin,
                    fn_region_end, fn_region_threads, fn_set_tier, fn_tier)
 
@@ -38,21 +39,12 @@ cdef inline void* _data(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
-cdef inline void _forward_block(const floating* x, const double* draws, double keep_prob, floating kp,
-                                floating* y, uint8_t* mask, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef uint8_t m
-    for i in range(i0, i1):
-        m = draws[i] < keep_prob
-        mask[i] = m
-        y[i] = (x[i] * <floating>m) / kp
-
-
-cdef inline void _backward_block(const floating* dy, const uint8_t* mask, floating kp, floating* dx,
-                                 Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(i0, i1):
-        dx[i] = (dy[i] * <floating>mask[i]) / kp
+cdef inline void _apply(const floating* x, const uint8_t* mask, floating kp, floating* y, Py_ssize_t i0,
+                        Py_ssize_t i1) noexcept nogil:
+    if floating is float:
+        fn_drop_apply_f(x + i0, mask + i0, kp, y + i0, i1 - i0)
+    else:
+        fn_drop_apply_d(x + i0, mask + i0, kp, y + i0, i1 - i0)
 
 
 cdef inline void _copy_block(const floating* src, floating* dst, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
@@ -76,9 +68,11 @@ cdef void _run(int kind, const floating* x, const double* draws, const uint8_t* 
         i0 = blk * _BLOCK
         i1 = min(i0 + _BLOCK, n)
         if kind == 0:
-            _forward_block(x, draws, keep_prob, kp, y, mask_out, i0, i1)
+            # the block's mask is still in the level-1/2 cache when it is applied
+            fn_drop_mask(draws + i0, keep_prob, mask_out + i0, i1 - i0)
+            _apply(x, mask_out, kp, y, i0, i1)
         elif kind == 1:
-            _backward_block(x, mask_in, kp, y, i0, i1)
+            _apply(x, mask_in, kp, y, i0, i1)
         else:
             _copy_block(x, y, i0, i1)
         fn_add_busy(&region.busy, t0)

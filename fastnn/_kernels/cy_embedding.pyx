@@ -8,17 +8,20 @@ Backward is a scatter-add without races: a counting sort groups the positions by
 are split over the threads, and each row is written once, by one thread: zeros for a
 row no id selects, else ``0 + dy[p1] + dy[p2] + ...`` over its positions in
 increasing order (the reference's np.add.at onto zeros, to the bit). No row is
-zeroed first and added to later, so the gradient's memory is written once; the
-result is the same at every thread count.
+zeroed first and added to later, so the gradient's memory is written once, and a
+gradient larger than the caches is written with non-temporal stores (fn_embedding.h:
+ordinary stores would read each line before writing it). The result is the same at
+every thread count.
 """
 import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 
 from .._arena import empty as _empty
+from ._fn_embedding cimport fn_emb_fence, fn_emb_sum_row_d, fn_emb_sum_row_f, fn_emb_zero
 from ._fn cimport (fn_add_busy, fn_cpu_tier, fn_main_clock, fn_max_threads, fn_openmp, fn_region, fn_region_begin,
                    fn_region_end, fn_region_threads, fn_set_tier, fn_tier)
 
@@ -32,6 +35,19 @@ include "_module.pxi"
 # bytes of output per task: enough to make handing out a task negligible, small
 # enough that two threads share a (64, 50) x 256 float32 lookup evenly
 cdef Py_ssize_t _TASK_BYTES = 32768
+# a table gradient of at least this many bytes is written past the caches
+# (fn_embedding.h): it is larger than a core's level-2 cache, and ordinary stores
+# would first read every line they write
+cdef Py_ssize_t _STREAM_BYTES = 4194304
+
+
+def _set_stream_bytes(Py_ssize_t nbytes):
+    """Stream table gradients of at least nbytes from now on (tests and measurements
+    use it to reach both store paths); returns the previous threshold."""
+    global _STREAM_BYTES
+    old = _STREAM_BYTES
+    _STREAM_BYTES = nbytes
+    return old
 
 
 cdef inline void* _data(object a):
@@ -79,23 +95,12 @@ cdef void _group_by_id(const int64_t* ids, Py_ssize_t n_pos, Py_ssize_t n_rows, 
         start[v] += 1
 
 
-cdef inline void _sum_row(const floating* dy, Py_ssize_t width, const int64_t* order, int64_t s, int64_t e,
-                          floating* row) noexcept nogil:
-    cdef Py_ssize_t d
-    cdef int64_t q
-    cdef const floating* src = dy + order[s] * width
-    for d in range(width):
-        row[d] = <floating>0 + src[d]  # as onto zeros: -0.0 becomes +0.0
-    for q in range(s + 1, e):
-        src = dy + order[q] * width
-        for d in range(width):
-            row[d] += src[d]
-
-
 cdef void _scatter_rows(const floating* dy, Py_ssize_t width, const int64_t* start, const int64_t* order,
                         floating* out, Py_ssize_t n_rows, int nthreads) noexcept nogil:
-    cdef Py_ssize_t per = _rows_per_task(width * sizeof(floating))
+    cdef Py_ssize_t row_bytes = width * sizeof(floating)
+    cdef Py_ssize_t per = _rows_per_task(row_bytes)
     cdef Py_ssize_t ntasks = (n_rows + per - 1) // per
+    cdef int stream = n_rows * row_bytes >= _STREAM_BYTES
     cdef Py_ssize_t t, v, v1, zero_from
     cdef fn_region region
     cdef double t0
@@ -110,11 +115,15 @@ cdef void _scatter_rows(const floating* dy, Py_ssize_t width, const int64_t* sta
         for v in range(t * per, v1):
             if start[v + 1] > start[v]:
                 if v > zero_from:
-                    memset(out + zero_from * width, 0, (v - zero_from) * width * sizeof(floating))
-                _sum_row(dy, width, order, start[v], start[v + 1], out + v * width)
+                    fn_emb_zero(out + zero_from * width, (v - zero_from) * row_bytes, stream)
+                if floating is float:
+                    fn_emb_sum_row_f(out + v * width, dy, width, order, start[v], start[v + 1], stream)
+                else:
+                    fn_emb_sum_row_d(out + v * width, dy, width, order, start[v], start[v + 1], stream)
                 zero_from = v + 1
         if v1 > zero_from:
-            memset(out + zero_from * width, 0, (v1 - zero_from) * width * sizeof(floating))
+            fn_emb_zero(out + zero_from * width, (v1 - zero_from) * row_bytes, stream)
+        fn_emb_fence(stream)
         fn_add_busy(&region.busy, t0)
     if nthreads > 1:
         fn_region_end(&region)
