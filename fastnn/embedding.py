@@ -4,6 +4,8 @@ The backward pass is a scatter-add: row v of the table's gradient sums the outpu
 gradients of every position whose id is v (in position order), and rows no id
 selects are zero.
 """
+import numpy as np
+
 from . import _args as A
 from . import _backends
 
@@ -24,6 +26,8 @@ def embedding_forward(ids, table, *, backend=None):
     n_rows, width = table.shape
     given = ids
     ids = A.indices(fn, "ids", ids, n_rows, "row indices of table")
+    if ids.ndim == 1 and np.ndim(given) == 0:
+        ids = ids.reshape(())  # a single id (A.indices hands back at least 1-D): y is (D,)
     if ids is given or not ids.flags.owndata:
         ids = ids.copy()  # the cache keeps the ids: a later change to the caller's must not reach backward
     shape = ids.shape + (width,)
