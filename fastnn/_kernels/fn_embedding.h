@@ -5,13 +5,13 @@
  * 256 float32, 10 MB) that is most of the pass. With `stream` set, every row goes
  * past the caches with non-temporal stores of the active tier's full vector width:
  * zeros directly, sums accumulated eight vectors at a time in registers and then
- * stored. Full-line stores matter: on this project's
- * 2-core AVX-512 Xeon the N4 gradient took 1.5 ms with ordinary stores, 1.2 ms with
- * 16-byte non-temporal stores and 0.8 ms with 64-byte ones (C measurements of the
- * same loop). The instances per tier are fn_embedding_rows.h, included below for
- * AVX-512 and AVX2 (x86-64 with target attributes, fn_base.h) and for the baseline
- * (SSE2, x86-64's 16-byte stores; elsewhere ordinary stores); the active tier
- * (fn_tier(), FASTNN_ISA) picks one.
+ * stored. Full-line stores matter: on this project's 2-core AVX-512 Xeon the N4
+ * gradient took 1.5 ms with ordinary stores, 1.0 ms with 16-byte and 0.88 ms with
+ * 64-byte non-temporal stores (1 thread; docs/KERNELS.md has the other cases: the
+ * gap closes when the gradient's block is still cached). The instances per tier
+ * are fn_embedding_rows.h, included below for AVX-512 and AVX2 (x86-64 with target
+ * attributes, fn_base.h) and for the baseline (SSE2, x86-64's 16-byte stores;
+ * elsewhere ordinary stores); the active tier (fn_tier(), FASTNN_ISA) picks one.
  *
  * The arithmetic does not depend on the store path or the tier: each element is
  * 0 + dy[p1] + dy[p2] + ... over the row's positions in the order given, compiled
