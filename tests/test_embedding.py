@@ -145,16 +145,19 @@ def streamed():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_tiers_streamed_rows_match_reference(tier, streamed, dtype, rng):
-    """On every CPU tier, streamed rows give np.add.at's bits, at widths that leave a
-    head before the first vector boundary (a row of an odd width starts anywhere) and a
-    tail after the last whole chunk."""
+    """On every CPU tier, rows are copied whole (vector copies and a tail), and streamed
+    gradient rows give np.add.at's bits, at widths that leave a head before the first
+    vector boundary (a row of an odd width starts anywhere) and a tail after the last
+    whole chunk."""
     for n_rows, width in ((40, 1), (33, 3), (25, 17), (19, 64), (11, 129), (7, 300)):
         ids = rng.integers(0, n_rows, (3, 17))
         ids[0, :5] = 2  # a row with several terms
+        table = randn(rng, (n_rows, width), dtype)
         dy = randn(rng, (3, 17, width), dtype)
         dy[1, 1, 0] = np.nan
         dy[2, 3, -1] = np.inf
-        _, cache = fastnn.embedding_forward(ids, np.zeros((n_rows, width), dtype), backend="cython")
+        y, cache = fastnn.embedding_forward(ids, table, backend="cython")
+        assert y.tobytes() == table[ids].tobytes(), (n_rows, width)
         got = fastnn.embedding_backward(dy, cache)
         assert got.tobytes() == scatter_add(ids, dy, n_rows).tobytes(), (n_rows, width)
 

@@ -1,7 +1,7 @@
 """Embedding kernels of the cython backend (flat ids, normalised arguments; docs/KERNELS.md).
 
-Forward copies one table row per position (rows are contiguous: one memcpy each);
-blocks of positions are the threads' tasks.
+Forward copies one table row per position (rows are contiguous: vector copies of the
+active tier's width, fn_embedding.h); blocks of positions are the threads' tasks.
 
 Backward is a scatter-add without races: a counting sort groups the positions by id
 (stable, so each group is in position order), then the rows of the table's gradient
@@ -18,10 +18,9 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
-from libc.string cimport memcpy
 
 from .._arena import empty as _empty
-from ._fn_embedding cimport fn_emb_fence, fn_emb_sum_row_d, fn_emb_sum_row_f, fn_emb_zero
+from ._fn_embedding cimport fn_emb_fence, fn_emb_gather, fn_emb_sum_row_d, fn_emb_sum_row_f, fn_emb_zero
 from ._fn cimport (fn_add_busy, fn_cpu_tier, fn_main_clock, fn_max_threads, fn_openmp, fn_region, fn_region_begin,
                    fn_region_end, fn_region_threads, fn_set_tier, fn_tier)
 
@@ -62,7 +61,7 @@ cdef void _gather(const int64_t* ids, const char* table, char* y, Py_ssize_t n_p
                   int nthreads) noexcept nogil:
     cdef Py_ssize_t per = _rows_per_task(row_bytes)
     cdef Py_ssize_t ntasks = (n_pos + per - 1) // per
-    cdef Py_ssize_t t, p, p1
+    cdef Py_ssize_t t
     cdef fn_region region
     cdef double t0
     if ntasks < 2:
@@ -71,9 +70,7 @@ cdef void _gather(const int64_t* ids, const char* table, char* y, Py_ssize_t n_p
     fn_region_begin(&region)
     for t in prange(ntasks, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
         t0 = fn_main_clock()
-        p1 = min((t + 1) * per, n_pos)
-        for p in range(t * per, p1):
-            memcpy(y + p * row_bytes, table + ids[p] * row_bytes, row_bytes)
+        fn_emb_gather(ids, table, y, t * per, min((t + 1) * per, n_pos), row_bytes)
         fn_add_busy(&region.busy, t0)
     if nthreads > 1:
         fn_region_end(&region)

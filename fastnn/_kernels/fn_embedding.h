@@ -1,4 +1,5 @@
-/* The row writes of the embedding backward pass (cy_embedding.pyx).
+/* The row copies of the embedding forward pass and the row writes of the backward
+ * pass (cy_embedding.pyx).
  *
  * A (V, D) table gradient larger than the caches, written with ordinary stores,
  * first reads every line it writes (read for ownership): on the N4 case (10000 x
@@ -56,6 +57,18 @@ FN_EMB_TARGET FN_UNUSED static void fn_emb_zero_avx512(char *p, ptrdiff_t n)
         _mm512_stream_si512((void *)(p + i), _mm512_setzero_si512());
     memset(p + i, 0, (size_t)(n - i));
 }
+FN_EMB_TARGET FN_UNUSED static void fn_emb_gather_avx512(const int64_t *ids, const char *table, char *y,
+                                                         ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t row_bytes)
+{
+    ptrdiff_t p, k;
+    for (p = p0; p < p1; p++) {
+        const char *src = table + ids[p] * row_bytes;
+        char *dst = y + p * row_bytes;
+        for (k = 0; k + 64 <= row_bytes; k += 64)
+            _mm512_storeu_si512((void *)(dst + k), _mm512_loadu_si512((const void *)(src + k)));
+        memcpy(dst + k, src + k, (size_t)(row_bytes - k));
+    }
+}
 #undef FN_EMB_TARGET
 #undef FN_EMB_VB
 
@@ -76,6 +89,18 @@ FN_EMB_TARGET FN_UNUSED static void fn_emb_zero_avx2(char *p, ptrdiff_t n)
     for (; i + 32 <= n; i += 32)
         _mm256_stream_si256((__m256i *)(p + i), _mm256_setzero_si256());
     memset(p + i, 0, (size_t)(n - i));
+}
+FN_EMB_TARGET FN_UNUSED static void fn_emb_gather_avx2(const int64_t *ids, const char *table, char *y,
+                                                       ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t row_bytes)
+{
+    ptrdiff_t p, k;
+    for (p = p0; p < p1; p++) {
+        const char *src = table + ids[p] * row_bytes;
+        char *dst = y + p * row_bytes;
+        for (k = 0; k + 32 <= row_bytes; k += 32)
+            _mm256_storeu_si256((__m256i *)(dst + k), _mm256_loadu_si256((const __m256i *)(src + k)));
+        memcpy(dst + k, src + k, (size_t)(row_bytes - k));
+    }
 }
 #undef FN_EMB_TARGET
 #undef FN_EMB_VB
@@ -107,6 +132,24 @@ FN_UNUSED static void fn_emb_zero_base(char *p, ptrdiff_t n)
 #else
 #define FN_EMB_BASE_STREAM 0
 #endif
+
+/* y[p] = table[ids[p]] for p0 <= p < p1 (rows of row_bytes bytes), with ordinary
+ * stores (the next layer reads y right away). Vector copies of the tier's width:
+ * 5-7 % faster than a memcpy per row on the N4 forward. */
+FN_UNUSED static void fn_emb_gather(const int64_t *ids, const char *table, char *y, ptrdiff_t p0, ptrdiff_t p1,
+                                    ptrdiff_t row_bytes)
+{
+    ptrdiff_t p;
+#if FN_X86_TIERS
+    switch (fn_tier()) {
+    case FN_TIER_AVX512: fn_emb_gather_avx512(ids, table, y, p0, p1, row_bytes); return;
+    case FN_TIER_AVX2: fn_emb_gather_avx2(ids, table, y, p0, p1, row_bytes); return;
+    default: break;
+    }
+#endif
+    for (p = p0; p < p1; p++)
+        memcpy(y + p * row_bytes, table + ids[p] * row_bytes, (size_t)row_bytes);
+}
 
 /* Make this thread's non-temporal stores visible before the rows are read. */
 FN_UNUSED static void fn_emb_fence(int stream)
