@@ -133,22 +133,22 @@ def test_same_bits_at_any_thread_count(compiled_backend, rng):
             assert fastnn.embedding_backward(dy, cache).tobytes() == d1.tobytes()
 
 
-@pytest.fixture
-def streamed():
+@pytest.fixture(params=[True, False], ids=["streamed", "ordinary"])
+def store_path(request):
     """Every table gradient of the cython backend written past the caches (non-temporal
-    stores), whatever its size, for the length of a test."""
+    stores) whatever its size, or none of them, for the length of a test."""
     cy_embedding = pytest.importorskip("fastnn._kernels.cy_embedding")
-    old = cy_embedding._set_stream_bytes(0)
-    yield
+    old = cy_embedding._set_stream_bytes(0 if request.param else 1 << 62)
+    yield request.param
     cy_embedding._set_stream_bytes(old)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_tiers_streamed_rows_match_reference(tier, streamed, dtype, rng):
-    """On every CPU tier, rows are copied whole (vector copies and a tail), and streamed
-    gradient rows give np.add.at's bits, at widths that leave a head before the first
-    vector boundary (a row of an odd width starts anywhere) and a tail after the last
-    whole chunk."""
+def test_tiers_match_reference(tier, store_path, dtype, rng):
+    """On every CPU tier, rows are copied whole (vector copies and a tail), and gradient
+    rows, streamed or not, give np.add.at's bits, at widths that leave a head before
+    the first vector boundary (a row of an odd width starts anywhere) and a tail after
+    the last whole chunk."""
     for n_rows, width in ((40, 1), (33, 3), (25, 17), (19, 64), (11, 129), (7, 300)):
         ids = rng.integers(0, n_rows, (3, 17))
         ids[0, :5] = 2  # a row with several terms

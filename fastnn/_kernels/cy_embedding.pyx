@@ -68,7 +68,7 @@ cdef void _gather(const int64_t* ids, const char* table, char* y, Py_ssize_t n_p
         nthreads = 1
     nthreads = fn_region_threads(nthreads)
     fn_region_begin(&region)
-    for t in prange(ntasks, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
+    for t in prange(ntasks, nogil=True, schedule="dynamic", num_threads=nthreads):
         t0 = fn_main_clock()
         fn_emb_gather(ids, table, y, t * per, min((t + 1) * per, n_pos), row_bytes)
         fn_add_busy(&region.busy, t0)

@@ -183,40 +183,38 @@ FN_UNUSED static void fn_emb_zero(void *dst, ptrdiff_t nbytes, int stream)
 
 /* row[0:width] = 0 + dy[order[s]] + dy[order[s + 1]] + ... + dy[order[e - 1]] (rows of
  * dy have width elements; s < e), past the caches with stream. */
-#define FN_EMB_DISPATCH(T, TS)                                                                     \
-    FN_UNUSED static void fn_emb_sum_row_##TS(T *row, const T *dy, ptrdiff_t width, const int64_t *order, \
-                                              int64_t s, int64_t e, int stream)                    \
-    {                                                                                              \
-        const T *src;                                                                              \
-        ptrdiff_t d;                                                                               \
-        int64_t q;                                                                                 \
-        if (stream) {                                                                              \
-            FN_EMB_PICK(TS)                                                                        \
-        }                                                                                          \
-        src = dy + order[s] * width;                                                               \
-        for (d = 0; d < width; d++)                                                                \
-            row[d] = (T)0 + src[d];                                                                \
-        for (q = s + 1; q < e; q++) {                                                              \
-            src = dy + order[q] * width;                                                           \
-            for (d = 0; d < width; d++)                                                            \
-                row[d] += src[d];                                                                  \
-        }                                                                                          \
-    }
 #if FN_X86_TIERS
 #define FN_EMB_PICK_TIERS(TS)                                                                      \
     switch (fn_tier()) {                                                                           \
-    case FN_TIER_AVX512: fn_emb_sum_row_avx512_##TS(row, dy, width, order, s, e); return;          \
-    case FN_TIER_AVX2: fn_emb_sum_row_avx2_##TS(row, dy, width, order, s, e); return;              \
+    case FN_TIER_AVX512: fn_emb_sum_row_avx512_##TS(row, dy, width, order, s, e, stream); return;  \
+    case FN_TIER_AVX2: fn_emb_sum_row_avx2_##TS(row, dy, width, order, s, e, stream); return;      \
     default: break;                                                                                \
     }
 #else
 #define FN_EMB_PICK_TIERS(TS)
 #endif
 #if FN_EMB_BASE_STREAM
-#define FN_EMB_PICK(TS) FN_EMB_PICK_TIERS(TS) fn_emb_sum_row_base_##TS(row, dy, width, order, s, e); return;
-#else
-#define FN_EMB_PICK(TS) FN_EMB_PICK_TIERS(TS)
+#define FN_EMB_PICK(T, TS) FN_EMB_PICK_TIERS(TS) fn_emb_sum_row_base_##TS(row, dy, width, order, s, e, stream);
+#else /* no vector instance: plain loops, ordinary stores */
+#define FN_EMB_PICK(T, TS)                                                                         \
+    const T *src = dy + order[s] * width;                                                          \
+    ptrdiff_t d;                                                                                   \
+    int64_t q;                                                                                     \
+    (void)stream;                                                                                  \
+    for (d = 0; d < width; d++)                                                                    \
+        row[d] = (T)0 + src[d];                                                                    \
+    for (q = s + 1; q < e; q++) {                                                                  \
+        src = dy + order[q] * width;                                                               \
+        for (d = 0; d < width; d++)                                                                \
+            row[d] += src[d];                                                                      \
+    }
 #endif
+#define FN_EMB_DISPATCH(T, TS)                                                                     \
+    FN_UNUSED static void fn_emb_sum_row_##TS(T *row, const T *dy, ptrdiff_t width, const int64_t *order, \
+                                              int64_t s, int64_t e, int stream)                    \
+    {                                                                                              \
+        FN_EMB_PICK(T, TS)                                                                         \
+    }
 FN_EMB_DISPATCH(float, f)
 FN_EMB_DISPATCH(double, d)
 #undef FN_EMB_DISPATCH

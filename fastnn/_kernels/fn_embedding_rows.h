@@ -28,16 +28,17 @@ FN_EMB_TARGET static inline void FN_EMB_NAME(sum_plain)(FN_EMB_T *out, const FN_
     }
 }
 
-/* row[0:width] = 0 + dy[order[s]] + ... + dy[order[e - 1]]: the elements before the
- * row's first vector boundary and after its last whole chunk with ordinary stores,
- * the chunks between summed in FN_EMB_NV vector registers and streamed. */
+/* row[0:width] = 0 + dy[order[s]] + ... + dy[order[e - 1]], in chunks of FN_EMB_NV
+ * vectors summed in registers. With stream, the elements before the row's first
+ * vector boundary and after its last whole chunk are stored as usual and the chunks
+ * between go past the caches; without, every chunk is an ordinary vector store. */
 FN_EMB_TARGET FN_UNUSED static void FN_EMB_NAME(sum_row)(FN_EMB_T *row, const FN_EMB_T *dy, ptrdiff_t width,
-                                                         const int64_t *order, int64_t s, int64_t e)
+                                                         const int64_t *order, int64_t s, int64_t e, int stream)
 {
     typedef FN_EMB_NAME(v) vec;
     typedef FN_EMB_NAME(vu) vecu;
     enum { LANES = FN_EMB_VB / sizeof(FN_EMB_T), CHUNK = FN_EMB_NV * LANES };
-    const ptrdiff_t head = fn_emb_head(row, FN_EMB_VB, (ptrdiff_t)sizeof(FN_EMB_T), width);
+    const ptrdiff_t head = stream ? fn_emb_head(row, FN_EMB_VB, (ptrdiff_t)sizeof(FN_EMB_T), width) : 0;
     ptrdiff_t d = head;
     int64_t q;
     int j;
@@ -53,8 +54,12 @@ FN_EMB_TARGET FN_UNUSED static void FN_EMB_NAME(sum_row)(FN_EMB_T *row, const FN
             for (j = 0; j < FN_EMB_NV; j++)
                 acc[j] += *(const vecu *)(src + j * LANES);
         }
-        for (j = 0; j < FN_EMB_NV; j++)
-            FN_EMB_STREAM(row + d + j * LANES, acc[j]);
+        if (stream)
+            for (j = 0; j < FN_EMB_NV; j++)
+                FN_EMB_STREAM(row + d + j * LANES, acc[j]);
+        else
+            for (j = 0; j < FN_EMB_NV; j++)
+                *(vecu *)(row + d + j * LANES) = acc[j];
     }
     if (d < width)
         FN_EMB_NAME(sum_plain)(row, dy, width, order, s, e, d, width - d);
