@@ -2,8 +2,7 @@
  *
  * Each loop is plain C that the compiler vectorises by the tier's target attribute
  * alone; the baseline build (SSE2) could not vectorise the comparison of float64
- * draws into a byte mask, and ran the forward pass 3x slower than the numba backend
- * on this project's AVX-512 machine. The tiers are AVX-512 (F/VL/DQ/BW) and AVX2 on
+ * draws into a byte mask, which made the forward pass several times slower. The tiers are AVX-512 (F/VL/DQ/BW) and AVX2 on
  * x86-64 with target attributes (fn_base.h), and the baseline everywhere; the active
  * tier (fn_tier(), FASTNN_ISA) picks one.
  *

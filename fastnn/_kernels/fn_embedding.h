@@ -6,10 +6,9 @@
  * 256 float32, 10 MB) that is most of the pass. With `stream` set, every row goes
  * past the caches with non-temporal stores of the active tier's full vector width:
  * zeros directly, sums accumulated eight vectors at a time in registers and then
- * stored. Full-line stores matter: on this project's 2-core AVX-512 Xeon the N4
- * gradient took 1.5 ms with ordinary stores, 1.0 ms with 16-byte and 0.88 ms with
- * 64-byte non-temporal stores (1 thread; docs/KERNELS.md has the other cases: the
- * gap closes when the gradient's block is still cached). The instances per tier
+ * stored. Full-line stores matter: 64-byte non-temporal stores beat 16-byte ones,
+ * which beat ordinary stores, on a gradient larger than the caches (the gap closes
+ * when the gradient's block is still cached; docs/KERNELS.md). The instances per tier
  * are fn_embedding_rows.h, included below for AVX-512 and AVX2 (x86-64 with target
  * attributes, fn_base.h) and for the baseline (SSE2, x86-64's 16-byte stores;
  * elsewhere ordinary stores); the active tier (fn_tier(), FASTNN_ISA) picks one.
@@ -134,8 +133,8 @@ FN_UNUSED static void fn_emb_zero_base(char *p, ptrdiff_t n)
 #endif
 
 /* y[p] = table[ids[p]] for p0 <= p < p1 (rows of row_bytes bytes), with ordinary
- * stores (the next layer reads y right away). Vector copies of the tier's width:
- * 5-7 % faster than a memcpy per row on the N4 forward. */
+ * stores (the next layer reads y right away). Vector copies of the tier's width,
+ * faster than a memcpy per row. */
 FN_UNUSED static void fn_emb_gather(const int64_t *ids, const char *table, char *y, ptrdiff_t p0, ptrdiff_t p1,
                                     ptrdiff_t row_bytes)
 {
