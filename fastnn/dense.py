@@ -114,6 +114,8 @@ def softmax(z, axis=-1, *, backend=None):
     axis = int(axis) % z.ndim
     A.check_output_size(fn, "p", z.shape, dtype)
     _, kernel = _backends.resolve(fn, "softmax", backend)
+    if z.size == 0:  # no slice, or slices of no values: nothing to normalise
+        return np.empty(z.shape, dtype)
     moved = np.moveaxis(z, axis, -1)
     p = kernel(A.contiguous(moved, dtype).reshape(A.prod(moved.shape[:-1]), z.shape[axis]))
     p = p.reshape(moved.shape)

@@ -112,6 +112,8 @@ def _swapped(a):
 
 
 def _noncontig(a):
+    if a.ndim == 0:  # a 0-d array has no strides to spread
+        return a.copy()
     big = np.zeros(tuple(2 * s for s in a.shape), dtype=a.dtype)
     view = big[tuple(slice(None, None, 2) for _ in a.shape)]
     view[...] = a

@@ -652,3 +652,9 @@ def test_signatures():
     for name in ("linear_forward", "linear_backward", "activation_forward", "activation_backward", "softmax"):
         assert name in fastnn.__all__ and hasattr(fastnn.reference, name)
     assert "backend" not in inspect.signature(fastnn.reference.linear_forward).parameters
+
+
+@pytest.mark.parametrize("shape, axis", [((0,), 0), ((3, 0), -1), ((0, 4), 0), ((0, 4), 1), ((2, 0, 3), 1)])
+def test_softmax_of_an_empty_array_is_empty(backend, shape, axis):
+    p = fastnn.softmax(np.ones(shape, np.float32), axis=axis, backend=backend)
+    assert p.shape == shape and p.dtype == np.float32

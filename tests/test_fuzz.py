@@ -28,7 +28,7 @@ from helpers import CONVERTERS, OPS
 
 pytest.importorskip("hypothesis")
 
-EXAMPLES = int(os.environ.get("FASTNN_FUZZ_EXAMPLES", "1500"))
+EXAMPLES = int(os.environ.get("FASTNN_FUZZ_EXAMPLES", "4000"))
 SEED = int(os.environ.get("FASTNN_FUZZ_SEED", "0"))
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
