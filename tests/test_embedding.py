@@ -181,8 +181,11 @@ def test_large_gradient_is_streamed_with_the_same_bits(rng):
 
 def test_backward_beats_np_add_at(compiled_backend, rng):
     """The scatter-add is the point of the kernel: on (64, 50) ids into a (10000, 64)
-    table it must beat np.add.at onto np.zeros clearly (best of 5; measured >5x)."""
+    table it must beat np.add.at onto np.zeros clearly, on one thread as np.add.at
+    runs (best of 5; measured 7x and more; a thread stalled by another process on a
+    shared machine must not decide the test)."""
     need(compiled_backend, *KERNELS)
+    fastnn.set_num_threads(1)
     ids = rng.integers(0, 10_000, (64, 50))
     dy = randn(rng, (64, 50, 64), np.float32)
     _, cache = fastnn.embedding_forward(ids, np.zeros((10_000, 64), np.float32), backend=compiled_backend)
