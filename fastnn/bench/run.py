@@ -132,8 +132,11 @@ def measure_case(case, dtype, config, progress, torch):
         progress.step(f"{case.id} {describe(case)}, {dtype}, {threads_label(n)}")
         # Both passes of every implementation in one rotation, so that a busy spell of
         # the machine cannot favour one pass or one implementation.
+        # PyTorch's thread count is set again before each of its samples: numba's
+        # threading layer, started by its first call, resets PyTorch's OpenMP count
+        before = {(TORCH, pass_): (lambda n=n: torch.set_num_threads(n)) for pass_ in PASSES} if torch else {}
         timed = measure({(name, pass_): work[pass_] for name, work in impls.items() for pass_ in PASSES},
-                        config.plan)
+                        config.plan, before=before)
         for (impl, pass_), entry in timed.items():
             timings.append({"case": case.id, "dtype": dtype, "pass": pass_, "threads": n, "impl": impl, **entry})
         progress.advance()
