@@ -198,14 +198,14 @@ def indices(fn, name, value, upper, what):
         raise TypeError(f"{fn}: {name} cannot be read as an integer array ({exc})") from None
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{fn}: {name} must hold integers ({what}), got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.int64)
-    if arr.size:
+    # the range is checked before the conversion, so that a uint64 of 2**63 or more is
+    # reported as itself, not wrapped around to a negative int64
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= upper):
         bad = (arr < 0) | (arr >= upper)
-        if bad.any():
-            where = np.unravel_index(int(np.argmax(bad)), arr.shape)
-            raise ValueError(f"{fn}: {name} must be in [0, {upper}) ({what}); got {int(arr[where])} at "
-                             f"index {tuple(int(i) for i in where)}")
-    return arr
+        where = np.unravel_index(int(np.argmax(bad)), arr.shape)
+        raise ValueError(f"{fn}: {name} must be in [0, {upper}) ({what}); got {int(arr[where])} at "
+                         f"index {tuple(int(i) for i in where)}")
+    return np.asarray(arr, dtype=np.int64, order="C")  # a 0-d array stays 0-d
 
 
 # ---------------------------------------------------------------- convolution geometry
