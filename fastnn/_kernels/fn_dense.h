@@ -5,10 +5,10 @@
  *
  * - Products run on fastnn's GEMM core (fn_gemm.h: its packed panels and tiles,
  *   gemm_panel, ukr_row) through FN(dense_gemm): the tasks are panels of the right
- *   operand, each packed by its task into its thread's slot (so it stays in the
- *   level-2 cache), the rows of the left operand run on it, and the activation is
- *   applied to the finished strip of columns while it is still in cache. The
- *   forward's bias is the tiles' initial value.
+ *   operand (the forward's W^T packed by its task into its thread's slot, so it stays
+ *   in the level-2 cache), the rows of the left operand run on it, and the
+ *   activation is applied to the finished strip of columns while it is still in
+ *   cache. The forward's bias is the tiles' initial value.
  * - What the backward pass reads: for relu and leaky_relu a byte per value, -1
  *   where z > 0 and 0 elsewhere (the derivative is 1 there, else the slope, any
  *   slope: a quarter of z's memory, written by the activation's pass); for sigmoid
