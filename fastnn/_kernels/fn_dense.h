@@ -5,10 +5,10 @@
  *
  * - Products run on fastnn's GEMM core (fn_gemm.h: its packed panels and tiles,
  *   gemm_panel, ukr_row) through FN(dense_gemm): the tasks are panels of the right
- *   operand, each packed by its task into its thread's slot (so it stays in the
- *   level-2 cache), the rows of the left operand run on it, and the activation is
- *   applied to the finished strip of columns while it is still in cache. The
- *   forward's bias is the tiles' initial value.
+ *   operand (the forward's W^T packed by its task into its thread's slot, so it stays
+ *   in the level-2 cache), the rows of the left operand run on it, and the
+ *   activation is applied to the finished strip of columns while it is still in
+ *   cache. The forward's bias is the tiles' initial value.
  * - What the backward pass reads: for relu and leaky_relu a byte per value, -1
  *   where z > 0 and 0 elsewhere (the derivative is 1 there, else the slope, any
  *   slope: a quarter of z's memory, written by the activation's pass); for sigmoid
@@ -17,9 +17,9 @@
  * - linear backward: dz = dy * act'(.) in tasks of whole chunks of
  *   FN_DENSE_DB_ROWS rows, each chunk's column sums kept apart; db adds the chunks'
  *   sums in chunk order (a fixed order: the same bits on any thread count). Then
- *   dx = dz @ W (FN(dense_gemm), W's panels copied as they lie) and dW = dz^T @ x
- *   (dz transposed once, then FN(dense_gemm); fn_gemm.h's gemm_tn2_mt when dz^T
- *   would not stay in the level-2 cache, a choice by the sizes alone).
+ *   dx = dz @ W and dW = dz^T @ x on FN(dense_gemm) with W and x packed whole
+ *   first, row by row as they lie (dz transposed once; fn_gemm.h's gemm_tn2_mt when
+ *   dz^T would not stay in the level-2 cache, a choice by the sizes alone).
  * - Every output value is one tile's sum in a fixed order (a one-row product's the
  *   matrix-vector kernel's, on every path), computed by one thread, so the bits do
  *   not depend on the thread count or on how rows and panels are split.
@@ -56,8 +56,6 @@
 #define FN_DENSE_X_CACHED (2048 * 1024)
 /* rows of a product's strip activated at a time (a multiple of the tile's 6 rows) */
 #define FN_DENSE_ACT_ROWS 48
-/* rows fetched ahead when a panel is copied out of a matrix's rows */
-#define FN_DENSE_AHEAD 8
 #endif
 
 /* the n (<= VL) elements at p as a vector, and back */
@@ -221,34 +219,34 @@ FN_TARGET FN_UNUSED static void FN(dense_pack_t)(ptrdiff_t K, ptrdiff_t N, const
     }
 }
 
-/* The panel of B (K, N) holding columns n0 .. n0 + width, packed (fn_gemm.h's layout
- * of a panel, FN(panel_width)(width, 0) wide) into bp: B = S^T with S (N, K) (trans)
- * or B = S (K, N), rows of S ls apart. */
-FN_TARGET FN_INLINE void FN(dense_pack_panel)(int trans, ptrdiff_t K, ptrdiff_t n0, int width, const FN_T *S,
-                                              ptrdiff_t ls, FN_T *bp)
+/* P <- the packed form (fn_gemm.h) of B (K, N) = S, rows of S ls apart, in tasks of
+ * FN_DENSE_PACK_ROWS rows of S on `threads` threads. Row by row across all the panels:
+ * S is read as it lies, sequentially. Copying one panel at a time (a column strip
+ * of S, each of its rows on a new page of a wide S) waited on memory at every row:
+ * 85 % of the packing's samples on the AVX2 tier, whose panels are 16 wide. */
+#define FN_DENSE_PACK_ROWS 32
+FN_TARGET FN_UNUSED static void FN(dense_pack_rows)(ptrdiff_t K, ptrdiff_t N, const FN_T *S, ptrdiff_t ls,
+                                                    FN_T *P, int threads)
 {
-    if (trans) {
-        FN(dense_pack_t)(K, width, S + n0 * ls, ls, bp);
-    } else {
-        /* row by row, whole vectors (memcpy of a quarter of a KiB ran as rep movs, a
-         * tenth of a backward pass), the rows FN_DENSE_AHEAD on fetched ahead: each
-         * row of a wide S is a new page, which no prefetcher enters on its own, and
-         * the copy waited on every row */
-        const int w = (int)FN(panel_width)(width, 0);
-        ptrdiff_t k;
+    const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, tasks = (K + FN_DENSE_PACK_ROWS - 1) / FN_DENSE_PACK_ROWS;
+    if ((double)K * (double)N < (double)FN_DENSE_ELEMS_MT)
+        threads = 1;
+    FN_TASKS(tasks,
+        const ptrdiff_t k1 = (task + 1) * FN_DENSE_PACK_ROWS < K ? (task + 1) * FN_DENSE_PACK_ROWS : K;
+        ptrdiff_t k, p;
         int j;
-        for (k = 0; k < K; k++) {
-            const FN_T *src = S + k * ls + n0;
-            FN_T *out = bp + k * w;
-            if (k + FN_DENSE_AHEAD < K)
-                for (j = 0; j < width; j += 64 / (int)sizeof(FN_T))
-                    __builtin_prefetch(src + FN_DENSE_AHEAD * ls + j);
-            for (j = 0; j < w; j += FN_VL) {
-                const int n = width - j < FN_VL ? width - j : FN_VL;
-                FN(st)(out + j, n >= FN_VL ? FN(ld)(src + j) : (n > 0 ? FN(ldn)(src + j, n) : FN(bc)(0)));
+        for (k = task * FN_DENSE_PACK_ROWS; k < k1; k++)
+            for (p = 0; p < panels; p++) {
+                const ptrdiff_t n0 = p * FN_NR, w = FN(panel_width)(N, p);
+                const int width = (int)(N - n0 < FN_NR ? N - n0 : FN_NR);
+                const FN_T *src = S + k * ls + n0;
+                FN_T *out = P + n0 * K + k * w;
+                for (j = 0; j < w; j += FN_VL) {
+                    const int n = width - j < FN_VL ? width - j : FN_VL;
+                    FN(st)(out + j, n >= FN_VL ? FN(ld)(src + j) : (n > 0 ? FN(ldn)(src + j, n) : FN(bc)(0)));
+                }
             }
-        }
-    }
+    );
 }
 
 /* C[:, 0 : width] (rows ldc apart) = A (M, K) (rows lda apart) @ the packed panel bp
@@ -301,19 +299,20 @@ FN_UNUSED static inline size_t FN(dense_slots_size)(ptrdiff_t K, int threads)
 }
 
 /* y (M, N) (rows N apart) = act(A (M, K) (rows lda apart) @ B (+ bias, N values, or
- * NULL)), kind FN_ACT_* (keep and mask as in FN(dense_act), laid out as y): B (K, N)
- * is S^T with S (N, K) when trans, else S itself, rows of S ls apart. slots:
- * FN(dense_slots_size)(K, threads) elements.
+ * NULL)), kind FN_ACT_* (keep and mask as in FN(dense_act), laid out as y). B (K, N)
+ * is S^T with S (N, K), rows ls apart, when trans (slots: FN(dense_slots_size)(K,
+ * threads) elements); else S is B already packed (fn_gemm.h's layout; slots and ls
+ * unused).
  *
  * The tasks are panels of B's columns (a block of rows split further when there are
- * fewer than two panels per thread): each packs its panel into its thread's slot of
- * `slots` (reused panel after panel, so it stays in the level-2 cache), runs its
- * rows of A on it, and applies the activation to that strip while it is in cache.
- * B is read once per block of rows (blocks of A of at most FN_DENSE_X_CACHED, which
- * stay in the level-2 cache across the panels), and neither its packed form nor
- * the outputs go through memory between the steps: a 1024 x 1024 float W^T packed
- * whole first (4 MiB written, then read back per block of 48 rows) cost a tenth of
- * a 256-row product. */
+ * fewer than two panels per thread). With trans, each task packs its panel into its
+ * thread's slot of `slots` (reused panel after panel, so it stays in the level-2
+ * cache); then it runs its rows of A on the panel and applies the activation to that
+ * strip while it is in cache. W is read once per block of rows (blocks of A of at
+ * most FN_DENSE_X_CACHED, which stay in the level-2 cache across the panels), and
+ * neither its packed form nor the outputs go through memory between the steps: a
+ * 1024 x 1024 float W^T packed whole first (4 MiB written, then read back per block
+ * of 48 rows) cost a tenth of a 256-row product. */
 FN_TARGET FN_UNUSED static void FN(dense_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A, ptrdiff_t lda,
                                                int trans, const FN_T *S, ptrdiff_t ls, const FN_T *bias, int kind,
                                                FN_T alpha, FN_T *y, FN_T *keep, int8_t *mask, FN_T *slots,
@@ -337,12 +336,13 @@ FN_TARGET FN_UNUSED static void FN(dense_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff
             const int width = (int)(N - n0 < FN_NR ? N - n0 : FN_NR);
             const ptrdiff_t r0 = (t0 + s * (t1 - t0) / splits) * FN_MR;
             ptrdiff_t r1 = (t0 + (s + 1) * (t1 - t0) / splits) * FN_MR;
-            FN_T *bp = slots + (ptrdiff_t)FN(dense_thread)() * K * FN_NR;
+            FN_T *slot = trans ? slots + (ptrdiff_t)FN(dense_thread)() * K * FN_NR : NULL;
+            const FN_T *bp = trans ? slot : S + n0 * K;
+            ptrdiff_t r;
             if (r1 > M)
                 r1 = M;
-            ptrdiff_t r;
-            if (r1 > r0)
-                FN(dense_pack_panel)(trans, K, n0, width, S, ls, bp);
+            if (r1 > r0 && trans)
+                FN(dense_pack_t)(K, width, S + n0 * ls, ls, slot);
             /* the rows in groups small enough that their strip is still in the level-1
              * cache when its activation reads it (the tiles' sums do not depend on it) */
             for (r = r0; r < r1; r += FN_DENSE_ACT_ROWS) {
@@ -369,6 +369,13 @@ FN_TARGET FN_UNUSED static void FN(dense_linear_forward)(ptrdiff_t M, ptrdiff_t 
     FN(dense_gemm)(M, N, K, x, K, 1, w, K, bias, kind, alpha, y, keep, mask, slots, threads);
 }
 
+/* Elements of the scratch P of FN(dense_linear_backward). */
+FN_UNUSED static inline size_t FN(dense_packed_size)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K)
+{
+    const size_t a = FN(packed_size)(N, K), b = FN(packed_size)(M, K);
+    return (a > b ? a : b) + 1;
+}
+
 /* Whether FN(dense_linear_backward) forms dW from dz^T (which then needs M N
  * elements of scratch): when dz^T stays in the level-2 cache. */
 FN_UNUSED static inline int FN(dense_dw_direct)(ptrdiff_t M, ptrdiff_t N)
@@ -379,14 +386,15 @@ FN_UNUSED static inline int FN(dense_dw_direct)(ptrdiff_t M, ptrdiff_t N)
 /* The backward pass of FN(dense_linear_forward): dz = dy * act'(.) (M, N) from keep
  * or mask, or dy itself for FN_ACT_IDENTITY (dz may be NULL then); dx (M, K) =
  * dz @ w; dw (N, K) = dz^T @ x; db (N) = column sums of dz when db is not NULL.
- * Scratch: slots, FN(dense_slots_size)(max(M, N), threads) elements; dzt, M N
- * elements when FN(dense_dw_direct)(M, N), else unused; partial,
+ * Scratch: P, FN(dense_packed_size)(M, N, K) elements (W, then x, packed whole, read
+ * as they lie, sequentially); dzt, M N elements when FN(dense_dw_direct)(M, N), else
+ * unused; partial,
  * ceil(M / FN_DENSE_DB_ROWS) N elements when db is not NULL. Returns 0 when
  * gemm_tn2_mt cannot allocate its scratch. */
 FN_TARGET FN_UNUSED static int FN(dense_linear_backward)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *dy,
                                                          const FN_T *x, const FN_T *w, const FN_T *keep,
                                                          const int8_t *mask, int kind, FN_T alpha, FN_T *dz,
-                                                         FN_T *dzt, FN_T *slots, FN_T *partial, FN_T *dx,
+                                                         FN_T *dzt, FN_T *P, FN_T *partial, FN_T *dx,
                                                          FN_T *dw, FN_T *db, int threads)
 {
     const ptrdiff_t chunks = (M + FN_DENSE_DB_ROWS - 1) / FN_DENSE_DB_ROWS;
@@ -461,8 +469,9 @@ FN_TARGET FN_UNUSED static int FN(dense_linear_backward)(ptrdiff_t M, ptrdiff_t 
     }
     if (K <= 0)
         return 1;
-    /* dx (M, K) = dz @ w, w (N, K) packed panel by panel as it lies */
-    FN(dense_gemm)(M, K, N, g, N, 0, w, K, NULL, FN_ACT_IDENTITY, 0, dx, NULL, NULL, slots, threads);
+    /* dx (M, K) = dz @ w, w (N, K) packed as it lies */
+    FN(dense_pack_rows)(N, K, w, K, P, threads);
+    FN(dense_gemm)(M, K, N, g, N, 0, P, 0, NULL, FN_ACT_IDENTITY, 0, dx, NULL, NULL, NULL, threads);
     /* dw (N, K) = dz^T @ x */
     if (FN(dense_dw_direct)(M, N)) {
         const ptrdiff_t cblocks = (N + 63) / 64;
@@ -474,7 +483,8 @@ FN_TARGET FN_UNUSED static int FN(dense_linear_backward)(ptrdiff_t M, ptrdiff_t 
                 FN(transpose_matrix)(M, N - c0 < 64 ? N - c0 : 64, g + c0, N, dzt + c0 * M, M);
             );
         }
-        FN(dense_gemm)(N, K, M, dzt, M, 0, x, K, NULL, FN_ACT_IDENTITY, 0, dw, NULL, NULL, slots, threads);
+        FN(dense_pack_rows)(M, K, x, K, P, threads);
+        FN(dense_gemm)(N, K, M, dzt, M, 0, P, 0, NULL, FN_ACT_IDENTITY, 0, dw, NULL, NULL, NULL, threads);
         return 1;
     }
     return FN(gemm_tn2_mt)(N, K, 0, M, g, N, x, K, x, K, dw, K, 0, threads);
