@@ -50,3 +50,15 @@ def test_an_unbuilt_checkout_stops_the_tests_with_a_message(tmp_path):
     assert run.returncode == 4, run.stdout + run.stderr
     assert "no compiled extension modules" in run.stdout + run.stderr
     assert "passed" not in run.stdout
+
+
+def test_every_subpackage_is_installed():
+    """pyproject.toml lists the packages a wheel holds: a subpackage missing there is
+    missing from every install (the checkout's tests would not notice)."""
+    import tomllib
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    found = {os.path.relpath(d, root).replace(os.sep, ".") for d, _, files in os.walk(os.path.join(root, "fastnn"))
+             if "__init__.py" in files}
+    assert found <= listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"
