@@ -554,6 +554,7 @@ FN_TARGET FN_UNUSED static void FN(dense_softmax)(ptrdiff_t rows, ptrdiff_t n, c
     );
 }
 #undef FN_DENSE_EXP_FLOOR
+#undef FN_DENSE_GROUP
 #undef FN_DENSE_MAP
 #undef FN_DENSE_MAP_MASKED
 #undef FN_DGET
