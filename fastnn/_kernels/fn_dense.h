@@ -426,6 +426,7 @@ FN_TARGET FN_UNUSED static int FN(dense_linear_backward)(ptrdiff_t M, ptrdiff_t 
             const int team = (double)M * (double)N < (double)FN_DENSE_ELEMS_MT ? 1 : threads;
             {
                 const int threads = team;
+                (void)threads;  /* FN_TASKS ignores it without OpenMP */
                 FN_TASKS(tasks,
                     ptrdiff_t c, c1 = (task + 1) * per < chunks ? (task + 1) * per : chunks;
                     for (c = task * per; c < c1; c++) {
@@ -457,6 +458,7 @@ FN_TARGET FN_UNUSED static int FN(dense_linear_backward)(ptrdiff_t M, ptrdiff_t 
             const int team = (double)chunks * (double)N < (double)FN_DENSE_ELEMS_MT ? 1 : threads;
             {
                 const int threads = team;
+                (void)threads;  /* FN_TASKS ignores it without OpenMP */
                 FN_TASKS(ctasks,
                     const ptrdiff_t j0 = task * cols, j1 = j0 + cols < N ? j0 + cols : N;
                     ptrdiff_t c, j;
@@ -480,6 +482,7 @@ FN_TARGET FN_UNUSED static int FN(dense_linear_backward)(ptrdiff_t M, ptrdiff_t 
         const int team = (double)M * (double)N < (double)FN_DENSE_ELEMS_MT ? 1 : threads;
         {
             const int threads = team;
+            (void)threads;  /* FN_TASKS ignores it without OpenMP */
             FN_TASKS(cblocks,
                 const ptrdiff_t c0 = task * 64;
                 FN(transpose_matrix)(M, N - c0 < 64 ? N - c0 : 64, g + c0, N, dzt + c0 * M, M);
