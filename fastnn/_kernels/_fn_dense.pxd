@@ -13,8 +13,6 @@ cdef extern from "fn_kernels.h":
 
     size_t fn_dense_slots_size_f(Py_ssize_t K, int threads) noexcept nogil
     size_t fn_dense_slots_size_d(Py_ssize_t K, int threads) noexcept nogil
-    size_t fn_dense_packed_size_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil
-    size_t fn_dense_packed_size_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil
     int fn_dense_dw_direct_f(Py_ssize_t M, Py_ssize_t N) noexcept nogil
     int fn_dense_dw_direct_d(Py_ssize_t M, Py_ssize_t N) noexcept nogil
     void fn_dense_linear_forward_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* x, const float* w,
@@ -25,11 +23,11 @@ cdef extern from "fn_kernels.h":
                                    int8_t* mask, double* slots, int threads) noexcept nogil
     int fn_dense_linear_backward_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* dy, const float* x,
                                    const float* w, const float* keep, const int8_t* mask, int kind, float alpha,
-                                   float* dz, float* dzt, float* P, float* partial, float* dx, float* dw,
+                                   float* dz, float* dzt, float* slots, float* partial, float* dx, float* dw,
                                    float* db, int threads) noexcept nogil
     int fn_dense_linear_backward_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* dy, const double* x,
                                    const double* w, const double* keep, const int8_t* mask, int kind,
-                                   double alpha, double* dz, double* dzt, double* P, double* partial,
+                                   double alpha, double* dz, double* dzt, double* slots, double* partial,
                                    double* dx, double* dw, double* db, int threads) noexcept nogil
     void fn_dense_act_mt_f(int kind, float alpha, Py_ssize_t n, const float* z, float* y, float* keep,
                            int8_t* mask, int threads) noexcept nogil
@@ -49,10 +47,6 @@ cdef inline size_t dense_slots_size(bint is_double, Py_ssize_t K, int threads) n
     return fn_dense_slots_size_d(K, threads) if is_double else fn_dense_slots_size_f(K, threads)
 
 
-cdef inline size_t dense_packed_size(bint is_double, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
-    return fn_dense_packed_size_d(M, N, K) if is_double else fn_dense_packed_size_f(M, N, K)
-
-
 cdef inline bint dense_dw_direct(bint is_double, Py_ssize_t M, Py_ssize_t N) noexcept nogil:
     return (fn_dense_dw_direct_d(M, N) if is_double else fn_dense_dw_direct_f(M, N)) != 0
 
@@ -70,13 +64,13 @@ cdef inline void dense_linear_forward(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, 
 cdef inline bint dense_linear_backward(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* dy,
                                        const floating* x, const floating* w, const floating* keep,
                                        const int8_t* mask, int kind, double alpha, floating* dz, floating* dzt,
-                                       floating* P, floating* partial, floating* dx, floating* dw,
+                                       floating* slots, floating* partial, floating* dx, floating* dw,
                                        floating* db, int threads) noexcept nogil:
     if floating is float:
-        return fn_dense_linear_backward_f(M, N, K, dy, x, w, keep, mask, kind, <float>alpha, dz, dzt, P,
+        return fn_dense_linear_backward_f(M, N, K, dy, x, w, keep, mask, kind, <float>alpha, dz, dzt, slots,
                                           partial, dx, dw, db, threads) != 0
     else:
-        return fn_dense_linear_backward_d(M, N, K, dy, x, w, keep, mask, kind, alpha, dz, dzt, P, partial,
+        return fn_dense_linear_backward_d(M, N, K, dy, x, w, keep, mask, kind, alpha, dz, dzt, slots, partial,
                                           dx, dw, db, threads) != 0
 
 

@@ -11,8 +11,7 @@ _fn_dense.pxd):
   leaky_relu, a copy of y for sigmoid / tanh (so the returned y is never copied),
   nothing for no activation.
 - linear_backward: dz = dy * act'(.) with the column sums of fixed chunks of rows
-  (db adds the chunks in order), then dx = dz @ W and dW = dz^T @ x on the same
-  driver, W and x packed whole first, read row by row as they lie.
+  (db adds the chunks in order), then dx = dz @ W and dW = dz^T @ x the same way.
 - activation_forward / activation_backward: the same elementwise code over the
   flat array; softmax: rows in tasks, the maximum subtracted first.
 
@@ -29,8 +28,8 @@ from .._arena import empty as _empty
 from ._fn cimport (FN_ACT_RELU, FN_ACT_SIGMOID, FN_ACT_TANH, fn_cpu_tier, fn_max_threads, fn_openmp,
                    fn_set_tier, fn_tier)
 from ._fn_dense cimport (FN_ACT_IDENTITY, FN_ACT_LEAKY_RELU, FN_DENSE_DB_ROWS, dense_act_mt, dense_dw_direct,
-                         dense_grad_mt, dense_linear_backward, dense_linear_forward, dense_packed_size,
-                         dense_slots_size, dense_softmax)
+                         dense_grad_mt, dense_linear_backward, dense_linear_forward, dense_slots_size,
+                         dense_softmax)
 
 cnp.import_array()
 
@@ -118,10 +117,10 @@ def linear_backward(dy, state):
     db = _empty(N, dtype=x.dtype) if has_bias else None
     dz = _empty((M, N), dtype=x.dtype) if kind != FN_ACT_IDENTITY and M * N > 0 else None
     dzt = _empty((N, M), dtype=x.dtype) if K > 0 and dense_dw_direct(not single, M, N) else None
-    packed = _empty(<Py_ssize_t>dense_packed_size(not single, M, N, K), dtype=x.dtype)
+    slots = _empty(<Py_ssize_t>dense_slots_size(not single, max(M, N), threads), dtype=x.dtype)
     partial = _empty(max(1, chunks * N), dtype=x.dtype) if has_bias else None
     dyp, xp, wp, kp, mp = _data(dy), _data(x), _data(w), _data_or_null(keep), _data_or_null(mask)
-    dzp, dtp, pkp, sp = _data_or_null(dz), _data_or_null(dzt), _data(packed), _data_or_null(partial)
+    dzp, dtp, pkp, sp = _data_or_null(dz), _data_or_null(dzt), _data(slots), _data_or_null(partial)
     dxp, dwp, dbp = _data(dx), _data(dw), _data_or_null(db)
     with nogil:
         if single:

@@ -5,10 +5,10 @@
  *
  * - Products run on fastnn's GEMM core (fn_gemm.h: its packed panels and tiles,
  *   gemm_panel, ukr_row) through FN(dense_gemm): the tasks are panels of the right
- *   operand (the forward's W^T packed by its task into its thread's slot, so it stays
- *   in the level-2 cache), the rows of the left operand run on it, and the
- *   activation is applied to the finished strip of columns while it is still in
- *   cache. The forward's bias is the tiles' initial value.
+ *   operand, each packed by its task into its thread's slot (so it stays in the
+ *   level-2 cache), the rows of the left operand run on it, and the activation is
+ *   applied to the finished strip of columns while it is still in cache. The
+ *   forward's bias is the tiles' initial value.
  * - What the backward pass reads: for relu and leaky_relu a byte per value, -1
  *   where z > 0 and 0 elsewhere (the derivative is 1 there, else the slope, any
  *   slope: a quarter of z's memory, written by the activation's pass); for sigmoid
@@ -17,9 +17,9 @@
  * - linear backward: dz = dy * act'(.) in tasks of whole chunks of
  *   FN_DENSE_DB_ROWS rows, each chunk's column sums kept apart; db adds the chunks'
  *   sums in chunk order (a fixed order: the same bits on any thread count). Then
- *   dx = dz @ W and dW = dz^T @ x on FN(dense_gemm) with W and x packed whole
- *   first, row by row as they lie (dz transposed once; fn_gemm.h's gemm_tn2_mt when
- *   dz^T would not stay in the level-2 cache, a choice by the sizes alone).
+ *   dx = dz @ W and dW = dz^T @ x on FN(dense_gemm), W and x copied panel by panel
+ *   as they lie (dz transposed once; fn_gemm.h's gemm_tn2_mt when dz^T would not
+ *   stay in the level-2 cache, a choice by the sizes alone).
  * - Every output value is one tile's sum in a fixed order (a one-row product's the
  *   matrix-vector kernel's, on every path), computed by one thread, so the bits do
  *   not depend on the thread count or on how rows and panels are split.
@@ -56,6 +56,8 @@
 #define FN_DENSE_X_CACHED (2048 * 1024)
 /* rows of a product's strip activated at a time (a multiple of the tile's 6 rows) */
 #define FN_DENSE_ACT_ROWS 48
+/* rows fetched ahead when panels are copied out of a matrix's rows */
+#define FN_DENSE_AHEAD 8
 #endif
 
 /* the n (<= VL) elements at p as a vector, and back */
@@ -219,34 +221,36 @@ FN_TARGET FN_UNUSED static void FN(dense_pack_t)(ptrdiff_t K, ptrdiff_t N, const
     }
 }
 
-/* P <- the packed form (fn_gemm.h) of B (K, N) = S, rows of S ls apart, in tasks of
- * FN_DENSE_PACK_ROWS rows of S on `threads` threads. Row by row across all the panels:
- * S is read as it lies, sequentially. Copying one panel at a time (a column strip
- * of S, each of its rows on a new page of a wide S) waited on memory at every row:
- * 85 % of the packing's samples on the AVX2 tier, whose panels are 16 wide. */
-#define FN_DENSE_PACK_ROWS 32
-FN_TARGET FN_UNUSED static void FN(dense_pack_rows)(ptrdiff_t K, ptrdiff_t N, const FN_T *S, ptrdiff_t ls,
-                                                    FN_T *P, int threads)
+/* Panels per task of a product whose right operand is copied as it lies (dx, dW): at
+ * least 256 bytes of each row of it, four cache lines, so that the rows the copy
+ * fetches ahead arrive whole (16-wide float panels of the AVX2 tier, copied one by
+ * one, waited on memory at every row: 85 % of the packing's samples). */
+#define FN_DENSE_GROUP (FN_NR * (ptrdiff_t)sizeof(FN_T) >= 256 ? 1 : 256 / (FN_NR * (ptrdiff_t)sizeof(FN_T)))
+
+/* Panels p0 .. p1 of B (K, N) = S, rows of S ls apart, packed (fn_gemm.h's layout of
+ * each panel) one after the other into out, each K FN_NR elements apart. Row by row,
+ * the rows FN_DENSE_AHEAD on fetched ahead: each row of a wide S is a new page,
+ * which no prefetcher enters on its own. */
+FN_TARGET FN_UNUSED static void FN(dense_copy_panels)(ptrdiff_t K, ptrdiff_t N, ptrdiff_t p0, ptrdiff_t p1,
+                                                      const FN_T *S, ptrdiff_t ls, FN_T *out)
 {
-    const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, tasks = (K + FN_DENSE_PACK_ROWS - 1) / FN_DENSE_PACK_ROWS;
-    if ((double)K * (double)N < (double)FN_DENSE_ELEMS_MT)
-        threads = 1;
-    FN_TASKS(tasks,
-        const ptrdiff_t k1 = (task + 1) * FN_DENSE_PACK_ROWS < K ? (task + 1) * FN_DENSE_PACK_ROWS : K;
-        ptrdiff_t k, p;
-        int j;
-        for (k = task * FN_DENSE_PACK_ROWS; k < k1; k++)
-            for (p = 0; p < panels; p++) {
-                const ptrdiff_t n0 = p * FN_NR, w = FN(panel_width)(N, p);
-                const int width = (int)(N - n0 < FN_NR ? N - n0 : FN_NR);
-                const FN_T *src = S + k * ls + n0;
-                FN_T *out = P + n0 * K + k * w;
-                for (j = 0; j < w; j += FN_VL) {
-                    const int n = width - j < FN_VL ? width - j : FN_VL;
-                    FN(st)(out + j, n >= FN_VL ? FN(ld)(src + j) : (n > 0 ? FN(ldn)(src + j, n) : FN(bc)(0)));
-                }
+    const ptrdiff_t n0 = p0 * FN_NR, span = (N < p1 * FN_NR ? N : p1 * FN_NR) - n0;
+    ptrdiff_t k, p, j;
+    for (k = 0; k < K; k++) {
+        const FN_T *row = S + k * ls;
+        if (k + FN_DENSE_AHEAD < K)
+            for (j = 0; j < span; j += 64 / (ptrdiff_t)sizeof(FN_T))
+                __builtin_prefetch(row + FN_DENSE_AHEAD * ls + n0 + j);
+        for (p = p0; p < p1; p++) {
+            const ptrdiff_t c0 = p * FN_NR, w = FN(panel_width)(N, p);
+            const int width = (int)(N - c0 < FN_NR ? N - c0 : FN_NR);
+            FN_T *dst = out + (p - p0) * K * FN_NR + k * w;
+            for (j = 0; j < w; j += FN_VL) {
+                const int n = (int)(width - j < FN_VL ? width - j : FN_VL);
+                FN(st)(dst + j, n >= FN_VL ? FN(ld)(row + c0 + j) : (n > 0 ? FN(ldn)(row + c0 + j, n) : FN(bc)(0)));
             }
-    );
+        }
+    }
 }
 
 /* C[:, 0 : width] (rows ldc apart) = A (M, K) (rows lda apart) @ the packed panel bp
@@ -295,30 +299,31 @@ FN_TARGET FN_INLINE void FN(dense_act_strip)(int kind, FN_T alpha, ptrdiff_t r0,
  * `threads` threads. */
 FN_UNUSED static inline size_t FN(dense_slots_size)(ptrdiff_t K, int threads)
 {
-    return (size_t)(threads > 1 ? threads : 1) * (size_t)(K > 0 ? K : 0) * FN_NR + 1;
+    return (size_t)(threads > 1 ? threads : 1) * (size_t)FN_DENSE_GROUP * (size_t)(K > 0 ? K : 0) * FN_NR + 1;
 }
 
 /* y (M, N) (rows N apart) = act(A (M, K) (rows lda apart) @ B (+ bias, N values, or
- * NULL)), kind FN_ACT_* (keep and mask as in FN(dense_act), laid out as y). B (K, N)
- * is S^T with S (N, K), rows ls apart, when trans (slots: FN(dense_slots_size)(K,
- * threads) elements); else S is B already packed (fn_gemm.h's layout; slots and ls
- * unused).
+ * NULL)), kind FN_ACT_* (keep and mask as in FN(dense_act), laid out as y): B (K, N)
+ * is S^T with S (N, K) when trans, else S itself, rows of S ls apart. slots:
+ * FN(dense_slots_size)(K, threads) elements.
  *
- * The tasks are panels of B's columns (a block of rows split further when there are
- * fewer than two panels per thread). With trans, each task packs its panel into its
- * thread's slot of `slots` (reused panel after panel, so it stays in the level-2
- * cache); then it runs its rows of A on the panel and applies the activation to that
- * strip while it is in cache. W is read once per block of rows (blocks of A of at
- * most FN_DENSE_X_CACHED, which stay in the level-2 cache across the panels), and
- * neither its packed form nor the outputs go through memory between the steps: a
- * 1024 x 1024 float W^T packed whole first (4 MiB written, then read back per block
- * of 48 rows) cost a tenth of a 256-row product. */
+ * The tasks are panels of B's columns (FN_DENSE_GROUP of them together when B is S
+ * itself; a block of rows split further when there are fewer than two tasks per
+ * thread): each packs its panels into its thread's slot of `slots` (reused task
+ * after task, so they stay in the level-2 cache), runs its rows of A on them, and
+ * applies the activation to each strip while it is in cache. B is read once per
+ * block of rows (blocks of A of at most FN_DENSE_X_CACHED, which stay in the level-2
+ * cache across the panels), and neither its packed form nor the outputs go through
+ * memory between the steps: a 1024 x 1024 float W^T packed whole first (4 MiB
+ * written, then read back per block of 48 rows) cost a tenth of a 256-row product,
+ * and packed whole for dx (written, then read back once) 5 % of the N3 backward. */
 FN_TARGET FN_UNUSED static void FN(dense_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A, ptrdiff_t lda,
                                                int trans, const FN_T *S, ptrdiff_t ls, const FN_T *bias, int kind,
                                                FN_T alpha, FN_T *y, FN_T *keep, int8_t *mask, FN_T *slots,
                                                int threads)
 {
     const ptrdiff_t tiles = (M + FN_MR - 1) / FN_MR, panels = (N + FN_NR - 1) / FN_NR;
+    const ptrdiff_t group = trans ? 1 : FN_DENSE_GROUP, groups = (panels + group - 1) / group;
     const ptrdiff_t nb = (ptrdiff_t)((double)M * (double)K * sizeof(FN_T) / FN_DENSE_X_CACHED) + 1;
     const int row_kernel = M == 1;
     ptrdiff_t q;
@@ -327,29 +332,35 @@ FN_TARGET FN_UNUSED static void FN(dense_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff
     for (q = 0; q < nb; q++) {
         const ptrdiff_t t0 = q * tiles / nb, t1 = (q + 1) * tiles / nb;
         /* splits of the block's rows: enough tasks for two per thread */
-        ptrdiff_t splits = panels >= 2 * threads ? 1 : (2 * threads + panels - 1) / panels;
+        ptrdiff_t splits = groups >= 2 * threads ? 1 : (2 * threads + groups - 1) / groups;
         if (splits > t1 - t0)
             splits = t1 - t0 > 0 ? t1 - t0 : 1;
-        FN_TASKS(panels * splits,
-            const ptrdiff_t p = task % panels, s = task / panels;
-            const ptrdiff_t n0 = p * FN_NR;
-            const int width = (int)(N - n0 < FN_NR ? N - n0 : FN_NR);
+        FN_TASKS(groups * splits,
+            const ptrdiff_t g = task % groups, s = task / groups;
+            const ptrdiff_t p0 = g * group, p1 = p0 + group < panels ? p0 + group : panels;
             const ptrdiff_t r0 = (t0 + s * (t1 - t0) / splits) * FN_MR;
-            ptrdiff_t r1 = (t0 + (s + 1) * (t1 - t0) / splits) * FN_MR;
-            FN_T *slot = trans ? slots + (ptrdiff_t)FN(dense_thread)() * K * FN_NR : NULL;
-            const FN_T *bp = trans ? slot : S + n0 * K;
-            ptrdiff_t r;
+            ptrdiff_t r1 = (t0 + (s + 1) * (t1 - t0) / splits) * FN_MR, r, p;
+            FN_T *slot = slots + (ptrdiff_t)FN(dense_thread)() * group * K * FN_NR;
             if (r1 > M)
                 r1 = M;
-            if (r1 > r0 && trans)
-                FN(dense_pack_t)(K, width, S + n0 * ls, ls, slot);
+            if (r1 > r0) {
+                if (trans)
+                    FN(dense_pack_t)(K, N - p0 * FN_NR < FN_NR ? N - p0 * FN_NR : FN_NR, S + p0 * FN_NR * ls, ls,
+                                     slot);
+                else
+                    FN(dense_copy_panels)(K, N, p0, p1, S, ls, slot);
+            }
             /* the rows in groups small enough that their strip is still in the level-1
              * cache when its activation reads it (the tiles' sums do not depend on it) */
             for (r = r0; r < r1; r += FN_DENSE_ACT_ROWS) {
                 const ptrdiff_t e = r1 - r < FN_DENSE_ACT_ROWS ? r1 : r + FN_DENSE_ACT_ROWS;
-                FN(dense_panel)(e - r, K, A + r * lda, lda, bp, FN(panel_width)(N, p), width,
-                                bias != NULL ? bias + n0 : NULL, y + r * N + n0, N, row_kernel);
-                FN(dense_act_strip)(kind, alpha, r, e, n0, width, N, y, keep, mask);
+                for (p = p0; p < p1; p++) {
+                    const ptrdiff_t n0 = p * FN_NR;
+                    const int width = (int)(N - n0 < FN_NR ? N - n0 : FN_NR);
+                    FN(dense_panel)(e - r, K, A + r * lda, lda, slot + (p - p0) * K * FN_NR, FN(panel_width)(N, p),
+                                    width, bias != NULL ? bias + n0 : NULL, y + r * N + n0, N, row_kernel);
+                    FN(dense_act_strip)(kind, alpha, r, e, n0, width, N, y, keep, mask);
+                }
             }
         );
     }
@@ -369,13 +380,6 @@ FN_TARGET FN_UNUSED static void FN(dense_linear_forward)(ptrdiff_t M, ptrdiff_t 
     FN(dense_gemm)(M, N, K, x, K, 1, w, K, bias, kind, alpha, y, keep, mask, slots, threads);
 }
 
-/* Elements of the scratch P of FN(dense_linear_backward). */
-FN_UNUSED static inline size_t FN(dense_packed_size)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K)
-{
-    const size_t a = FN(packed_size)(N, K), b = FN(packed_size)(M, K);
-    return (a > b ? a : b) + 1;
-}
-
 /* Whether FN(dense_linear_backward) forms dW from dz^T (which then needs M N
  * elements of scratch): when dz^T stays in the level-2 cache. */
 FN_UNUSED static inline int FN(dense_dw_direct)(ptrdiff_t M, ptrdiff_t N)
@@ -386,15 +390,14 @@ FN_UNUSED static inline int FN(dense_dw_direct)(ptrdiff_t M, ptrdiff_t N)
 /* The backward pass of FN(dense_linear_forward): dz = dy * act'(.) (M, N) from keep
  * or mask, or dy itself for FN_ACT_IDENTITY (dz may be NULL then); dx (M, K) =
  * dz @ w; dw (N, K) = dz^T @ x; db (N) = column sums of dz when db is not NULL.
- * Scratch: P, FN(dense_packed_size)(M, N, K) elements (W, then x, packed whole, read
- * as they lie, sequentially); dzt, M N elements when FN(dense_dw_direct)(M, N), else
- * unused; partial,
+ * Scratch: slots, FN(dense_slots_size)(max(M, N), threads) elements; dzt, M N
+ * elements when FN(dense_dw_direct)(M, N), else unused; partial,
  * ceil(M / FN_DENSE_DB_ROWS) N elements when db is not NULL. Returns 0 when
  * gemm_tn2_mt cannot allocate its scratch. */
 FN_TARGET FN_UNUSED static int FN(dense_linear_backward)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *dy,
                                                          const FN_T *x, const FN_T *w, const FN_T *keep,
                                                          const int8_t *mask, int kind, FN_T alpha, FN_T *dz,
-                                                         FN_T *dzt, FN_T *P, FN_T *partial, FN_T *dx,
+                                                         FN_T *dzt, FN_T *slots, FN_T *partial, FN_T *dx,
                                                          FN_T *dw, FN_T *db, int threads)
 {
     const ptrdiff_t chunks = (M + FN_DENSE_DB_ROWS - 1) / FN_DENSE_DB_ROWS;
@@ -423,6 +426,7 @@ FN_TARGET FN_UNUSED static int FN(dense_linear_backward)(ptrdiff_t M, ptrdiff_t 
             const int team = (double)M * (double)N < (double)FN_DENSE_ELEMS_MT ? 1 : threads;
             {
                 const int threads = team;
+                (void)threads;  /* FN_TASKS ignores it without OpenMP */
                 FN_TASKS(tasks,
                     ptrdiff_t c, c1 = (task + 1) * per < chunks ? (task + 1) * per : chunks;
                     for (c = task * per; c < c1; c++) {
@@ -454,6 +458,7 @@ FN_TARGET FN_UNUSED static int FN(dense_linear_backward)(ptrdiff_t M, ptrdiff_t 
             const int team = (double)chunks * (double)N < (double)FN_DENSE_ELEMS_MT ? 1 : threads;
             {
                 const int threads = team;
+                (void)threads;  /* FN_TASKS ignores it without OpenMP */
                 FN_TASKS(ctasks,
                     const ptrdiff_t j0 = task * cols, j1 = j0 + cols < N ? j0 + cols : N;
                     ptrdiff_t c, j;
@@ -469,22 +474,21 @@ FN_TARGET FN_UNUSED static int FN(dense_linear_backward)(ptrdiff_t M, ptrdiff_t 
     }
     if (K <= 0)
         return 1;
-    /* dx (M, K) = dz @ w, w (N, K) packed as it lies */
-    FN(dense_pack_rows)(N, K, w, K, P, threads);
-    FN(dense_gemm)(M, K, N, g, N, 0, P, 0, NULL, FN_ACT_IDENTITY, 0, dx, NULL, NULL, NULL, threads);
+    /* dx (M, K) = dz @ w, w (N, K) as it lies */
+    FN(dense_gemm)(M, K, N, g, N, 0, w, K, NULL, FN_ACT_IDENTITY, 0, dx, NULL, NULL, slots, threads);
     /* dw (N, K) = dz^T @ x */
     if (FN(dense_dw_direct)(M, N)) {
         const ptrdiff_t cblocks = (N + 63) / 64;
         const int team = (double)M * (double)N < (double)FN_DENSE_ELEMS_MT ? 1 : threads;
         {
             const int threads = team;
+            (void)threads;  /* FN_TASKS ignores it without OpenMP */
             FN_TASKS(cblocks,
                 const ptrdiff_t c0 = task * 64;
                 FN(transpose_matrix)(M, N - c0 < 64 ? N - c0 : 64, g + c0, N, dzt + c0 * M, M);
             );
         }
-        FN(dense_pack_rows)(M, K, x, K, P, threads);
-        FN(dense_gemm)(N, K, M, dzt, M, 0, P, 0, NULL, FN_ACT_IDENTITY, 0, dw, NULL, NULL, NULL, threads);
+        FN(dense_gemm)(N, K, M, dzt, M, 0, x, K, NULL, FN_ACT_IDENTITY, 0, dw, NULL, NULL, slots, threads);
         return 1;
     }
     return FN(gemm_tn2_mt)(N, K, 0, M, g, N, x, K, x, K, dw, K, 0, threads);
@@ -553,6 +557,7 @@ FN_TARGET FN_UNUSED static void FN(dense_softmax)(ptrdiff_t rows, ptrdiff_t n, c
     );
 }
 #undef FN_DENSE_EXP_FLOOR
+#undef FN_DENSE_GROUP
 #undef FN_DENSE_MAP
 #undef FN_DENSE_MAP_MASKED
 #undef FN_DGET

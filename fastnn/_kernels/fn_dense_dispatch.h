@@ -8,12 +8,6 @@ FN_UNUSED static size_t FN_D(dense_slots_size, FN_TS)(ptrdiff_t K, int threads)
     return 0;
 }
 
-FN_UNUSED static size_t FN_D(dense_packed_size, FN_TS)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K)
-{
-    FN_PICK(return, dense_packed_size, FN_TS, (M, N, K))
-    return 0;
-}
-
 FN_UNUSED static int FN_D(dense_dw_direct, FN_TS)(ptrdiff_t M, ptrdiff_t N)
 {
     FN_PICK(return, dense_dw_direct, FN_TS, (M, N))
@@ -31,11 +25,11 @@ FN_UNUSED static void FN_D(dense_linear_forward, FN_TS)(ptrdiff_t M, ptrdiff_t N
 FN_UNUSED static int FN_D(dense_linear_backward, FN_TS)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *dy,
                                                         const FN_T *x, const FN_T *w, const FN_T *keep,
                                                         const int8_t *mask, int kind, FN_T alpha, FN_T *dz,
-                                                        FN_T *dzt, FN_T *P, FN_T *partial, FN_T *dx, FN_T *dw,
+                                                        FN_T *dzt, FN_T *slots, FN_T *partial, FN_T *dx, FN_T *dw,
                                                         FN_T *db, int threads)
 {
     FN_PICK(return, dense_linear_backward, FN_TS,
-            (M, N, K, dy, x, w, keep, mask, kind, alpha, dz, dzt, P, partial, dx, dw, db, threads))
+            (M, N, K, dy, x, w, keep, mask, kind, alpha, dz, dzt, slots, partial, dx, dw, db, threads))
     return 0;
 }
 

@@ -53,12 +53,17 @@ def _gemm_blocks(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, one_zero):
 
 
 def _product(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc):
-    """C = op(A) @ op(B) on flat arrays, in _gemm_blocks's blocks with BLAS on one thread."""
+    """C = op(A) @ op(B) on flat arrays, in _gemm_blocks's blocks with BLAS on one thread
+    (a product of one block is that block's call, without a parallel region: on a busy
+    machine entering one can wait milliseconds for a thread)."""
     if M <= 0 or N <= 0:
         return
     context = blas_on_one_thread()
     with context if context is not None else contextlib.nullcontext():
-        _gemm_blocks(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, scalars(C))
+        if M <= ROWS and N <= COLS:
+            _gemm_block(0, 1, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, scalars(C))
+        else:
+            _gemm_blocks(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, scalars(C))
 
 
 @njit(cache=True)
