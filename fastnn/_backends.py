@@ -81,8 +81,7 @@ def _default_threads():
         return os.cpu_count() or 1
 
 
-# every backend module is set to this count when it loads, so all of them, and
-# get_num_threads(), agree from the start
+# the one thread count: every compiled kernel reads it at its call (_kernels/_collect.py)
 _num_threads = _default_threads()
 _WORKSPACE_DEFAULT = 64 * 2**20
 _workspace_bytes = _WORKSPACE_DEFAULT
@@ -102,8 +101,6 @@ def _load(name):
                 module = None
                 _import_errors[name] = f"{type(exc).__name__}: {exc}"
             _loaded[name] = module
-            if module is not None and hasattr(module, "set_num_threads"):
-                module.set_num_threads(_num_threads)
             if module is not None and _isa is not None and hasattr(module, "set_tier"):
                 if module.set_tier(ISAS.index(_isa)) < ISAS.index(_isa):
                     warnings.warn(f"FASTNN_ISA={_isa}: this CPU has no {_isa}; running the "
@@ -176,9 +173,6 @@ def set_num_threads(n):
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
     _num_threads = n
-    for module in list(_loaded.values()):
-        if module is not None and hasattr(module, "set_num_threads"):
-            module.set_num_threads(n)
 
 
 def get_num_threads():

@@ -1,17 +1,24 @@
-"""The cython backend: compiled extension modules (OpenMP when the build had it)."""
-from ._collect import collect
+"""The cython backend: compiled extension modules (OpenMP when the build had it).
 
-_modules = collect(globals(), __package__, (
+Each kernel runs on fastnn's thread count, handed to its module at every call
+(_collect.py).
+"""
+from ._collect import collect, export
+
+KERNELS = {}
+_modules = collect(KERNELS, __package__, (
     "cy_conv", "cy_pool", "cy_matmul", "cy_recurrent",
     "cy_dense", "cy_loss", "cy_norm", "cy_dropout", "cy_embedding", "cy_optim"))
 AVAILABLE = bool(_modules)
 UNAVAILABLE_REASON = "the compiled extension modules are missing (build with `pip install .`)"
 
 
-def set_num_threads(n):
-    for module in _modules:
-        if hasattr(module, "set_num_threads"):
-            module.set_num_threads(n)
+def _run(threads, module, kernel, args, kwargs):
+    module.set_num_threads(threads)
+    return kernel(*args, **kwargs)
+
+
+export(globals(), KERNELS, _run)
 
 
 def openmp_enabled():

@@ -12,10 +12,7 @@ except ImportError as exc:  # degraded install: the other backends still work
     AVAILABLE = False
     UNAVAILABLE_REASON = f"numba is not installed ({exc})"
 else:
-    import functools
-
-    from .. import _backends
-    from ._collect import collect
+    from ._collect import collect, export
     from ._threads import blas_limited
 
     AVAILABLE = True
@@ -24,17 +21,9 @@ else:
         "numba_conv", "numba_pool", "numba_matmul", "numba_recurrent",
         "numba_dense", "numba_loss", "numba_norm", "numba_dropout", "numba_embedding", "numba_optim"))
 
-    def _on_fastnn_threads(name):
-        kernel = KERNELS[name]
+    def _run(threads, module, kernel, args, kwargs):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        with blas_limited(threads):
+            return kernel(*args, **kwargs)
 
-        @functools.wraps(kernel)
-        def call(*args, **kwargs):
-            n = _backends.get_num_threads()
-            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-            with blas_limited(n):
-                return KERNELS[name](*args, **kwargs)
-        return call
-
-    for _name in KERNELS:
-        globals()[_name] = _on_fastnn_threads(_name)
-    del _name
+    export(globals(), KERNELS, _run)
