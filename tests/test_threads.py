@@ -192,3 +192,33 @@ def test_numba_kernels_run_on_fastnn_threads_and_blas_only_during_the_call(monke
     counts = [min(n, numba.config.NUMBA_NUM_THREADS) for n in (2, 1, 2)]
     assert [numba_threads for numba_threads, _ in seen] == [n for n in counts for _ in range(2)]
     assert [blas for _, blas in seen[::2]] == [{n} for n in (2, 1, 2)]  # the calls from this thread
+
+
+def test_cython_kernels_run_on_fastnn_threads_set_at_the_call(monkeypatch):
+    """The cython modules keep no count of their own: each call hands fastnn's count
+    to the kernel's module, whichever Python thread makes it."""
+    import threading
+    from fastnn import _backends
+    module = _backends._load("cython")
+    if module is None:
+        pytest.skip("the cython backend is not built")
+    home, kernel = module.KERNELS["bmm"]
+    seen = []
+
+    def spy(*args):
+        seen.append(home.get_num_threads())
+        return kernel(*args)
+
+    monkeypatch.setitem(module.KERNELS, "bmm", (home, spy))
+    a = np.ones((3, 4))
+    before = fastnn.get_num_threads()
+    try:
+        for n in (2, 1, 3):
+            fastnn.set_num_threads(n)
+            fastnn.bmm(a, a.T, backend="cython")
+            worker = threading.Thread(target=fastnn.bmm, args=(a, a.T), kwargs={"backend": "cython"})
+            worker.start()
+            worker.join()
+    finally:
+        fastnn.set_num_threads(before)
+    assert seen == [2, 2, 1, 1, 3, 3]
