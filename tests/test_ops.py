@@ -180,3 +180,24 @@ def test_concurrent_calls_agree_with_serial():
         for job, future in futures:
             for k, (got, want) in enumerate(zip(future.result()[1], serial[job])):
                 assert_close(got, want, what=f"{job} output {k} from a thread")
+
+
+def test_every_benchmark_case_of_an_op_in_the_table_names_its_entry():
+    """The bench cases that time one of the table's ops are named by exactly that
+    op's entry (its `bench`), and the kernel a case's group times is one of the
+    entry's; cases of ops outside the table (an optimizer step, a whole network) are
+    named by none."""
+    from fastnn import _backends
+    from fastnn.bench import suite
+    owner = {}
+    for op in OPS.values():
+        for case_id in op.bench:
+            assert case_id in suite.CASES, f"op {op.name!r} names an unknown bench case {case_id!r}"
+            assert case_id not in owner, f"bench case {case_id} is named by {owner[case_id]!r} and {op.name!r}"
+            owner[case_id] = op.name
+            assert suite.GROUP_KERNEL[suite.CASES[case_id].group] in op.kernels, (op.name, case_id)
+    in_table = {_backends._FAMILY[k] for op in OPS.values() for k in op.kernels}
+    for case in suite.SUITE:
+        kernel = suite.GROUP_KERNEL.get(case.group)
+        if kernel is not None and _backends._FAMILY.get(kernel) in in_table:
+            assert case.id in owner, f"bench case {case.id} times {kernel}, but no op of the table names it"

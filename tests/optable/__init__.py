@@ -49,6 +49,7 @@ class Op:
                  to PyTorch's on the same data; None where PyTorch has no counterpart.
     tol32     -- (rtol, atol) of the float32 comparison with the reference, when the op
                  needs looser ones than helpers.tolerances (long reductions).
+    bench     -- the ids of the fastnn-bench cases (PERF.md) that time this op.
     """
     name: str
     api: dict
@@ -59,6 +60,7 @@ class Op:
     torch: Optional[Callable] = None
     tol32: Optional[tuple] = None
     grad_of: Optional[tuple] = None
+    bench: tuple = ()
 
     def run(self, backend, size="small", seed=0, dtype=np.float64):
         """(inputs, outputs) of one full forward + backward run; None outputs (a

@@ -23,4 +23,4 @@ def _backward(outputs, cache, r):
 
 
 OPS = [Op("bmm", {"bmm": ["a", "b"], "bmm_backward": ["dc", "a", "b"]}, ("bmm", "bmm_backward"),
-          _forward, _backward)]
+          _forward, _backward, bench=("B1", "B2", "B3"))]

@@ -44,7 +44,7 @@ def _col2im(outputs, cache, r):
 
 
 OPS = [
-    Op("conv", API, KERNELS, _conv_forward, _conv_backward),
+    Op("conv", API, KERNELS, _conv_forward, _conv_backward, bench=("C1", "C2", "C3", "C4", "C5", "C6")),
     Op("conv_nchw", API, KERNELS, _conv_nchw_forward, _conv_backward),
     Op("im2col", {"im2col": ["x", "kernel_size"], "col2im": ["cols", "x_shape", "kernel_size"]},
        ("im2col", "col2im"), _im2col_forward, _col2im),

@@ -21,7 +21,7 @@ TORCH_ACT = {None: lambda F, z, alpha: z, "relu": lambda F, z, alpha: F.relu(z),
              "sigmoid": lambda F, z, alpha: F.sigmoid(z), "tanh": lambda F, z, alpha: F.tanh(z)}
 
 
-def _linear(name, activation, bias_shape, batch_3d, alpha=0.01):
+def _linear(name, activation, bias_shape, batch_3d, alpha=0.01, bench=()):
     """An op running linear_forward with `activation`; bias_shape(n_out) is b's shape
     (None: no bias); batch_3d: x of shape (N, T, n_in) instead of (N, n_in)."""
     def shapes(d):
@@ -75,7 +75,7 @@ def _linear(name, activation, bias_shape, batch_3d, alpha=0.01):
             out.append(("db", db, tb.grad.numpy().reshape(b.shape)))
         return out
 
-    return Op(name, LINEAR_API, LINEAR_KERNELS, forward, backward, gradcheck, torch_check)
+    return Op(name, LINEAR_API, LINEAR_KERNELS, forward, backward, gradcheck, torch_check, bench=bench)
 
 
 def _activation(name, kind, alpha=0.01):
@@ -128,7 +128,7 @@ def _softmax_torch(be, dtype, rng):
 
 
 OPS = [
-    _linear("linear", "relu", lambda n: (n,), False),
+    _linear("linear", "relu", lambda n: (n,), False, bench=("N3",)),
     _linear("linear_sigmoid_nobias", "sigmoid", None, True),
     _linear("linear_leaky_course_bias", "leaky_relu", lambda n: (n, 1), False, alpha=0.2),
     _linear("linear_tanh", "tanh", lambda n: (n,), True),

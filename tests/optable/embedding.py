@@ -47,4 +47,4 @@ def _torch(be, dtype, rng):
     return [("y", y, ty.detach().numpy()), ("dtable", embedding_backward(dy, cache), tt.grad.numpy())]
 
 
-OPS = [Op("embedding", API, ("embedding_forward", "embedding_backward"), _forward, _backward, _gradcheck, _torch)]
+OPS = [Op("embedding", API, ("embedding_forward", "embedding_backward"), _forward, _backward, _gradcheck, _torch, bench=("N4",))]

@@ -125,7 +125,7 @@ def _torch_sigmoid(be, dtype, rng):
 OPS = [
     Op("softmax_xent", SOFTMAX_API, SOFTMAX_KERNELS, _index_forward, _softmax_backward,
        _gradcheck(softmax_cross_entropy_forward, softmax_cross_entropy_backward, _make_index, "mean"),
-       _torch_softmax),
+       _torch_softmax, bench=("N2",)),
     Op("softmax_xent_prob", SOFTMAX_API, SOFTMAX_KERNELS, _prob_forward, _softmax_backward,
        _gradcheck(softmax_cross_entropy_forward, softmax_cross_entropy_backward, _make_prob, "none")),
     Op("sigmoid_xent", SIGMOID_API, SIGMOID_KERNELS, _sigmoid_forward, _sigmoid_backward,

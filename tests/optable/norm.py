@@ -113,7 +113,7 @@ def _torch(kind):
 
 OPS = [
     Op(f"batch_norm{'' if kind == 'NHWC' else '_' + kind.lower()}", API, KERNELS, _training_forward(kind),
-       _training_backward, _gradcheck(kind), _torch(kind))
+       _training_backward, _gradcheck(kind), _torch(kind), bench=("N1",) if kind == "NHWC" else ())
     for kind in ("NHWC", "NCHW", "dense")
 ] + [Op("batch_norm_inference", {"batch_norm_inference": API["batch_norm_inference"]}, ("batch_norm_inference",),
         _inference_forward)]

@@ -24,5 +24,6 @@ def _backward(outputs, cache, r):
     return [dy], [pool2d_backward(dy, cache)]
 
 
-OPS = [Op(f"{mode}_pool", API, ("pool2d_forward", "pool2d_backward"), _forward(mode), _backward)
+OPS = [Op(f"{mode}_pool", API, ("pool2d_forward", "pool2d_backward"), _forward(mode), _backward,
+          bench={"max": ("P1", "P2"), "avg": ("P3",)}[mode])
        for mode in ("max", "avg")]

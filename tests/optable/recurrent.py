@@ -42,7 +42,8 @@ def _op(kind, sequence):
         return douts, list(getattr(fastnn, backward_name)(*douts, cache))
 
     return Op(f"{kind}_seq" if sequence else f"{kind}_cell", {name: API[name], backward_name: API[backward_name]},
-              (name, backward_name), forward, backward)
+              (name, backward_name), forward, backward,
+              bench=("L1", "L2", "L3") if sequence and kind == "lstm" else ())
 
 
 OPS = [_op(kind, sequence) for kind in GATES for sequence in (False, True)]
