@@ -512,3 +512,90 @@ def test_conv_pool_bn_errors():
         nn.BatchNorm(3, momentum=1.5)
     with pytest.raises(RuntimeError, match="before forward"):
         nn.MaxPool2d(2).backward(np.zeros((1, 1, 1, 1)))
+
+
+# ---------------------------------------------------------------- embedding and recurrent layers
+
+@pytest.mark.parametrize("cls", [nn.RNN, nn.GRU, nn.LSTM])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_recurrent_gradcheck(cls, return_sequences):
+    layer = nonzero_biases(cls(3, 4, return_sequences, rng=0, dtype=F64))
+    assert fastnn.gradcheck(layer, rand((2, 5, 3), 14)) < TOL
+
+
+def test_rnn_relu_gradcheck_and_value_by_hand():
+    layer = nonzero_biases(nn.RNN(2, 3, activation="relu", rng=0, dtype=F64))
+    x = rand((2, 4, 2), 15)
+    assert fastnn.gradcheck(layer, x) < TOL
+    tanh = nonzero_biases(nn.RNN(2, 3, rng=1, dtype=F64))
+    w, b = tanh.params["w"], tanh.params["b"]
+    h = np.zeros((2, 3))
+    expected = []
+    for t in range(4):  # the course's rnn_cell_forward, batch-major
+        h = np.tanh(np.concatenate([h, x[:, t]], axis=1) @ w.T + b)
+        expected.append(h)
+    np.testing.assert_allclose(tanh.forward(x), np.stack(expected, axis=1), rtol=1e-12)
+
+
+def test_lstm_value_by_hand_and_last_state():
+    layer = nonzero_biases(nn.LSTM(2, 3, return_sequences=False, rng=0, dtype=F64))
+    w, b = layer.params["w"], layer.params["b"]
+    x = rand((2, 4, 2), 16)
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    h, c = np.zeros((2, 3)), np.zeros((2, 3))
+    for t in range(4):
+        z = np.concatenate([h, x[:, t]], axis=1) @ w.T + b
+        f, u, cc, o = sig(z[:, :3]), sig(z[:, 3:6]), np.tanh(z[:, 6:9]), sig(z[:, 9:])
+        c = f * c + u * cc
+        h = o * np.tanh(c)
+    y = layer.forward(x)
+    assert y.shape == (2, 3)
+    np.testing.assert_allclose(y, h, rtol=1e-12)
+
+
+def test_embedding_and_char_lstm_network_gradcheck():
+    emb = nn.Embedding(7, 3, rng=0, dtype=F64)
+    ids = np.array([[1, 4, 4], [6, 0, 1]])
+    y = emb.forward(ids)
+    np.testing.assert_array_equal(y, emb.params["w"][ids])
+    assert emb.backward(np.ones((2, 3, 3))) is None
+    np.testing.assert_array_equal(emb.grads["w"][[0, 1, 4, 6]], [[1] * 3, [2] * 3, [2] * 3, [1] * 3])
+    assert fastnn.gradcheck(emb, ids) < TOL
+
+    net = nn.Sequential(nn.Embedding(7, 3, rng=0, dtype=F64), nn.LSTM(3, 4, rng=1, dtype=F64),
+                        nn.TimeDistributed(nn.Linear(4, 7, dtype=F64)))
+    nonzero_biases(net)
+    assert list(net.params) == ["embedding1.w", "lstm1.w", "lstm1.b", "timedistributed1.w", "timedistributed1.b"]
+    target = np.random.default_rng(17).integers(0, 7, (2, 5))
+    ids = np.random.default_rng(18).integers(0, 7, (2, 5))
+    assert fastnn.gradcheck(net, ids, loss=nn.SoftmaxCrossEntropy(), target=target) < TOL
+
+
+def test_time_distributed_equals_per_step_application():
+    inner = nonzero_biases(nn.Linear(3, 2, "tanh", rng=0, dtype=F64))
+    td = nn.TimeDistributed(inner)
+    x = rand((4, 5, 3), 19)
+    y = td.forward(x)
+    for t in range(5):
+        np.testing.assert_allclose(y[:, t], np.tanh(x[:, t] @ inner.params["w"].T + inner.params["b"]), rtol=1e-12)
+    assert fastnn.gradcheck(td, x) < TOL
+    td_conv = nn.TimeDistributed(nn.Sequential(nn.Conv2d(1, 2, 2, rng=0, dtype=F64), nn.Flatten()))
+    assert td_conv.forward(rand((2, 3, 3, 3, 1))).shape == (2, 3, 8)
+    assert fastnn.gradcheck(td_conv, rand((2, 3, 3, 3, 1), 20)) < TOL
+
+
+def test_recurrent_config_round_trip_and_errors():
+    net = nn.Sequential(nn.Embedding(5, 4, init="he"), nn.GRU(4, 3), nn.RNN(3, 3, activation="relu"),
+                        nn.LSTM(3, 2, return_sequences=False), nn.TimeDistributed(nn.Linear(2, 2)))
+    rebuilt = roundtrip(net)
+    assert rebuilt["lstm1"].return_sequences is False and rebuilt["rnn1"].activation == "relu"
+    with pytest.raises(ValueError, match=r"LSTM.forward: x has 5 features .* n_x = 3"):
+        nn.LSTM(3, 2).forward(np.zeros((2, 4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"GRU.forward: x must be 3-D"):
+        nn.GRU(3, 2).forward(np.zeros((4, 3), np.float32))
+    with pytest.raises(TypeError, match="Embedding.forward: ids must be integers"):
+        nn.Embedding(5, 2).forward(np.zeros(3))
+    with pytest.raises(ValueError, match="Embedding.forward: embedding_forward"):
+        nn.Embedding(5, 2).forward(np.array([1, 5]))
+    with pytest.raises(ValueError, match="activation"):
+        nn.RNN(3, 2, activation="sigmoid")
