@@ -599,3 +599,12 @@ def test_recurrent_config_round_trip_and_errors():
         nn.Embedding(5, 2).forward(np.array([1, 5]))
     with pytest.raises(ValueError, match="activation"):
         nn.RNN(3, 2, activation="sigmoid")
+
+
+def test_clear_cache_drops_the_activations_and_backward_then_asks_for_forward():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, activation="relu"), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 2))
+    y = net.forward(np.ones((1, 4, 4, 1), np.float32))
+    net.clear_cache()
+    assert all(getattr(layer, "_cache", None) is None for layer in net.layers_iter())
+    with pytest.raises(RuntimeError, match="before forward"):
+        net.backward(np.ones_like(y))
