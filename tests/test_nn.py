@@ -229,7 +229,8 @@ def roundtrip(layer):
 
 def test_config_round_trip_dense():
     net = nn.Sequential(nn.Linear(4, 5, "leaky_relu", alpha=0.2, init="he", dtype=F64), nn.Dropout(0.8),
-                        nn.Sigmoid(), nn.Tanh(), nn.ReLU(), nn.LeakyReLU(0.3), nn.Flatten(), nn.Linear(5, 2, bias=False))
+                        nn.Sigmoid(), nn.Tanh(), nn.ReLU(), nn.LeakyReLU(0.3), nn.Flatten(),
+                        nn.Linear(5, 2, bias=False))
     rebuilt = roundtrip(net)
     rebuilt.set_params(net.state_dict())
     x = rand((3, 4))
@@ -353,7 +354,8 @@ def test_eval_propagates_through_containers():
 
 
 def test_dropout_gradcheck_with_a_fixed_mask():
-    net = nn.Sequential(nn.Linear(4, 5, "tanh", rng=0, dtype=F64), nn.Dropout(0.6, rng=5), nn.Linear(5, 2, rng=1, dtype=F64))
+    net = nn.Sequential(nn.Linear(4, 5, "tanh", rng=0, dtype=F64), nn.Dropout(0.6, rng=5),
+                        nn.Linear(5, 2, rng=1, dtype=F64))
     assert fastnn.gradcheck(net, rand((6, 4))) < TOL
 
 

@@ -68,7 +68,8 @@ def lenet5(dtype, seed=0):
     return nn.Sequential(nn.Conv2d(1, 6, 5, activation="relu", rng=seed, dtype=dtype), nn.MaxPool2d(2),
                          nn.Conv2d(6, 16, 5, activation="relu", rng=seed + 1, dtype=dtype), nn.MaxPool2d(2),
                          nn.Flatten(), nn.Linear(400, 120, "relu", rng=seed + 2, dtype=dtype),
-                         nn.Linear(120, 84, "relu", rng=seed + 3, dtype=dtype), nn.Linear(84, 10, rng=seed + 4, dtype=dtype))
+                         nn.Linear(120, 84, "relu", rng=seed + 3, dtype=dtype),
+                         nn.Linear(84, 10, rng=seed + 4, dtype=dtype))
 
 
 def lenet5_torch_params(net, tdtype):
@@ -204,7 +205,8 @@ def test_batchnorm_network_matches_pytorch_training_and_eval(dtype):
                         nn.BatchNorm(4, momentum=momentum, layout="NCHW", dtype=dtype), nn.ReLU(), nn.Flatten(),
                         nn.Linear(4 * 4 * 4, 3, rng=1, dtype=dtype), nn.BatchNorm(3, momentum=momentum, dtype=dtype))
     rng = np.random.default_rng(5)
-    net.set_params({k: (1 + 0.3 * rng.standard_normal(v.shape) if k.endswith("gamma") else 0.2 * rng.standard_normal(v.shape))
+    net.set_params({k: (1 + 0.3 * rng.standard_normal(v.shape) if k.endswith("gamma")
+                        else 0.2 * rng.standard_normal(v.shape))
                     for k, v in net.params.items() if not k.endswith(".w")}, strict=False)
     p = {k: torch.tensor(v, dtype=tdtype, requires_grad=True) for k, v in net.params.items()}
     # torch's momentum is the weight of the new batch: 1 - the course's
