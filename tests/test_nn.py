@@ -164,6 +164,8 @@ def test_sequential_names_children_and_params():
     assert net.names == ["linear1", "dropout1", "linear2", "relu1", "linear3"]
     assert list(net.params) == ["linear1.w", "linear1.b", "linear2.w", "linear2.b", "linear3.w", "linear3.b"]
     assert net["linear2"] is net[2]
+    head = net[2:]
+    assert head.names == ["linear2", "relu1", "linear3"] and head.params["linear3.w"] is net.params["linear3.w"]
     named = nn.Sequential(("body", nn.Sequential(nn.Linear(2, 2), nn.Tanh())), ("head", nn.Linear(2, 1)))
     assert list(named.params) == ["body.linear1.w", "body.linear1.b", "head.w", "head.b"]
     with pytest.raises(ValueError, match="twice"):
