@@ -668,3 +668,21 @@ def test_forward_training_argument_and_layer_mode_combine():
     np.testing.assert_allclose(y_train.mean(axis=0), [0, 0], atol=1e-12)
     bn.eval()
     np.testing.assert_array_equal(bn.forward(x, training=True), bn.forward(x, training=False))
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: nn.Sequential(nn.Conv2d(2, 3, 3, padding="same", activation="tanh"), nn.BatchNorm(3), nn.MaxPool2d(2),
+                           nn.Residual(nn.Conv2d(3, 3, 1)), nn.GlobalAvgPool2d(), nn.Linear(3, 2)), (3, 4, 4, 2)),
+    (lambda: nn.Sequential(nn.LSTM(3, 4), nn.GRU(4, 2), nn.RNN(2, 2), nn.TimeDistributed(nn.Linear(2, 2))), (2, 5, 3)),
+], ids=["conv", "recurrent"])
+def test_no_layer_modifies_its_inputs_or_dy(make, shape):
+    net = make()
+    x = rand(shape, 24).astype(np.float32)
+    x_before = x.copy()
+    y = net.forward(x)
+    dy = rand(y.shape, 25).astype(np.float32)
+    dy_before = dy.copy()
+    dx = net.backward(dy)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(dy, dy_before)
+    assert dx.shape == x.shape and not np.shares_memory(dx, dy)
