@@ -233,6 +233,17 @@ class Model:
         if callable(method):
             method()
 
+    def _modes(self):
+        """Every layer's training flag, to put back after fit / predict / evaluate."""
+        layers = getattr(self.network, "layers_iter", None)
+        layers = list(layers()) if callable(layers) else [self.network]
+        return [(layer, layer.training) for layer in layers if isinstance(getattr(layer, "training", None), bool)]
+
+    @staticmethod
+    def _put_back(modes):
+        for layer, training in modes:
+            layer.training = training
+
     def _snapshot(self):
         """Copies of every parameter and buffer (for EarlyStopping's restore_best)."""
         return {"params": {k: np.array(v, copy=True) for k, v in self.network.params.items()},
@@ -362,6 +373,7 @@ class Model:
         n_batches = -(-n // batch_size)
         for cb in callbacks:
             cb.set_model(self)
+        modes = self._modes()
         self._set_mode(True)
         display.start()
         try:
@@ -403,7 +415,6 @@ class Model:
                 logs = acc.logs()
                 if validation_data is not None:
                     logs.update(self._evaluate(X_val, y_val, 256, "val_"))
-                    self._set_mode(True)
                 logs["lr"] = float(optimizer.lr)
                 logs["time"] = time.perf_counter() - start
                 self.epoch = epoch + 1
@@ -416,6 +427,7 @@ class Model:
                 cb.on_train_end({})
         finally:
             display.close()
+            self._put_back(modes)
         return history
 
     # ---- inference
@@ -432,19 +444,27 @@ class Model:
         X = _as_data(fn, "X", X)
         batch_size = A.as_int(fn, "batch_size", batch_size, 1)
         dtype = self._dtype()
+        modes = self._modes()
         self._set_mode(False)
-        outputs = [np.asarray(self.network.forward(self._inputs(xb, dtype), training=False))
-                   for xb in self._batches(X, batch_size)]
+        try:
+            outputs = [np.asarray(self.network.forward(self._inputs(xb, dtype), training=False))
+                       for xb in self._batches(X, batch_size)]
+        finally:
+            self._put_back(modes)
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)
 
     def _evaluate(self, X, y, batch_size, prefix=""):
         dtype = self._dtype()
+        modes = self._modes()
         self._set_mode(False)
         acc = _Accumulator(self._metric)
-        for lo in range(0, X.shape[0], batch_size):
-            xb, yb = X[lo:lo + batch_size], y[lo:lo + batch_size]
-            y_pred = self.network.forward(self._inputs(xb, dtype), training=False)
-            acc.add(float(self.loss.forward(y_pred, yb)), xb.shape[0], y_pred, yb)
+        try:
+            for lo in range(0, X.shape[0], batch_size):
+                xb, yb = X[lo:lo + batch_size], y[lo:lo + batch_size]
+                y_pred = self.network.forward(self._inputs(xb, dtype), training=False)
+                acc.add(float(self.loss.forward(y_pred, yb)), xb.shape[0], y_pred, yb)
+        finally:
+            self._put_back(modes)
         return acc.logs(prefix)
 
     def evaluate(self, X, y, batch_size=256):
