@@ -11,7 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from fastnn.nn import Dropout, Layer, Linear, MSE, Sequential, SigmoidCrossEntropy, SoftmaxCrossEntropy
+from fastnn.nn import (LSTM, MSE, BatchNorm, Conv2d, Dropout, Embedding, Flatten, Layer, Linear, MaxPool2d, ReLU,
+                       Sequential, SigmoidCrossEntropy, SoftmaxCrossEntropy, TimeDistributed)
 from fastnn.nn import _progress
 from fastnn.nn.callbacks import Callback, EarlyStopping, ModelCheckpoint, TerminateOnNaN
 from fastnn.nn.model import FORMAT_VERSION, History, Model
@@ -29,8 +30,10 @@ def blobs(n=240, seed=0, dtype=np.float32):
     return X.astype(dtype), y
 
 
-def mlp(dtype=np.float32, seed=1, dropout=False):
-    layers = [Linear(4, 16, "relu", rng=seed, dtype=dtype)]
+def mlp(dtype=np.float32, seed=1, dropout=False, bn=False):
+    layers = [Linear(4, 16, None if bn else "relu", rng=seed, dtype=dtype)]
+    if bn:
+        layers += [BatchNorm(16, dtype=dtype), ReLU()]
     if dropout:
         layers.append(Dropout(0.8, rng=seed + 10))
     layers.append(Linear(16, 2, rng=seed + 1, dtype=dtype))
@@ -63,6 +66,7 @@ class Snapshots(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.params.append({k: v.copy() for k, v in self.model.network.params.items()})
+        self.params[-1].update({k: v.copy() for k, v in self.model.network.buffers.items()})
 
 
 def indexed(n):
@@ -211,7 +215,7 @@ def test_early_stopping_stops_and_restores_best():
     X, y = blobs(160)
     Xv, yv = blobs(60, seed=7)
     yv = 1 - yv  # the better the model learns the training set, the worse it does here
-    net = mlp()
+    net = mlp(bn=True)
     snap = Snapshots()
     stop = EarlyStopping(monitor="val_loss", patience=2)
     model = Model(net, SoftmaxCrossEntropy())
@@ -222,7 +226,8 @@ def test_early_stopping_stops_and_restores_best():
     best = int(np.argmin(vl))
     assert stop.best_epoch == best and stop.best == vl[best]
     assert all(v >= vl[best] for v in vl[best + 1:]) and len(vl) - 1 - best == 2
-    for k, v in net.params.items():
+    assert set(net.buffers) == {"bn1.running_mean", "bn1.running_var"}
+    for k, v in list(net.params.items()) + list(net.buffers.items()):
         np.testing.assert_array_equal(v, snap.params[best][k])
     assert model.evaluate(Xv, yv)["loss"] == pytest.approx(vl[best], rel=1e-6)
     # restore_best=False keeps the last epoch's parameters
@@ -345,6 +350,54 @@ def test_save_load_predicts_identically(tmp_path, dtype):
     assert meta["network"] == net.config() and meta["loss"] == {"type": "SoftmaxCrossEntropy"}
 
 
+def test_save_load_batchnorm_buffers(tmp_path):
+    X, y = blobs(64, dtype=np.float64)
+    net = mlp(np.float64, bn=True)
+    model = Model(net, SoftmaxCrossEntropy())
+    model.fit(X, y, epochs=2, batch_size=16, optimizer="rmsprop", rng=0, progress=False)
+    assert not np.array_equal(net.buffers["bn1.running_var"], np.ones(16))  # training moved them
+    model.save(tmp_path / "bn.npz")
+    loaded = Model.load(tmp_path / "bn.npz")
+    for k, v in net.buffers.items():
+        np.testing.assert_array_equal(loaded.network.buffers[k], v)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    with np.load(tmp_path / "bn.npz", allow_pickle=False) as z:
+        assert "buffers/bn1.running_mean" in z.files and "optimizer/s.linear1.w" in z.files
+
+
+def test_char_lstm_sequences(tmp_path):
+    # next-character prediction on a periodic text: Embedding -> LSTM -> TimeDistributed(Linear)
+    text = np.array([0, 1, 2, 3, 1, 2] * 40)
+    T = 8
+    starts = np.arange(0, len(text) - T - 1, 3)
+    X = np.stack([text[s:s + T] for s in starts])
+    y = np.stack([text[s + 1:s + T + 1] for s in starts])
+    net = Sequential(Embedding(4, 6, rng=0, dtype=np.float64), LSTM(6, 12, rng=1, dtype=np.float64),
+                     TimeDistributed(Linear(12, 4, rng=2, dtype=np.float64)))
+    model = Model(net, SoftmaxCrossEntropy())
+    h = model.fit(X, y, epochs=12, batch_size=16, optimizer=Adam(net.params, 0.05), rng=0, progress=False)
+    assert h.history["loss"][-1] < 0.5 * h.history["loss"][0]
+    logits = model.predict(X)
+    assert logits.shape == X.shape + (4,)
+    ev = model.evaluate(X, y)
+    assert ev["accuracy"] == pytest.approx(np.mean(np.argmax(logits, -1) == y)) and ev["accuracy"] > 0.8
+    model.save(tmp_path / "lstm.npz")
+    np.testing.assert_array_equal(Model.load(tmp_path / "lstm.npz").predict(X), logits)
+
+
+def test_small_convnet_trains_and_reloads(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(48, 8, 8, 1)).astype(np.float32)
+    y = (X[:, :4].mean(axis=(1, 2, 3)) > X[:, 4:].mean(axis=(1, 2, 3))).astype(np.int64)
+    net = Sequential(Conv2d(1, 4, 3, padding=1, activation="relu", rng=0), MaxPool2d(2), Flatten(),
+                     Linear(64, 2, rng=1))
+    model = Model(net, SoftmaxCrossEntropy())
+    h = model.fit(X, y, epochs=8, batch_size=16, optimizer=Adam(net.params, 0.01), rng=0, progress=False)
+    assert h.history["loss"][-1] < h.history["loss"][0]
+    model.save(tmp_path / "conv.npz")
+    np.testing.assert_array_equal(Model.load(tmp_path / "conv.npz").predict(X), model.predict(X))
+
+
 def test_save_without_training_and_other_losses(tmp_path):
     lin = Linear(4, 1, rng=0, dtype=np.float64)
     model = Model(lin, MSE())
@@ -366,17 +419,17 @@ def test_resume_equals_uninterrupted_training(tmp_path, dtype):
     X, y, val = _resume_setup(dtype)
     sched = schedules.exponential(0.02, 0.9)
     kw = dict(batch_size=16, validation_data=val, schedule=sched, progress=False)
-    full = Model(mlp(dtype, dropout=True), SoftmaxCrossEntropy())
+    full = Model(mlp(dtype, dropout=True, bn=True), SoftmaxCrossEntropy())
     full.fit(X, y, epochs=4, optimizer=Adam(full.network.params), rng=3, **kw)
 
-    half = Model(mlp(dtype, dropout=True), SoftmaxCrossEntropy())
+    half = Model(mlp(dtype, dropout=True, bn=True), SoftmaxCrossEntropy())
     half.fit(X, y, epochs=2, optimizer=Adam(half.network.params), rng=3, **kw)
     half.save(tmp_path / "half.npz")
     resumed = Model.load(tmp_path / "half.npz")
     resumed.fit(X, y, epochs=4, initial_epoch=resumed.epoch, **kw)
 
-    for k, v in full.network.params.items():
-        np.testing.assert_array_equal(resumed.network.params[k], v)
+    for k, v in list(full.network.params.items()) + list(full.network.buffers.items()):
+        np.testing.assert_array_equal(resumed.network.state_dict()[k], v)
     assert resumed.history.history["loss"] == full.history.history["loss"]
     assert resumed.history.history["val_loss"] == full.history.history["val_loss"]
     assert resumed.history.epoch == [0, 1, 2, 3] and resumed.epoch == 4
