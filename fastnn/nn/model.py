@@ -596,7 +596,7 @@ class Model:
 
         try:
             network = from_config(meta["network"])
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, MemoryError) as exc:
             raise bad(f"its network config cannot be rebuilt ({type(exc).__name__}: {exc})") from None
         loss_config = dict(meta["loss"])
         loss_type = loss_config.pop("type", None)
@@ -702,7 +702,7 @@ def _read_meta(bad, raw):
         raise bad(f"the metadata entry must be a 1-d uint8 array (UTF-8 JSON), got dtype {raw.dtype} shape {raw.shape}")
     try:
         meta = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise bad(f"the metadata is not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise bad(f"the metadata must be a JSON object, got {type(meta).__name__}")
