@@ -14,9 +14,7 @@ The model does no arithmetic on the arrays beyond glue: batches are gathered, th
 metrics are counted (argmax / threshold), the running loss is averaged.
 """
 import collections.abc
-import io
 import json
-import math
 import numbers
 import os
 import tempfile
@@ -62,10 +60,6 @@ class History:
         for key, values in self.history.items():
             values.append(logs.get(key))
         self.epoch.append(epoch)
-
-    def _extend(self, other):
-        for epoch, i in zip(other.epoch, range(len(other.epoch))):
-            self._append(epoch, {k: v[i] for k, v in other.history.items()})
 
     def __repr__(self):
         return f"History({len(self.epoch)} epochs: {', '.join(self.history)})"
@@ -255,19 +249,13 @@ class Model:
         self._assign(snapshot["params"], snapshot["buffers"])
 
     def _assign(self, params, buffers):
-        target = self.network.params
+        """Copy values into the network's parameter and buffer arrays, in place (they
+        keep their identity, as the layer interface promises for both)."""
+        own_params, own_buffers = self.network.params, self._buffers()
         for k, v in params.items():
-            np.copyto(target[k], v)
-        if buffers:
-            own = self._buffers()
-            setter = getattr(self.network, "set_buffers", None)
-            for k, v in buffers.items():
-                if isinstance(own.get(k), np.ndarray) and own[k].flags.writeable and own[k].shape == v.shape:
-                    np.copyto(own[k], v)
-                elif callable(setter):
-                    setter({k: np.array(v, copy=True)})
-                else:
-                    raise ValueError(f"Model: cannot set buffer {k!r} of the network")
+            np.copyto(own_params[k], v)
+        for k, v in buffers.items():
+            np.copyto(own_buffers[k], v)
 
     def _check_optimizer(self, fn, optimizer, lr):
         params = self.network.params
