@@ -229,7 +229,8 @@ def roundtrip(layer):
 
 def test_config_round_trip_dense():
     net = nn.Sequential(nn.Linear(4, 5, "leaky_relu", alpha=0.2, init="he", dtype=F64), nn.Dropout(0.8),
-                        nn.Sigmoid(), nn.Tanh(), nn.ReLU(), nn.LeakyReLU(0.3), nn.Flatten(), nn.Linear(5, 2, bias=False))
+                        nn.Sigmoid(), nn.Tanh(), nn.ReLU(), nn.LeakyReLU(0.3), nn.Flatten(),
+                        nn.Linear(5, 2, bias=False))
     rebuilt = roundtrip(net)
     rebuilt.set_params(net.state_dict())
     x = rand((3, 4))
@@ -353,7 +354,8 @@ def test_eval_propagates_through_containers():
 
 
 def test_dropout_gradcheck_with_a_fixed_mask():
-    net = nn.Sequential(nn.Linear(4, 5, "tanh", rng=0, dtype=F64), nn.Dropout(0.6, rng=5), nn.Linear(5, 2, rng=1, dtype=F64))
+    net = nn.Sequential(nn.Linear(4, 5, "tanh", rng=0, dtype=F64), nn.Dropout(0.6, rng=5),
+                        nn.Linear(5, 2, rng=1, dtype=F64))
     assert fastnn.gradcheck(net, rand((6, 4))) < TOL
 
 
@@ -599,3 +601,12 @@ def test_recurrent_config_round_trip_and_errors():
         nn.Embedding(5, 2).forward(np.array([1, 5]))
     with pytest.raises(ValueError, match="activation"):
         nn.RNN(3, 2, activation="sigmoid")
+
+
+def test_clear_cache_drops_the_activations_and_backward_then_asks_for_forward():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, activation="relu"), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 2))
+    y = net.forward(np.ones((1, 4, 4, 1), np.float32))
+    net.clear_cache()
+    assert all(getattr(layer, "_cache", None) is None for layer in net.layers_iter())
+    with pytest.raises(RuntimeError, match="before forward"):
+        net.backward(np.ones_like(y))

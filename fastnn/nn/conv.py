@@ -254,7 +254,8 @@ class BatchNorm(Layer):
         axis = _channel_axis(self.layout, x.ndim)
         if x.shape[axis] != self.c:
             raise ValueError(f"BatchNorm.forward: x has {x.shape[axis]} channels (axis {axis} of shape {x.shape}) "
-                             f"but the layer expects c = {self.c}" + ("" if x.ndim == 2 else f" (layout {self.layout})"))
+                             f"but the layer expects c = {self.c}"
+                             + ("" if x.ndim == 2 else f" (layout {self.layout})"))
         p, buf = self._params, self._buffers
         if self._mode(training):
             y, mean, var, self._cache = _wrap_errors("BatchNorm", batch_norm_forward, x, p["gamma"], p["beta"],

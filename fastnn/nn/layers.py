@@ -4,7 +4,8 @@ import numbers
 
 import numpy as np
 
-from .. import activation_backward, activation_forward, dropout_backward, dropout_forward, linear_backward, linear_forward
+from .. import (activation_backward, activation_forward, dropout_backward, dropout_forward, linear_backward,
+               linear_forward)
 from . import init as _init
 from ._base import (Layer, as_float_input, check_choice, check_dtype, check_dy, check_int, check_rng, register)
 
