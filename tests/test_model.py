@@ -103,6 +103,24 @@ def test_loss_decreases_and_reaches_high_accuracy():
     assert history.history["accuracy"][-1] >= 0.9
 
 
+def test_fit_equals_the_course_loop_written_out():
+    X, y = blobs(100)
+    net, ref = mlp(dropout=True), mlp(dropout=True)
+    Model(net, SoftmaxCrossEntropy()).fit(X, y, epochs=3, batch_size=32, optimizer=Adam(net.params, 0.01), rng=7,
+                                          progress=False)
+    # the same training by hand: a permutation per epoch, slices of it, forward/loss/backward/step
+    opt, loss, gen = Adam(ref.params, 0.01), SoftmaxCrossEntropy(), np.random.default_rng(7)
+    for _ in range(3):
+        perm = gen.permutation(100)
+        for lo in range(0, 100, 32):
+            idx = perm[lo:lo + 32]
+            loss.forward(ref.forward(X[idx], training=True), y[idx])
+            ref.backward(loss.backward())
+            opt.step(ref.grads)
+    for k, v in ref.params.items():
+        np.testing.assert_array_equal(net.params[k], v)
+
+
 def test_batches_sizes_order_and_coverage():
     n, bs = 103, 10
     run = recorded_epochs(n, 3, bs, rng=5)
