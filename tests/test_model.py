@@ -262,6 +262,30 @@ def test_early_stopping_stops_and_restores_best():
                                                 callbacks=[EarlyStopping()])
 
 
+class _Dummy:
+    stop_training = False
+
+
+def test_early_stopping_rule_and_modes():
+    def run(values, **kw):
+        es = EarlyStopping(restore_best=False, **kw)
+        es.set_model(_Dummy())
+        es.on_train_begin()
+        for e, v in enumerate(values):
+            es.on_epoch_end(e, {kw.get("monitor", "val_loss"): v})
+            if es.model.stop_training:
+                return e
+        return None
+
+    assert run([1.0, 0.9, 0.95, 0.8], patience=0) == 2  # the first epoch that does not improve
+    assert run([1.0, 0.9, 0.95, 0.8], patience=2) is None  # 0.8 improves in time
+    assert run([1.0, 0.9, 0.95, 0.92, 0.8], patience=2) == 3
+    assert run([1.0, 0.95, 0.9], patience=1, min_delta=0.1) == 1  # 0.05 better is not better enough
+    assert run([0.5, 0.6, 0.6], monitor="val_accuracy", patience=1) == 2  # auto: accuracy is maximised
+    assert run([0.5, 0.4], monitor="val_accuracy", patience=1, mode="min") is None
+    assert run([1.0, float("nan")], patience=1) == 1  # NaN never improves
+
+
 def test_terminate_on_nan():
     X, y = blobs(40)
     lin = Linear(4, 1, rng=0)
@@ -609,6 +633,18 @@ def test_progress_with_rich(capsys):
     for e, line in enumerate(lines):
         assert line.startswith(f"Epoch {e + 1}/2 - 3 batches - ")
         assert f"loss {h.history['loss'][e]:.4f}" in line and f"val_accuracy {h.history['val_accuracy'][e]:.4f}" in line
+
+
+def test_progress_rich_bar_in_a_terminal(capsys, monkeypatch):
+    pytest.importorskip("rich")
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich draws its live display as on a terminal
+    monkeypatch.setenv("COLUMNS", "160")
+    h = _fit_quietly(True)
+    out = capsys.readouterr().out
+    # the bar's last state (3 of 3 batches, the running loss and accuracy), then the epoch lines
+    assert "3/3" in out
+    assert f"loss {h.history['loss'][-1]:.4f}  accuracy {h.history['accuracy'][-1]:.4f}" in out
+    assert "Epoch 2/2 - 3 batches - " in out
 
 
 def test_progress_without_rich(capsys, monkeypatch):
