@@ -639,6 +639,7 @@ def test_progress_rich_bar_in_a_terminal(capsys, monkeypatch):
     pytest.importorskip("rich")
     monkeypatch.setenv("FORCE_COLOR", "1")  # rich draws its live display as on a terminal
     monkeypatch.setenv("COLUMNS", "160")
+    monkeypatch.setenv("TERM", "xterm")  # a dumb terminal gets no live display
     h = _fit_quietly(True)
     out = capsys.readouterr().out
     # the bar's last state (3 of 3 batches, the running loss and accuracy), then the epoch lines
