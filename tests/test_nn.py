@@ -164,6 +164,8 @@ def test_sequential_names_children_and_params():
     assert net.names == ["linear1", "dropout1", "linear2", "relu1", "linear3"]
     assert list(net.params) == ["linear1.w", "linear1.b", "linear2.w", "linear2.b", "linear3.w", "linear3.b"]
     assert net["linear2"] is net[2]
+    head = net[2:]
+    assert head.names == ["linear2", "relu1", "linear3"] and head.params["linear3.w"] is net.params["linear3.w"]
     named = nn.Sequential(("body", nn.Sequential(nn.Linear(2, 2), nn.Tanh())), ("head", nn.Linear(2, 1)))
     assert list(named.params) == ["body.linear1.w", "body.linear1.b", "head.w", "head.b"]
     with pytest.raises(ValueError, match="twice"):
@@ -601,6 +603,8 @@ def test_recurrent_config_round_trip_and_errors():
         nn.Embedding(5, 2).forward(np.array([1, 5]))
     with pytest.raises(ValueError, match="activation"):
         nn.RNN(3, 2, activation="sigmoid")
+    with pytest.raises(ValueError, match="RNN.forward: rnn_forward: .*time step"):
+        nn.RNN(3, 2).forward(np.zeros((2, 0, 3), np.float32))
 
 
 def test_clear_cache_drops_the_activations_and_backward_then_asks_for_forward():
@@ -610,3 +614,75 @@ def test_clear_cache_drops_the_activations_and_backward_then_asks_for_forward():
     assert all(getattr(layer, "_cache", None) is None for layer in net.layers_iter())
     with pytest.raises(RuntimeError, match="before forward"):
         net.backward(np.ones_like(y))
+
+
+# ---------------------------------------------------------------- dtypes, odd inputs, empty batches
+
+def test_float32_network_keeps_float32_everywhere():
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm(3), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                        nn.Dropout(0.9, rng=0), nn.Linear(12, 4, "sigmoid"))
+    y = net.forward(rand((2, 4, 4, 2)))  # float64 data is cast to the layers' float32
+    assert y.dtype == np.float32
+    net.backward(np.ones_like(y))
+    assert all(g.dtype == np.float32 for g in net.grads.values())
+    assert all(b.dtype == np.float32 for b in net.buffers.values())
+    seq = nn.Sequential(nn.Embedding(5, 3), nn.GRU(3, 2), nn.TimeDistributed(nn.Linear(2, 5)))
+    out = seq.forward(np.array([[0, 4, 2]]))
+    assert out.dtype == np.float32 and out.shape == (1, 3, 5)
+
+
+def test_non_contiguous_and_read_only_inputs():
+    layer = nonzero_biases(nn.Conv2d(2, 3, 3, padding=1, rng=0, dtype=F64))
+    base = rand((2, 2, 5, 5), 21)
+    x = base.transpose(0, 2, 3, 1)  # NHWC view of NCHW data: not C-contiguous
+    x_c = np.ascontiguousarray(x)
+    x_ro = x_c.copy()
+    x_ro.flags.writeable = False
+    y = layer.forward(x)
+    np.testing.assert_array_equal(y, layer.forward(x_c))
+    np.testing.assert_array_equal(y, layer.forward(x_ro))
+    seq = nn.LSTM(5, 2, dtype=F64)
+    xs = rand((3, 5, 4), 22).transpose(0, 2, 1)  # (batch, T, n_x) non-contiguous
+    np.testing.assert_array_equal(seq.forward(xs), seq.forward(np.ascontiguousarray(xs)))
+
+
+def test_empty_batch():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3))
+    y = net.forward(np.zeros((0, 4, 4, 1), np.float32))
+    assert y.shape == (0, 3)
+    dx = net.backward(np.zeros((0, 3), np.float32))
+    assert dx.shape == (0, 4, 4, 1)
+    assert not net.grads["linear1.w"].any()
+    with pytest.raises(ValueError, match="BatchNorm.forward"):  # no batch statistics of nothing
+        nn.BatchNorm(2).forward(np.zeros((0, 2), np.float32))
+    assert nn.BatchNorm(2).eval().forward(np.zeros((0, 2), np.float32)).shape == (0, 2)
+
+
+def test_forward_training_argument_and_layer_mode_combine():
+    bn = nn.BatchNorm(2, dtype=F64)
+    x = rand((5, 2), 23) * 3 + 4
+    y_eval = bn.forward(x, training=False)  # running statistics (0, 1): y = x / sqrt(1 + eps)
+    np.testing.assert_allclose(y_eval, x / np.sqrt(1 + 1e-5), rtol=1e-12)
+    np.testing.assert_array_equal(bn.buffers["running_mean"], [0, 0])  # eval changes no buffer
+    y_train = bn.forward(x)
+    np.testing.assert_allclose(y_train.mean(axis=0), [0, 0], atol=1e-12)
+    bn.eval()
+    np.testing.assert_array_equal(bn.forward(x, training=True), bn.forward(x, training=False))
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: nn.Sequential(nn.Conv2d(2, 3, 3, padding="same", activation="tanh"), nn.BatchNorm(3), nn.MaxPool2d(2),
+                           nn.Residual(nn.Conv2d(3, 3, 1)), nn.GlobalAvgPool2d(), nn.Linear(3, 2)), (3, 4, 4, 2)),
+    (lambda: nn.Sequential(nn.LSTM(3, 4), nn.GRU(4, 2), nn.RNN(2, 2), nn.TimeDistributed(nn.Linear(2, 2))), (2, 5, 3)),
+], ids=["conv", "recurrent"])
+def test_no_layer_modifies_its_inputs_or_dy(make, shape):
+    net = make()
+    x = rand(shape, 24).astype(np.float32)
+    x_before = x.copy()
+    y = net.forward(x)
+    dy = rand(y.shape, 25).astype(np.float32)
+    dy_before = dy.copy()
+    dx = net.backward(dy)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(dy, dy_before)
+    assert dx.shape == x.shape and not np.shares_memory(dx, dy)

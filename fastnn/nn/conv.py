@@ -202,7 +202,7 @@ class GlobalAvgPool2d(Layer):
                              f"(layout {self.layout})")
         y, self._cache = pool2d_forward(x, hw, hw, 0, mode="avg", layout=self.layout)
         self._pooled_shape = y.shape
-        y = y.reshape(y.shape[0], -1)
+        y = y.reshape(y.shape[0], y.shape[1] * y.shape[2] * y.shape[3])
         self._out_shape, self._dtype = y.shape, y.dtype
         return y
 

@@ -125,8 +125,8 @@ class RNN(_Recurrent):
         super().__init__(n_x, n_a, return_sequences, init=init, rng=rng, dtype=dtype)
 
     def forward(self, x, training=True):
-        h, self._cache = rnn_forward(self._check_x(x), None, self._params["w"], self._params["b"],
-                                     activation=self.activation)
+        h, self._cache = _wrap_errors("RNN", rnn_forward, self._check_x(x), None, self._params["w"],
+                                      self._params["b"], activation=self.activation)
         return self._output(h)
 
     def backward(self, dy):
@@ -145,7 +145,8 @@ class GRU(_Recurrent):
     gates = 3
 
     def forward(self, x, training=True):
-        h, self._cache = gru_forward(self._check_x(x), None, self._params["w"], self._params["b"])
+        h, self._cache = _wrap_errors("GRU", gru_forward, self._check_x(x), None, self._params["w"],
+                                      self._params["b"])
         return self._output(h)
 
     def backward(self, dy):
@@ -162,7 +163,8 @@ class LSTM(_Recurrent):
     gates = 4
 
     def forward(self, x, training=True):
-        h, _, self._cache = lstm_forward(self._check_x(x), None, None, self._params["w"], self._params["b"])
+        h, _, self._cache = _wrap_errors("LSTM", lstm_forward, self._check_x(x), None, None, self._params["w"],
+                                         self._params["b"])
         return self._output(h)
 
     def backward(self, dy):
@@ -215,14 +217,15 @@ class TimeDistributed(Layer):
         if arr.ndim < 2:
             raise ValueError(f"TimeDistributed.forward: x must be (batch, T, ...), got shape {arr.shape}")
         self._in_shape = arr.shape
-        y = self.layer.forward(arr.reshape((-1,) + arr.shape[2:]), training=self._mode(training))
+        y = self.layer.forward(arr.reshape((arr.shape[0] * arr.shape[1],) + arr.shape[2:]),
+                               training=self._mode(training))
         y = y.reshape(arr.shape[:2] + y.shape[1:])
         self._out_shape = y.shape
         return y
 
     def backward(self, dy):
         dy = check_dy("TimeDistributed", dy, self._out_shape, None)
-        dx = self.layer.backward(dy.reshape((-1,) + dy.shape[2:]))
+        dx = self.layer.backward(dy.reshape((dy.shape[0] * dy.shape[1],) + dy.shape[2:]))
         return None if dx is None else dx.reshape(self._in_shape)
 
     def config(self):
