@@ -307,6 +307,12 @@ def test_predict_equals_eval_forward_and_leaves_inputs_alone():
     np.testing.assert_allclose(out, net.forward(X, training=False), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(out, model.predict(X, batch_size=8))  # dropout is off: deterministic
     np.testing.assert_array_equal(X, X_before)
+    # no layer keeps the activations of inference: a backward pass has nothing to differentiate
+    with pytest.raises(RuntimeError, match="backward"):
+        net.backward(np.ones_like(out))
+    model.evaluate(X, y)
+    with pytest.raises(RuntimeError, match="backward"):
+        net.backward(np.ones_like(out))
     # float64 data into a float32 network: computed in the network's dtype
     assert model.predict(X.astype(np.float64)).dtype == np.float32
     # fit never writes to X or y

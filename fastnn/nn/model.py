@@ -238,6 +238,13 @@ class Model:
         for layer, training in modes:
             layer.training = training
 
+    def _drop_caches(self):
+        """Inference keeps nothing: the activations the last forward pass kept for a
+        backward pass are freed (Layer.clear_cache)."""
+        clear = getattr(self.network, "clear_cache", None)
+        if callable(clear):
+            clear()
+
     def _snapshot(self):
         """Copies of every parameter and buffer (for EarlyStopping's restore_best)."""
         return {"params": {k: np.array(v, copy=True) for k, v in self.network.params.items()},
@@ -427,7 +434,8 @@ class Model:
     def predict(self, X, batch_size=256):
         """The network's outputs (logits for the cross-entropy losses: apply
         fastnn.softmax for probabilities) for X (N, ...), in eval mode (dropout off,
-        batch norm's running averages), batch_size examples at a time."""
+        batch norm's running averages), batch_size examples at a time. No layer keeps
+        activations afterwards (the caches are cleared)."""
         fn = "Model.predict"
         X = _as_data(fn, "X", X)
         batch_size = A.as_int(fn, "batch_size", batch_size, 1)
@@ -439,6 +447,7 @@ class Model:
                        for xb in self._batches(X, batch_size)]
         finally:
             self._put_back(modes)
+            self._drop_caches()
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)
 
     def _evaluate(self, X, y, batch_size, prefix=""):
@@ -453,6 +462,7 @@ class Model:
                 acc.add(float(self.loss.forward(y_pred, yb)), xb.shape[0], y_pred, yb)
         finally:
             self._put_back(modes)
+            self._drop_caches()
         return acc.logs(prefix)
 
     def evaluate(self, X, y, batch_size=256):
