@@ -352,12 +352,12 @@ class Model:
             if not isinstance(cb, Callback):
                 raise TypeError(f"{fn}: callbacks[{i}] must be a fastnn.nn.callbacks.Callback instance, got "
                                 f"{type(cb).__name__}")
-        optimizer = self._check_optimizer(fn, optimizer, lr)
         if rng is not None or self._rng is None:
             generator = A.generator(fn, "rng", rng)
         else:
             generator = self._rng
         display = _progress.make(fn, progress, epochs)
+        optimizer = self._check_optimizer(fn, optimizer, lr)  # last: optimizer=None with lr= sets its lr
 
         # everything is checked: from here on the model changes
         self.optimizer = optimizer
@@ -396,9 +396,9 @@ class Model:
                         cb.on_batch_begin(batch, {"size": hi - lo})
                     y_pred = self.network.forward(self._inputs(xb, dtype), training=True)
                     loss = float(self.loss.forward(y_pred, yb))
+                    batch_accuracy = acc.add(loss, hi - lo, y_pred, yb)  # the outputs before this step
                     self.network.backward(self.loss.backward())
                     optimizer.step(self.network.grads)
-                    batch_accuracy = acc.add(loss, hi - lo, y_pred, yb)
                     batch_logs = {"size": hi - lo, "loss": loss}
                     if self._metric is not None:
                         batch_logs["accuracy"] = batch_accuracy
