@@ -377,6 +377,9 @@ def test_save_load_predicts_identically(tmp_path, dtype):
     path = model.save(tmp_path / "m.npz")
     assert os.fspath(path) == os.fspath(tmp_path / "m.npz")
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary file left behind
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask  # an ordinary file, not mkstemp's private one
     loaded = Model.load(path)
     assert loaded.network.config() == net.config()
     for k, v in net.params.items():

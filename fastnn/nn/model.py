@@ -533,6 +533,7 @@ class Model:
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is private; the model file is not
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -653,6 +654,12 @@ class Model:
                 raise bad(f"a layer generator entry {json.dumps(entry)[:80]} names no layer with a generator")
             layers[entry[0]].rng = _generator(bad, entry[1])
         return model
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _json_ready(value):
