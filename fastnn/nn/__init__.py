@@ -12,19 +12,14 @@ from .conv import AvgPool2d, BatchNorm, Conv2d, GlobalAvgPool2d, MaxPool2d
 from .layers import Dropout, Flatten, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from .recurrent import GRU, LSTM, RNN, Embedding, TimeDistributed
 from .losses import MSE, Loss, SigmoidCrossEntropy, SoftmaxCrossEntropy, loss_from_config
+from .model import History, Model
+from .callbacks import Callback, EarlyStopping, ModelCheckpoint, TerminateOnNaN
 
 __all__ = ["Layer", "from_config", "register", "init", "gradcheck",
            "Sequential", "Residual",
            "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Flatten", "Dropout",
            "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm",
            "Embedding", "RNN", "GRU", "LSTM", "TimeDistributed",
-           "Loss", "SoftmaxCrossEntropy", "SigmoidCrossEntropy", "MSE", "loss_from_config"]
+           "Loss", "SoftmaxCrossEntropy", "SigmoidCrossEntropy", "MSE", "loss_from_config",
+           "Model", "History", "Callback", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN"]
 
-
-def __getattr__(name):
-    # Model lives in model.py (written separately); imported on first use so this
-    # package works with or without it
-    if name == "Model":
-        from .model import Model
-        return Model
-    raise AttributeError(f"module 'fastnn.nn' has no attribute {name!r}")
