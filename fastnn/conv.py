@@ -78,17 +78,23 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, layout="N
     return _conv_forward("conv2d", x, w, b, stride, padding, dilation, groups, layout, backend)[0]
 
 
-def conv2d_backward(dy, cache):
-    """Gradients (dx, dw, db) of conv2d_forward; db is None when b was None, else in b's shape."""
+def conv2d_backward(dy, cache, *, need_dx=True):
+    """Gradients (dx, dw, db) of conv2d_forward; db is None when b was None, else in b's shape.
+
+    need_dx=False: the input gradient is not computed and dx is None (a network's first
+    layer, whose input needs no gradient).
+    """
     fn = "conv2d_backward"
     A.check_cache(fn, cache, "conv2d")
+    if not isinstance(need_dx, bool):
+        raise TypeError(f"{fn}: need_dx must be a bool, got {need_dx!r}")
     layout = cache.meta["layout"]
     dy = A.grad_array(fn, "dy", dy, cache.meta["y_shape"])
     dy = A.contiguous(A.to_nhwc(dy, layout), cache.meta["dtype"])
-    dx, dw, db = _backends.kernel_of(cache.backend, "conv2d_backward")(dy, cache.state)
+    dx, dw, db = _backends.kernel_of(cache.backend, "conv2d_backward")(dy, cache.state, bool(need_dx))
     if db is not None:
         db = db.reshape(cache.meta["b_shape"])
-    return A.from_nhwc(dx, layout), _w_from_kernel(dw, layout), db
+    return A.from_nhwc(dx, layout) if need_dx else None, _w_from_kernel(dw, layout), db
 
 
 def _patch_geometry(fn, shape, kernel_size, stride, padding, dilation):

@@ -681,3 +681,32 @@ def test_conv_gradients_come_back_in_the_compute_dtype(backend, rng):
     assert y64.dtype == np.float64
     assert_close(y64, y.astype(np.float64), np.float32)
     assert [g.dtype for g in fastnn.conv2d_backward(np.ones(y.shape, np.float32), cache64)] == [np.float64] * 3
+
+
+@pytest.mark.parametrize("case", [
+    dict(x=(2, 7, 7, 1), w=(5, 5, 1, 6), padding=2),          # one input channel (a first layer)
+    dict(x=(2, 9, 9, 3), w=(3, 3, 3, 4), stride=2),           # strided: dx by columns
+    dict(x=(2, 6, 6, 32), w=(3, 3, 32, 32), padding=1),       # dx as a transposed convolution
+    dict(x=(2, 8, 8, 4), w=(3, 3, 1, 4), groups=4),           # depthwise
+    dict(x=(2, 6, 6, 3), w=(1, 1, 3, 5)),                     # pointwise
+])
+def test_backward_without_dx_gives_the_same_weight_gradients(backend, case, rng):
+    """need_dx=False (a network's first layer) skips the input gradient: dx is None and
+    dw, db are the very bits of a full backward."""
+    case = dict(case)
+    x, w = randn(rng, case.pop("x")), randn(rng, case.pop("w"))
+    b = randn(rng, (w.shape[-1],))
+    y, cache = fastnn.conv2d_forward(x, w, b, **case, **on(backend))
+    dy = randn(rng, y.shape)
+    dx, dw, db = fastnn.conv2d_backward(dy, cache)
+    none, dw2, db2 = fastnn.conv2d_backward(dy, cache, need_dx=False)
+    assert none is None and dx is not None
+    np.testing.assert_array_equal(dw2, dw)
+    np.testing.assert_array_equal(db2, db)
+
+
+def test_backward_need_dx_must_be_a_bool(rng):
+    x, w = randn(rng, (1, 4, 4, 2)), randn(rng, (3, 3, 2, 2))
+    _, cache = fastnn.conv2d_forward(x, w)
+    with pytest.raises(TypeError, match="conv2d_backward: need_dx"):
+        fastnn.conv2d_backward(np.ones((1, 2, 2, 2)), cache, need_dx="no")

@@ -686,3 +686,32 @@ def test_no_layer_modifies_its_inputs_or_dy(make, shape):
     np.testing.assert_array_equal(x, x_before)
     np.testing.assert_array_equal(dy, dy_before)
     assert dx.shape == x.shape and not np.shares_memory(dx, dy)
+
+
+def test_a_network_skips_its_input_gradient_with_the_same_parameter_gradients(monkeypatch):
+    """backward_params (what Model.fit calls) gives every parameter gradient of a full
+    backward, bit for bit, and asks the first convolution for no input gradient."""
+    from fastnn.nn import conv as nn_conv
+    rng = np.random.default_rng(3)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, activation="relu", rng=1, dtype=np.float64),
+                        nn.Conv2d(3, 2, 3, rng=2, dtype=np.float64), nn.Flatten(),
+                        nn.Linear(2 * 4 * 4, 3, rng=3, dtype=np.float64))
+    x = rng.standard_normal((4, 6, 6, 1))
+    dy = rng.standard_normal((4, 3))
+    net.forward(x)
+    net.backward(dy)
+    full = {k: v.copy() for k, v in net.grads.items()}
+    asked = []
+    real = nn_conv.conv2d_backward
+
+    def spy(dy, cache, need_dx=True):
+        asked.append(need_dx)
+        return real(dy, cache, need_dx=need_dx)
+
+    monkeypatch.setattr(nn_conv, "conv2d_backward", spy)
+    net.forward(x)
+    assert net.backward_params(dy) is None
+    assert asked == [True, False]  # the second convolution's dx is needed, the first's is not
+    assert set(net.grads) == set(full)
+    for name, g in net.grads.items():
+        np.testing.assert_array_equal(g, full[name], err_msg=name)

@@ -567,7 +567,7 @@ cdef void _backward_depthwise(const floating[:, :, :, ::1] x, const floating[:, 
 
 cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
                             const floating[:, :, :, ::1] w, bint has_bias, Py_ssize_t groups,
-                            Geometry g, Py_ssize_t workspace_bytes):
+                            Geometry g, Py_ssize_t workspace_bytes, bint need_dx):
     cdef Py_ssize_t C_out = w.shape[3]
     cdef Py_ssize_t Cog = C_out // groups
     cdef Py_ssize_t rows = g.N * g.Ho * g.Wo
@@ -580,7 +580,11 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
     # convolution's output (C_in per group) would fill less than half a panel
     cdef bint dbl = floating is double
     cdef bint by_columns = g.sh > 1 or g.sw > 1 or 2 * g.Cg < fn_panel_width(dbl)
-    dx_arr = (np.zeros if by_columns and not depthwise else np.empty)((g.N, g.H, g.W, g.C), dtype=dtype)
+    # without need_dx, only the depthwise kernel (which computes both together) writes dx
+    dx_shape = (1, 1, 1, 1)
+    if need_dx or depthwise:
+        dx_shape = (g.N, g.H, g.W, g.C)
+    dx_arr = (np.zeros if by_columns and not depthwise else np.empty)(dx_shape, dtype=dtype)
     dw_arr = np.empty((g.kh, g.kw, g.Cg, C_out), dtype=dtype)
     db_arr = np.empty(C_out, dtype=dtype) if has_bias else None
     if rows == 0 or K == 0 or C_out == 0:
@@ -588,7 +592,7 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
         dw_arr[...] = 0
         if has_bias:
             db_arr[...] = np.asarray(dy).reshape(-1, C_out).sum(axis=0) if C_out else 0
-        return dx_arr, dw_arr, db_arr
+        return dx_arr if need_dx else None, dw_arr, db_arr
     cdef floating[:, :, :, ::1] dx = dx_arr
     cdef floating[::1] db
     cdef double[:, ::1] partial
@@ -601,7 +605,9 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
         dw_arr[...] = np.asarray(partial).sum(axis=0).reshape(dw_arr.shape)
     else:
         dw_arr.reshape(-1)[...] = _weight_grad(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], &g, groups, C_out)
-        if by_columns:
+        if not need_dx:
+            pass
+        elif by_columns:
             _dx_by_columns(&dy[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0], &g, groups, C_out, workspace_bytes)
         else:
             # dx is the stride-1 convolution of dy (padded by the kernel's reach minus the
@@ -622,7 +628,7 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
         partial = np.empty((nthreads, C_out), dtype=np.float64)
         with nogil:
             _column_sums(&dy[0, 0, 0, 0], rows, C_out, &db[0], partial, nthreads)
-    return dx_arr, dw_arr, db_arr
+    return dx_arr if need_dx else None, dw_arr, db_arr
 
 
 # ---------------------------------------------------------------------------
@@ -641,13 +647,14 @@ def conv2d_forward(x, w, b, stride, pads, dilation, groups, out_hw, workspace_by
     return y, state
 
 
-def conv2d_backward(dy, state):
-    """(dx, dw, db) from dy and the state of conv2d_forward; db is None without a bias."""
+def conv2d_backward(dy, state, need_dx=True):
+    """(dx, dw, db) from dy and the state of conv2d_forward; db is None without a bias,
+    dx None when need_dx is false (it is then not computed)."""
     x, w, has_bias, stride, pads, dilation, groups, out_hw, workspace_bytes = state
     cdef Geometry g = _geometry(x.shape, w.shape[:2], stride, pads, dilation, out_hw, w.shape[2])
     if x.dtype == np.float32:
-        return _conv2d_backward[float](dy, x, w, has_bias, groups, g, workspace_bytes)
-    return _conv2d_backward[double](dy, x, w, has_bias, groups, g, workspace_bytes)
+        return _conv2d_backward[float](dy, x, w, has_bias, groups, g, workspace_bytes, need_dx)
+    return _conv2d_backward[double](dy, x, w, has_bias, groups, g, workspace_bytes, need_dx)
 
 
 cdef object _im2col(const floating[:, :, :, ::1] x, Geometry g):

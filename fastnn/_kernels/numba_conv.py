@@ -460,7 +460,7 @@ def conv2d_forward(x, w, b, stride, pads, dilation, groups, out_hw, workspace_by
     return y, state
 
 
-def conv2d_backward(dy, state):
+def conv2d_backward(dy, state, need_dx=True):
     x, w, has_bias, stride, pads, dilation, groups, out_hw, workspace_bytes = state
     n_img, height, width, chans = x.shape
     kh, kw, cg, c_out = w.shape
@@ -469,11 +469,13 @@ def conv2d_backward(dy, state):
     sums = _column_sums if numba.get_num_threads() == 1 else _column_sums_serial
     db = sums(dy2, _REDUCE_BLOCKS) if has_bias else None
     if n_img == 0:
-        return np.zeros(x.shape, dtype=x.dtype), np.zeros(w.shape, dtype=x.dtype), db
+        return np.zeros(x.shape, dtype=x.dtype) if need_dx else None, np.zeros(w.shape, dtype=x.dtype), db
     geom = _geometry((kh, kw), stride, pads, dilation, out_hw)
     if groups == chans and groups > 1:
-        dx = np.empty(x.shape, dtype=x.dtype)
-        _depthwise_backward_input(dy, w, geom, dx)
+        dx = None
+        if need_dx:
+            dx = np.empty(x.shape, dtype=x.dtype)
+            _depthwise_backward_input(dy, w, geom, dx)
         dw = _depthwise_backward_weight(x, dy, geom, kh, kw, min(_REDUCE_BLOCKS, n_img * h_out))
         return dx, dw, db
     if _is_pointwise(w, stride, pads, groups):
@@ -481,14 +483,16 @@ def conv2d_backward(dy, state):
         x2 = x.reshape(n_img * height * width, chans)
         w2 = w.reshape(chans, c_out)
         dw = np.matmul(x2.T, dy2).reshape(w.shape)
-        dx = np.matmul(dy2, w2.T).reshape(x.shape)
+        dx = np.matmul(dy2, w2.T).reshape(x.shape) if need_dx else None
         return dx, dw, db
     cog = c_out // groups
     kcols = kh * kw * cg
     wmats = _group_weights(w, groups)
     transposed = (_dx_by_transposed_conv(stride, cg, cog)
                   and width * kh * kw * cog * x.itemsize <= workspace_bytes)
-    dx = np.empty(x.shape, dtype=x.dtype) if transposed else np.zeros(x.shape, dtype=x.dtype)
+    dx = None
+    if need_dx:
+        dx = np.empty(x.shape, dtype=x.dtype) if transposed else np.zeros(x.shape, dtype=x.dtype)
     # Slots scatter into dx through col2im, so each must own whole images.
     bounds, step, context, (to_cols, from_cols) = _plan(n_img * h_out, 1 if transposed else h_out,
                                   w_out * kcols * x.itemsize, workspace_bytes)
@@ -513,14 +517,14 @@ def conv2d_backward(dy, state):
                 else:
                     np.matmul(cols.T, dyg, out=tmp)
                     dwg += tmp
-                if not transposed:
+                if not transposed and need_dx:
                     # cols has served dw; it now receives this chunk's column gradients.
                     np.matmul(dyg, wmats[g].T, out=cols)
                     from_cols(cols, geom, r0, r1, g * cg, cg, dx)
 
     with context:
         _run_slots(slot, len(bounds) - 1)
-    if transposed:
+    if transposed and need_dx:
         _transposed_conv(dy, w, groups, pads, dilation, workspace_bytes, dx)
     # Slot order: a fixed summation order for a given thread count.
     dw = dw_parts[0] if len(dw_parts) == 1 else dw_parts[0].copy()

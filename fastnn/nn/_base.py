@@ -257,6 +257,12 @@ class Layer:
     def backward(self, dy):
         raise NotImplementedError
 
+    def backward_params(self, dy):
+        """The parameter gradients of ``backward(dy)`` (stored in ``grads``) without
+        the input gradient, for a caller with no use for it (a network's input);
+        returns None. Layers whose input gradient costs real work (Conv2d) skip it."""
+        self.backward(dy)
+
     def __call__(self, x, training=True):
         return self.forward(x, training=training)
 

@@ -164,6 +164,14 @@ class Sequential(_Container):
             dy = layer.backward(dy)
         return dy
 
+    def backward_params(self, dy):
+        if self._out_shape is None:
+            raise RuntimeError("Sequential.backward called before forward (nothing to differentiate)")
+        for _, layer in reversed(self._named[1:]):
+            dy = layer.backward(dy)
+        if self._named:
+            self._named[0][1].backward_params(dy)
+
     def config(self):
         return {"type": "Sequential", "layers": [[name, layer.config()] for name, layer in self._named]}
 

@@ -101,15 +101,18 @@ class Conv2d(Layer):
         self._out_shape = y.shape
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx=True):
         dy = check_dy("Conv2d", dy, self._out_shape, self.dtype)
         if self.activation is not None:
             dy = activation_backward(dy, self._act_cache)
-        dx, dw, db = conv2d_backward(dy, self._cache)
+        dx, dw, db = conv2d_backward(dy, self._cache, need_dx=need_dx)
         self._grads["w"] = dw
         if self.bias:
             self._grads["b"] = db
         return dx
+
+    def backward_params(self, dy):
+        self.backward(dy, need_dx=False)
 
     def _config_args(self):
         return {"c_in": self.c_in, "c_out": self.c_out, "kernel_size": self.kernel_size, "stride": self.stride,

@@ -397,7 +397,7 @@ class Model:
                     y_pred = self.network.forward(self._inputs(xb, dtype), training=True)
                     loss = float(self.loss.forward(y_pred, yb))
                     batch_accuracy = acc.add(loss, hi - lo, y_pred, yb)  # the outputs before this step
-                    self.network.backward(self.loss.backward())
+                    self.network.backward_params(self.loss.backward())
                     optimizer.step(self.network.grads)
                     batch_logs = {"size": hi - lo, "loss": loss}
                     if self._metric is not None:

@@ -54,8 +54,9 @@ def conv2d_forward(x, w, b, stride, pads, dilation, groups, out_hw, workspace_by
     return y, state
 
 
-def conv2d_backward(dy, state):
-    """The course's conv_backward: each dy value flows back through its window."""
+def conv2d_backward(dy, state, need_dx=True):
+    """The course's conv_backward: each dy value flows back through its window (dx is
+    None when need_dx is false)."""
     x, w, has_bias, stride, pads, dilation, groups, out_hw = state
     n_batch, height, width, _ = x.shape
     kh, kw, c_group, c_out = w.shape
@@ -78,7 +79,7 @@ def conv2d_backward(dy, state):
                     dw[:, :, :, co] += x_pad[n, rows, cols, channels] * dz
                     db[co] += dz
     # The padding only existed for the windows; its gradient belongs to nobody.
-    dx = np.ascontiguousarray(dx_pad[:, top:top + height, left:left + width, :])
+    dx = np.ascontiguousarray(dx_pad[:, top:top + height, left:left + width, :]) if need_dx else None
     return dx, dw, (db if has_bias else None)
 
 
