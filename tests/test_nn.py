@@ -1,0 +1,346 @@
+"""fastnn.nn: layers, containers, initialisers, losses and fastnn.gradcheck.
+
+Gradients are checked the course's way (two-sided differences in float64, relative
+difference < 1e-7 where the layer is smooth); expected values elsewhere are written
+out by hand or computed with plain NumPy formulas, never by the code under test.
+"""
+import json
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import nn
+
+F64 = np.float64
+TOL = 1e-7
+
+
+def rand(shape, seed=0, scale=1.0):
+    return np.random.default_rng(seed).standard_normal(shape) * scale
+
+
+def nonzero_biases(layer, seed=1):
+    """Random non-zero biases (a zero bias hides swapped-bias bugs)."""
+    rng = np.random.default_rng(seed)
+    layer.set_params({k: rng.standard_normal(v.shape) for k, v in layer.params.items() if k.endswith("b")},
+                     strict=False)
+    return layer
+
+
+# ---------------------------------------------------------------- gradcheck itself
+
+def test_gradcheck_function_form_matches_known_gradient():
+    # J = sum(a**2 * b), dJ/da = 2 a b, dJ/db = a**2
+    def f(arrays):
+        a, b = arrays
+        return float(np.sum(a ** 2 * b)), [2 * a * b, a ** 2]
+
+    a, b = rand((3, 2)), rand((3, 2), 1)
+    assert fastnn.gradcheck(f, [a, b]) < TOL
+
+
+def test_gradcheck_detects_a_wrong_gradient():
+    def f(arrays):
+        (a,) = arrays
+        return float(np.sum(a ** 3)), [2 * a ** 2]  # wrong: should be 3 a**2
+
+    assert fastnn.gradcheck(f, [rand(5)]) > 0.1
+
+
+def test_gradcheck_returns_details_and_leaves_inputs_alone():
+    a = rand((2, 3))
+    before = a.copy()
+    out = fastnn.gradcheck(lambda arrs: (float(np.sum(np.sin(arrs[0]))), [np.cos(arrs[0])]), [a],
+                           return_details=True)
+    assert out["difference"] < TOL
+    np.testing.assert_allclose(out["numeric"]["inputs[0]"], np.cos(a), rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(a, before)
+
+
+def test_gradcheck_rejects_float32_and_bad_returns():
+    with pytest.raises(TypeError, match="float64"):
+        fastnn.gradcheck(lambda arrs: (0.0, [arrs[0]]), [np.ones(3, np.float32)])
+    with pytest.raises(ValueError, match="grads"):
+        fastnn.gradcheck(lambda arrs: (0.0, [np.ones(2)]), [np.ones(3)])
+    with pytest.raises(TypeError, match="float64"):
+        fastnn.gradcheck(nn.Linear(2, 2), rand((3, 2)))  # a float32 layer
+    with pytest.raises(TypeError, match="callable"):
+        fastnn.gradcheck(3, [np.ones(2)])
+
+
+def test_gradcheck_restores_parameters_exactly():
+    layer = nonzero_biases(nn.Linear(3, 2, "tanh", rng=0, dtype=F64))
+    before = {k: v.copy() for k, v in layer.params.items()}
+    fastnn.gradcheck(layer, rand((4, 3)))
+    for k, v in layer.params.items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+# ---------------------------------------------------------------- dense layers and activations
+
+@pytest.mark.parametrize("activation", [None, "relu", "leaky_relu", "sigmoid", "tanh"])
+def test_linear_gradcheck(activation):
+    layer = nonzero_biases(nn.Linear(4, 3, activation, rng=0, dtype=F64))
+    assert fastnn.gradcheck(layer, rand((5, 4), 2)) < TOL
+
+
+def test_linear_forward_is_the_formula_and_takes_leading_axes():
+    layer = nonzero_biases(nn.Linear(4, 3, "relu", rng=0, dtype=F64))
+    x = rand((2, 5, 4), 3)
+    w, b = layer.params["w"], layer.params["b"]
+    np.testing.assert_allclose(layer.forward(x), np.maximum(x @ w.T + b, 0), rtol=1e-12, atol=1e-12)
+    assert fastnn.gradcheck(layer, x) < TOL
+
+
+@pytest.mark.parametrize("layer", [nn.ReLU(), nn.LeakyReLU(0.2), nn.Sigmoid(), nn.Tanh(), nn.Flatten()],
+                         ids=lambda l: type(l).__name__)
+def test_parameterless_layer_gradcheck(layer):
+    x = rand((3, 2, 4), 4) + 0.05  # values well away from relu's kink at 0
+    x[np.abs(x) < 0.01] = 0.5
+    assert fastnn.gradcheck(layer, x) < TOL
+
+
+def test_activation_values():
+    x = np.array([[-2.0, -0.5, 0.0, 1.5]])
+    np.testing.assert_array_equal(nn.ReLU().forward(x), [[0, 0, 0, 1.5]])
+    np.testing.assert_allclose(nn.LeakyReLU(0.1).forward(x), [[-0.2, -0.05, 0, 1.5]])
+    np.testing.assert_allclose(nn.Sigmoid().forward(x), 1 / (1 + np.exp(-x)), rtol=1e-12)
+    np.testing.assert_allclose(nn.Tanh().forward(x), np.tanh(x), rtol=1e-12)
+    f = nn.Flatten()
+    assert f.forward(np.zeros((2, 3, 4, 5))).shape == (2, 60)
+    assert f.backward(np.ones((2, 60))).shape == (2, 3, 4, 5)
+
+
+# ---------------------------------------------------------------- initialisers
+
+def test_initialisers_follow_the_course_scales():
+    n_in, n_out = 400, 300
+    he = nn.Linear(n_in, n_out, init="he", rng=0, dtype=F64).params["w"]
+    xav = nn.Linear(n_in, n_out, init="xavier", rng=0, dtype=F64).params["w"]
+    glorot = nn.Linear(n_in, n_out, init="glorot_uniform", rng=0, dtype=F64).params["w"]
+    zeros = nn.Linear(n_in, n_out, init="zeros", rng=0).params["w"]
+    assert abs(he.std() - np.sqrt(2 / n_in)) < 0.02 * np.sqrt(2 / n_in)
+    assert abs(xav.std() - np.sqrt(1 / n_in)) < 0.02 * np.sqrt(1 / n_in)
+    limit = np.sqrt(6 / (n_in + n_out))
+    assert glorot.max() <= limit and glorot.min() >= -limit and glorot.max() > 0.95 * limit
+    assert not zeros.any() and zeros.dtype == np.float32
+    # the course's He draw: randn(n_out, n_in) * sqrt(2 / n_in) from the same generator
+    expected = np.random.default_rng(7).standard_normal((3, 5)) * np.sqrt(2 / 5)
+    np.testing.assert_array_equal(nn.Linear(5, 3, init="he", rng=7, dtype=F64).params["w"], expected)
+    assert not nn.Linear(5, 3).params["b"].any()
+
+
+def test_callable_init_and_errors():
+    layer = nn.Linear(3, 2, init=lambda shape, fan_in, fan_out, rng, dtype: np.full(shape, fan_in + fan_out))
+    np.testing.assert_array_equal(layer.params["w"], np.full((2, 3), 5.0, np.float32))
+    with pytest.raises(ValueError, match="init"):
+        nn.Linear(3, 2, init="uniformish")
+    with pytest.raises(ValueError, match="shape"):
+        nn.Linear(3, 2, init=lambda shape, *a: np.zeros(4))
+
+
+def test_same_seed_same_weights_and_generator_accepted():
+    a = nn.Linear(6, 4, rng=3).params["w"]
+    b = nn.Linear(6, 4, rng=np.random.default_rng(3)).params["w"]
+    np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- containers, naming, params
+
+def test_sequential_names_children_and_params():
+    net = nn.Sequential(nn.Linear(4, 5, "relu"), nn.Dropout(0.9), nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2))
+    assert net.names == ["linear1", "dropout1", "linear2", "relu1", "linear3"]
+    assert list(net.params) == ["linear1.w", "linear1.b", "linear2.w", "linear2.b", "linear3.w", "linear3.b"]
+    assert net["linear2"] is net[2]
+    named = nn.Sequential(("body", nn.Sequential(nn.Linear(2, 2), nn.Tanh())), ("head", nn.Linear(2, 1)))
+    assert list(named.params) == ["body.linear1.w", "body.linear1.b", "head.w", "head.b"]
+    with pytest.raises(ValueError, match="twice"):
+        nn.Sequential(("a", nn.ReLU()), ("a", nn.Tanh()))
+    with pytest.raises(ValueError, match="dots"):
+        nn.Sequential(("a.b", nn.ReLU()))
+    with pytest.raises(TypeError, match="argument 1"):
+        nn.Sequential(nn.ReLU(), "relu")
+
+
+def test_params_are_the_same_arrays_every_step_and_optimizer_updates_them():
+    net = nn.Sequential(nn.Linear(3, 4, "tanh", rng=0), nn.Linear(4, 2, rng=1))
+    params = net.params
+    opt = fastnn.optim.SGD(params, lr=0.1)
+    before = {k: v.copy() for k, v in params.items()}
+    x = rand((5, 3)).astype(np.float32)
+    loss = nn.SoftmaxCrossEntropy()
+    for _ in range(2):
+        loss.forward(net.forward(x), np.array([0, 1, 0, 1, 1]))
+        net.backward(loss.backward())
+        grads = net.grads
+        assert set(grads) == set(params)
+        for k in params:
+            assert net.params[k] is params[k]
+            assert grads[k].shape == params[k].shape
+        opt.step(grads)
+    assert any(not np.array_equal(before[k], params[k]) for k in params)
+
+
+def test_set_params_copies_in_place_and_validates():
+    net = nn.Sequential(nn.Linear(3, 2, rng=0))
+    w = net.params["linear1.w"]
+    new = {"linear1.w": np.arange(6.0).reshape(2, 3), "linear1.b": np.array([1.0, -1.0])}
+    net.set_params(new)
+    assert net.params["linear1.w"] is w and w.dtype == np.float32
+    np.testing.assert_array_equal(w, new["linear1.w"])
+    with pytest.raises(ValueError, match="missing"):
+        net.set_params({"linear1.w": np.zeros((2, 3))})
+    with pytest.raises(ValueError, match="unknown"):
+        net.set_params({**new, "linear9.w": np.zeros(1)})
+    with pytest.raises(ValueError, match=r"\(3, 2\)"):
+        net.set_params({"linear1.w": np.zeros((3, 2)), "linear1.b": np.zeros(2)})
+    np.testing.assert_array_equal(w, new["linear1.w"])  # a failed load changes nothing
+
+
+def test_sequential_gradcheck_with_softmax_cross_entropy():
+    net = nn.Sequential(nn.Linear(4, 6, "tanh", rng=0, dtype=F64), nn.Linear(6, 3, rng=1, dtype=F64))
+    nonzero_biases(net)
+    assert fastnn.gradcheck(net, rand((5, 4)), loss=nn.SoftmaxCrossEntropy(), target=np.array([0, 2, 1, 2, 0])) < TOL
+
+
+# ---------------------------------------------------------------- config round trip
+
+def roundtrip(layer):
+    cfg = layer.config()
+    text = json.dumps(cfg)
+    rebuilt = nn.from_config(json.loads(text))
+    assert type(rebuilt) is type(layer)
+    assert rebuilt.config() == cfg
+    assert {k: v.shape for k, v in rebuilt.params.items()} == {k: v.shape for k, v in layer.params.items()}
+    return rebuilt
+
+
+def test_config_round_trip_dense():
+    net = nn.Sequential(nn.Linear(4, 5, "leaky_relu", alpha=0.2, init="he", dtype=F64), nn.Dropout(0.8),
+                        nn.Sigmoid(), nn.Tanh(), nn.ReLU(), nn.LeakyReLU(0.3), nn.Flatten(), nn.Linear(5, 2, bias=False))
+    rebuilt = roundtrip(net)
+    rebuilt.set_params(net.state_dict())
+    x = rand((3, 4))
+    np.testing.assert_array_equal(rebuilt.forward(x, training=False), net.forward(x, training=False))
+
+
+def test_from_config_rejects_unknown_types():
+    with pytest.raises(ValueError, match="unknown layer type"):
+        nn.from_config({"type": "os.system"})
+    with pytest.raises(ValueError, match="type"):
+        nn.from_config({"n_in": 3})
+    with pytest.raises(TypeError):
+        nn.from_config("Linear")
+
+
+# ---------------------------------------------------------------- losses
+
+def test_losses_values_by_hand():
+    z = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    y = np.array([1, 2])
+    ce = nn.SoftmaxCrossEntropy()
+    lse = np.log(np.exp(z).sum(axis=1))
+    expected = np.mean(lse - z[[0, 1], y])
+    assert ce.forward(z, y) == pytest.approx(expected, rel=1e-12)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    onehot = np.eye(3)[y]
+    np.testing.assert_allclose(ce.backward(), (p - onehot) / 2, rtol=1e-12)
+
+    t = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    bce = nn.SigmoidCrossEntropy()
+    s = 1 / (1 + np.exp(-z))
+    assert bce.forward(z, t) == pytest.approx(np.mean(-(t * np.log(s) + (1 - t) * np.log(1 - s))), rel=1e-12)
+    np.testing.assert_allclose(bce.backward(), (s - t) / 6, rtol=1e-12)
+
+    mse = nn.MSE()
+    assert mse.forward(z, t) == pytest.approx(np.mean((z - t) ** 2), rel=1e-12)
+    np.testing.assert_allclose(mse.backward(), 2 * (z - t) / 6, rtol=1e-12)
+
+
+def test_losses_errors():
+    with pytest.raises(RuntimeError, match="before forward"):
+        nn.SoftmaxCrossEntropy().backward()
+    with pytest.raises(ValueError, match="y_true"):
+        nn.SoftmaxCrossEntropy().forward(np.zeros((2, 3)), np.zeros(3, int))
+    with pytest.raises(ValueError, match="y_true"):
+        nn.MSE().forward(np.zeros((2, 3)), np.zeros((3, 2)))
+    with pytest.raises(TypeError, match="float"):
+        nn.MSE().forward(np.zeros((2, 3), int), np.zeros((2, 3)))
+
+
+# ---------------------------------------------------------------- errors and inputs
+
+def test_linear_errors_name_the_layer_and_values():
+    layer = nn.Linear(4, 3)
+    with pytest.raises(ValueError, match=r"Linear.forward: x has 5 input features .*n_in = 4"):
+        layer.forward(np.zeros((2, 5), np.float32))
+    with pytest.raises(TypeError, match="Linear.forward: x must be a float array, got dtype int64"):
+        layer.forward(np.zeros((2, 4), np.int64))
+    with pytest.raises(RuntimeError, match="Linear.backward called before forward"):
+        nn.Linear(4, 3).backward(np.zeros((2, 3)))
+    layer.forward(np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"dy has shape \(2, 4\).*\(2, 3\)"):
+        layer.backward(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="activation"):
+        nn.Linear(4, 3, "softplus")
+    with pytest.raises(TypeError, match="n_in"):
+        nn.Linear(4.0, 3)
+    with pytest.raises(ValueError, match="dtype"):
+        nn.Linear(4, 3, dtype=np.int32)
+    with pytest.raises(ValueError, match="keep_prob"):
+        nn.Dropout(0.0)
+    with pytest.raises(ValueError, match="keep_prob"):
+        nn.Dropout(1.5)
+
+
+def test_inputs_are_not_modified():
+    net = nn.Sequential(nn.Linear(4, 4, "relu", rng=0), nn.Dropout(0.5, rng=0), nn.Flatten(), nn.Linear(4, 2))
+    x = rand((3, 4)).astype(np.float32)
+    x_before = x.copy()
+    y = net.forward(x)
+    dy = np.ones_like(y)
+    dy_before = dy.copy()
+    net.backward(dy)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(dy, dy_before)
+    y2 = nn.Flatten().forward(x)
+    y2 += 1  # writing into an output leaves the input alone
+    np.testing.assert_array_equal(x, x_before)
+
+
+def test_dtype_follows_the_layer():
+    x = rand((2, 3))
+    assert nn.Linear(3, 2).forward(x).dtype == np.float32
+    assert nn.Linear(3, 2, dtype=F64).forward(x.astype(np.float32)).dtype == np.float64
+    assert nn.ReLU().forward(x.astype(np.float32)).dtype == np.float32
+
+
+# ---------------------------------------------------------------- train / eval
+
+def test_dropout_identity_in_eval_and_inverted_in_training():
+    x = np.ones((200, 50))
+    d = nn.Dropout(0.8, rng=0)
+    np.testing.assert_array_equal(d.forward(x, training=False), x)
+    d.eval()
+    np.testing.assert_array_equal(d.forward(x), x)
+    np.testing.assert_array_equal(d.backward(np.full_like(x, 2.0)), np.full_like(x, 2.0))
+    d.train()
+    y = d.forward(x)
+    # the course's mask from the same generator: rand < keep_prob, divided by keep_prob
+    mask = np.random.default_rng(0).random(x.shape) < 0.8
+    np.testing.assert_allclose(y, mask / 0.8, rtol=1e-15)
+    np.testing.assert_allclose(d.backward(np.ones_like(x)), mask / 0.8, rtol=1e-15)
+
+
+def test_eval_propagates_through_containers():
+    net = nn.Sequential(nn.Sequential(nn.Dropout(0.5)), nn.Linear(2, 2))
+    net.eval()
+    assert all(not layer.training for layer in net.layers_iter())
+    net.train()
+    assert all(layer.training for layer in net.layers_iter())
+
+
+def test_dropout_gradcheck_with_a_fixed_mask():
+    net = nn.Sequential(nn.Linear(4, 5, "tanh", rng=0, dtype=F64), nn.Dropout(0.6, rng=5), nn.Linear(5, 2, rng=1, dtype=F64))
+    assert fastnn.gradcheck(net, rand((6, 4))) < TOL
