@@ -46,7 +46,7 @@ def identity_block(c, filters, *, f=3, rng=0, dtype=np.float32):
     main = nn.Sequential(*_conv_bn(nn, c, f1, 1, 1, 0, common), nn.ReLU(),
                          *_conv_bn(nn, f1, f2, f, 1, f // 2, common), nn.ReLU(),
                          *_conv_bn(nn, f2, c, 1, 1, 0, common))
-    return nn.Sequential(("residual", nn.Residual(main)), ("relu", nn.ReLU()))
+    return nn.Residual(main)
 
 
 def convolutional_block(c_in, filters, *, f=3, stride=2, rng=0, dtype=np.float32):
@@ -60,7 +60,7 @@ def convolutional_block(c_in, filters, *, f=3, stride=2, rng=0, dtype=np.float32
                          *_conv_bn(nn, f1, f2, f, 1, f // 2, common), nn.ReLU(),
                          *_conv_bn(nn, f2, f3, 1, 1, 0, common))
     shortcut = nn.Sequential(*_conv_bn(nn, c_in, f3, 1, stride, 0, common))
-    return nn.Sequential(("residual", nn.Residual(main, shortcut)), ("relu", nn.ReLU()))
+    return nn.Residual(main, shortcut)
 
 
 def small_resnet(*, in_channels=1, classes=10, width=16, rng=0, dtype=np.float32):
