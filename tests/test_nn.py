@@ -16,6 +16,17 @@ F64 = np.float64
 TOL = 1e-7
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # a gradient check makes thousands of tiny op calls; on a busy 2-core machine
+    # each parallel region can wait milliseconds for a thread (grouped convolution:
+    # 15-50 ms a call), so these run on one thread; the ops' threading is tested elsewhere
+    before = fastnn.get_num_threads()
+    fastnn.set_num_threads(1)
+    yield
+    fastnn.set_num_threads(before)
+
+
 def rand(shape, seed=0, scale=1.0):
     return np.random.default_rng(seed).standard_normal(shape) * scale
 
@@ -344,3 +355,160 @@ def test_eval_propagates_through_containers():
 def test_dropout_gradcheck_with_a_fixed_mask():
     net = nn.Sequential(nn.Linear(4, 5, "tanh", rng=0, dtype=F64), nn.Dropout(0.6, rng=5), nn.Linear(5, 2, rng=1, dtype=F64))
     assert fastnn.gradcheck(net, rand((6, 4))) < TOL
+
+
+# ---------------------------------------------------------------- convolution, pooling, batch norm
+
+def tie_free(shape, seed=0):
+    """Distinct values (no ties for max pooling), shuffled."""
+    n = int(np.prod(shape))
+    return np.random.default_rng(seed).permutation(np.linspace(-2, 2, n)).reshape(shape)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1), dict(kernel_size=(2, 3), stride=(2, 1)),
+                                    dict(kernel_size=2, dilation=2, padding="same", activation="tanh"),
+                                    dict(kernel_size=1, groups=2)], ids=["pad", "stride", "dil-same-tanh", "groups"])
+def test_conv2d_gradcheck(layout, kwargs):
+    layer = nonzero_biases(nn.Conv2d(2, 4, layout=layout, rng=0, dtype=F64, **kwargs))
+    x = rand((2, 5, 4, 2) if layout == "NHWC" else (2, 2, 5, 4), 3)
+    assert fastnn.gradcheck(layer, x) < TOL
+
+
+def test_conv2d_weight_layouts_and_values():
+    nhwc = nonzero_biases(nn.Conv2d(3, 2, (2, 3), rng=0, dtype=F64))
+    assert nhwc.params["w"].shape == (2, 3, 3, 2)
+    nchw = nn.Conv2d(3, 2, (2, 3), layout="NCHW", dtype=F64)
+    assert nchw.params["w"].shape == (2, 3, 2, 3)
+    x = rand((1, 4, 5, 3), 5)
+    y = nhwc.forward(x)
+    w, b = nhwc.params["w"], nhwc.params["b"]
+    # the course's conv_single_step at output (0, 1, 2, 1)
+    expected = np.sum(x[0, 1:3, 2:5, :] * w[:, :, :, 1]) + b[1]
+    assert y.shape == (1, 3, 3, 2)
+    assert y[0, 1, 2, 1] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("layer", [nn.MaxPool2d(2), nn.MaxPool2d(3, stride=2, padding=1), nn.AvgPool2d(2, 1),
+                                   nn.AvgPool2d(3, 2, padding=1, count_include_pad=False),
+                                   nn.MaxPool2d(2, layout="NCHW"), nn.GlobalAvgPool2d(), nn.GlobalAvgPool2d("NCHW")],
+                         ids=lambda l: repr(l))
+def test_pool_gradcheck(layer):
+    x = tie_free((2, 5, 4, 3), 6)
+    assert fastnn.gradcheck(layer, x) < TOL
+
+
+def test_pool_values():
+    x = np.arange(16.0).reshape(1, 4, 4, 1)
+    np.testing.assert_array_equal(nn.MaxPool2d(2).forward(x)[0, :, :, 0], [[5, 7], [13, 15]])
+    np.testing.assert_array_equal(nn.AvgPool2d(2).forward(x)[0, :, :, 0], [[2.5, 4.5], [10.5, 12.5]])
+    g = nn.GlobalAvgPool2d()
+    np.testing.assert_array_equal(g.forward(x), [[7.5]])
+    np.testing.assert_array_equal(g.backward(np.array([[16.0]])), np.ones((1, 4, 4, 1)))
+
+
+@pytest.mark.parametrize("shape,layout", [((6, 3), "NHWC"), ((3, 2, 3, 3), "NHWC"), ((3, 3, 2, 3), "NCHW")])
+def test_batchnorm_gradcheck(shape, layout):
+    layer = nn.BatchNorm(3, layout=layout, dtype=F64)
+    layer.set_params({"gamma": np.array([0.5, 1.5, -2.0]), "beta": np.array([0.1, -0.3, 0.7])}, strict=False)
+    assert fastnn.gradcheck(layer, rand(shape, 8)) < TOL
+
+
+def test_batchnorm_running_averages_are_the_course_formula():
+    bn = nn.BatchNorm(2, momentum=0.8, dtype=F64)
+    rm, rv = bn.buffers["running_mean"], bn.buffers["running_var"]
+    mean, var = np.zeros(2), np.ones(2)  # the course's starting point
+    for seed in range(3):
+        x = rand((4, 3, 2, 2), seed, scale=2.0) + 5.0
+        y = bn.forward(x)
+        flat = x.reshape(-1, 2)
+        mu = flat.mean(axis=0)
+        sigma2 = ((flat - mu) ** 2).mean(axis=0)  # biased, the course's
+        mean = 0.8 * mean + 0.2 * mu
+        var = 0.8 * var + 0.2 * sigma2
+        np.testing.assert_allclose(y, (x - mu) / np.sqrt(sigma2 + 1e-5), rtol=1e-10, atol=1e-12)
+    assert bn.buffers["running_mean"] is rm and bn.buffers["running_var"] is rv
+    np.testing.assert_allclose(rm, mean, rtol=1e-12)
+    np.testing.assert_allclose(rv, var, rtol=1e-12)
+    # eval: the running statistics, and they stay put
+    x = rand((2, 3, 2, 2), 9)
+    bn.eval()
+    y = bn.forward(x)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5), rtol=1e-10)
+    np.testing.assert_allclose(rm, mean, rtol=1e-12)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        bn.backward(np.ones_like(y))
+    assert list(nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm(2)).buffers) == ["bn1.running_mean", "bn1.running_var"]
+
+
+def test_whole_small_network_gradcheck():
+    # conv -> BN -> relu -> pool -> flatten -> linear + softmax cross-entropy
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, bias=False, rng=0, dtype=F64), nn.BatchNorm(3, dtype=F64),
+                        nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 4, rng=1, dtype=F64))
+    nonzero_biases(net)
+    net.set_params({"bn1.gamma": np.array([1.2, 0.7, -0.9]), "bn1.beta": np.array([0.2, -0.1, 0.3])}, strict=False)
+    x = rand((5, 4, 4, 2), 10)
+    y = np.array([0, 3, 1, 2, 1])
+    details = fastnn.gradcheck(net, x, loss=nn.SoftmaxCrossEntropy(), target=y, return_details=True)
+    assert details["difference"] < TOL
+    assert set(details["per_array"]) == {"x", "conv1.w", "bn1.gamma", "bn1.beta", "linear1.w", "linear1.b"}
+    for name, diff in details["per_array"].items():
+        assert diff < 1e-6, name
+
+
+def test_residual_blocks_gradcheck_and_naming():
+    identity = nn.Residual(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, rng=0, dtype=F64), nn.ReLU(),
+                                         nn.Conv2d(3, 3, 3, padding=1, rng=1, dtype=F64)))
+    conv_block = nn.Residual(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1, rng=2, dtype=F64),
+                                           nn.BatchNorm(4, dtype=F64), nn.ReLU(),
+                                           nn.Conv2d(4, 4, 3, padding=1, rng=3, dtype=F64)),
+                             shortcut=nn.Sequential(nn.Conv2d(3, 4, 1, stride=2, rng=4, dtype=F64),
+                                                    nn.BatchNorm(4, dtype=F64)))
+    net = nn.Sequential(identity, conv_block, nn.GlobalAvgPool2d(), nn.Linear(4, 2, dtype=F64))
+    nonzero_biases(net)
+    assert "block1.main.conv1.w" in net.params and "block2.shortcut.conv1.w" in net.params
+    assert "block2.shortcut.bn1.running_var" in net.buffers
+    assert fastnn.gradcheck(net, rand((2, 4, 4, 3), 11)) < TOL
+    x = rand((2, 4, 4, 3), 12)
+    # identity block by hand: relu(main(x) + x)
+    np.testing.assert_allclose(identity.forward(x), np.maximum(identity.main.forward(x) + x, 0), rtol=1e-12)
+    with pytest.raises(ValueError, match="shortcut"):
+        nn.Residual(nn.Conv2d(3, 4, 1, dtype=F64)).forward(x)
+
+
+def test_config_round_trip_conv_network():
+    net = nn.Sequential(nn.Conv2d(1, 6, 5, padding="same", activation="relu", layout="NCHW"),
+                        nn.MaxPool2d(2, layout="NCHW"), nn.AvgPool2d(3, 1, 1, count_include_pad=False, layout="NCHW"),
+                        nn.BatchNorm(6, momentum=0.95, eps=1e-3, layout="NCHW"),
+                        nn.Residual(nn.Conv2d(6, 6, (3, 1), padding=((1, 1), (0, 0)), layout="NCHW"), activation=None),
+                        nn.GlobalAvgPool2d("NCHW"), nn.Linear(6, 3))
+    rebuilt = roundtrip(net)
+    rebuilt.set_params(net.state_dict())
+    x = rand((2, 1, 8, 8), 13).astype(np.float32)
+    np.testing.assert_array_equal(rebuilt.forward(x), net.forward(x))
+    assert rebuilt.buffers.keys() == net.buffers.keys()
+
+
+def test_conv_pool_bn_errors():
+    with pytest.raises(ValueError, match=r"Conv2d.forward: x has 3 channels .* c_in = 2 \(layout NHWC\)"):
+        nn.Conv2d(2, 4, 3).forward(np.zeros((1, 5, 5, 3), np.float32))
+    with pytest.raises(ValueError, match=r"Conv2d.forward: x must be 4-D, got shape \(5, 5, 2\)"):
+        nn.Conv2d(2, 4, 3).forward(np.zeros((5, 5, 2), np.float32))
+    with pytest.raises(ValueError, match="Conv2d.forward: conv2d"):
+        nn.Conv2d(2, 4, 7).forward(np.zeros((1, 5, 5, 2), np.float32))  # output smaller than 1
+    with pytest.raises(ValueError, match="groups=3 must divide"):
+        nn.Conv2d(4, 6, 3, groups=3)
+    with pytest.raises(ValueError, match="layout"):
+        nn.Conv2d(4, 6, 3, layout="NWHC")
+    with pytest.raises(ValueError, match="padding"):
+        nn.Conv2d(4, 6, 3, padding="full")
+    with pytest.raises(ValueError, match="kernel_size"):
+        nn.MaxPool2d(0)
+    with pytest.raises(ValueError, match=r"BatchNorm.forward: x has 4 channels .* c = 3"):
+        nn.BatchNorm(3).forward(np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="BatchNorm.forward: x must be 2-D or 4-D"):
+        nn.BatchNorm(3).forward(np.zeros((2, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="momentum"):
+        nn.BatchNorm(3, momentum=1.5)
+    with pytest.raises(RuntimeError, match="before forward"):
+        nn.MaxPool2d(2).backward(np.zeros((1, 1, 1, 1)))

@@ -8,12 +8,14 @@ from . import init
 from ._base import Layer, from_config, register
 from ._gradcheck import gradcheck
 from .containers import Residual, Sequential
+from .conv import AvgPool2d, BatchNorm, Conv2d, GlobalAvgPool2d, MaxPool2d
 from .layers import Dropout, Flatten, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
 from .losses import MSE, Loss, SigmoidCrossEntropy, SoftmaxCrossEntropy, loss_from_config
 
 __all__ = ["Layer", "from_config", "register", "init", "gradcheck",
            "Sequential", "Residual",
            "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Flatten", "Dropout",
+           "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm",
            "Loss", "SoftmaxCrossEntropy", "SigmoidCrossEntropy", "MSE", "loss_from_config"]
 
 
