@@ -224,7 +224,7 @@ def _torch_resnet(torch, c_in, classes, width):
 
     def conv_bn(a, b, k, s, p):
         # momentum 0.1 in PyTorch's convention is fastnn's (the course's) 0.9
-        return [nn.Conv2d(a, b, k, stride=s, padding=p), nn.BatchNorm2d(b, momentum=0.1)]
+        return [nn.Conv2d(a, b, k, stride=s, padding=p, bias=False), nn.BatchNorm2d(b, momentum=0.1)]
 
     class Block(nn.Module):
         def __init__(self, c, filters, stride, shortcut):

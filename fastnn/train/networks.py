@@ -30,9 +30,8 @@ def lenet5(*, in_channels=1, classes=10, rng=0, dtype=np.float32):
 
 
 def _conv_bn(nn, c_in, c_out, k, stride, padding, common):
-    """conv → batch norm, as two named layers (the conv's bias is kept, though batch
-    norm's beta makes it redundant: Conv2d's contract has no bias switch)."""
-    return [nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, init="he", **common),
+    """conv without bias (batch norm's beta is the bias) → batch norm."""
+    return [nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, bias=False, init="he", **common),
             nn.BatchNorm(c_out, dtype=common["dtype"])]
 
 
