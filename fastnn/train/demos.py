@@ -27,8 +27,8 @@ DEMOS = {
                    dict(epochs=15, batch_size=32, lr=1e-3, optimizer="adam"),
                    dict(epochs=3), bayes_error=0.0),
     "resnet": Demo("resnet", "a small ResNet (identity + convolutional blocks, batch norm) on the digits",
-                   dict(epochs=10, batch_size=32, lr=2e-3, optimizer="adam"),
-                   dict(epochs=1, max_train=384), bayes_error=0.0),
+                   dict(epochs=20, batch_size=32, lr=2e-3, optimizer="adam"),
+                   dict(epochs=3), bayes_error=0.0),
     "char-lstm": Demo("char-lstm", "a character-level LSTM language model on the Python documentation "
                                    "(pydoc_data.topics)",
                       dict(epochs=4, batch_size=32, lr=3e-3, optimizer="adam"),
