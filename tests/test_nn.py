@@ -164,6 +164,8 @@ def test_sequential_names_children_and_params():
     assert net.names == ["linear1", "dropout1", "linear2", "relu1", "linear3"]
     assert list(net.params) == ["linear1.w", "linear1.b", "linear2.w", "linear2.b", "linear3.w", "linear3.b"]
     assert net["linear2"] is net[2]
+    head = net[2:]
+    assert head.names == ["linear2", "relu1", "linear3"] and head.params["linear3.w"] is net.params["linear3.w"]
     named = nn.Sequential(("body", nn.Sequential(nn.Linear(2, 2), nn.Tanh())), ("head", nn.Linear(2, 1)))
     assert list(named.params) == ["body.linear1.w", "body.linear1.b", "head.w", "head.b"]
     with pytest.raises(ValueError, match="twice"):
@@ -229,7 +231,8 @@ def roundtrip(layer):
 
 def test_config_round_trip_dense():
     net = nn.Sequential(nn.Linear(4, 5, "leaky_relu", alpha=0.2, init="he", dtype=F64), nn.Dropout(0.8),
-                        nn.Sigmoid(), nn.Tanh(), nn.ReLU(), nn.LeakyReLU(0.3), nn.Flatten(), nn.Linear(5, 2, bias=False))
+                        nn.Sigmoid(), nn.Tanh(), nn.ReLU(), nn.LeakyReLU(0.3), nn.Flatten(),
+                        nn.Linear(5, 2, bias=False))
     rebuilt = roundtrip(net)
     rebuilt.set_params(net.state_dict())
     x = rand((3, 4))
@@ -353,7 +356,8 @@ def test_eval_propagates_through_containers():
 
 
 def test_dropout_gradcheck_with_a_fixed_mask():
-    net = nn.Sequential(nn.Linear(4, 5, "tanh", rng=0, dtype=F64), nn.Dropout(0.6, rng=5), nn.Linear(5, 2, rng=1, dtype=F64))
+    net = nn.Sequential(nn.Linear(4, 5, "tanh", rng=0, dtype=F64), nn.Dropout(0.6, rng=5),
+                        nn.Linear(5, 2, rng=1, dtype=F64))
     assert fastnn.gradcheck(net, rand((6, 4))) < TOL
 
 
@@ -512,3 +516,173 @@ def test_conv_pool_bn_errors():
         nn.BatchNorm(3, momentum=1.5)
     with pytest.raises(RuntimeError, match="before forward"):
         nn.MaxPool2d(2).backward(np.zeros((1, 1, 1, 1)))
+
+
+# ---------------------------------------------------------------- embedding and recurrent layers
+
+@pytest.mark.parametrize("cls", [nn.RNN, nn.GRU, nn.LSTM])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_recurrent_gradcheck(cls, return_sequences):
+    layer = nonzero_biases(cls(3, 4, return_sequences, rng=0, dtype=F64))
+    assert fastnn.gradcheck(layer, rand((2, 5, 3), 14)) < TOL
+
+
+def test_rnn_relu_gradcheck_and_value_by_hand():
+    layer = nonzero_biases(nn.RNN(2, 3, activation="relu", rng=0, dtype=F64))
+    x = rand((2, 4, 2), 15)
+    assert fastnn.gradcheck(layer, x) < TOL
+    tanh = nonzero_biases(nn.RNN(2, 3, rng=1, dtype=F64))
+    w, b = tanh.params["w"], tanh.params["b"]
+    h = np.zeros((2, 3))
+    expected = []
+    for t in range(4):  # the course's rnn_cell_forward, batch-major
+        h = np.tanh(np.concatenate([h, x[:, t]], axis=1) @ w.T + b)
+        expected.append(h)
+    np.testing.assert_allclose(tanh.forward(x), np.stack(expected, axis=1), rtol=1e-12)
+
+
+def test_lstm_value_by_hand_and_last_state():
+    layer = nonzero_biases(nn.LSTM(2, 3, return_sequences=False, rng=0, dtype=F64))
+    w, b = layer.params["w"], layer.params["b"]
+    x = rand((2, 4, 2), 16)
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    h, c = np.zeros((2, 3)), np.zeros((2, 3))
+    for t in range(4):
+        z = np.concatenate([h, x[:, t]], axis=1) @ w.T + b
+        f, u, cc, o = sig(z[:, :3]), sig(z[:, 3:6]), np.tanh(z[:, 6:9]), sig(z[:, 9:])
+        c = f * c + u * cc
+        h = o * np.tanh(c)
+    y = layer.forward(x)
+    assert y.shape == (2, 3)
+    np.testing.assert_allclose(y, h, rtol=1e-12)
+
+
+def test_embedding_and_char_lstm_network_gradcheck():
+    emb = nn.Embedding(7, 3, rng=0, dtype=F64)
+    ids = np.array([[1, 4, 4], [6, 0, 1]])
+    y = emb.forward(ids)
+    np.testing.assert_array_equal(y, emb.params["w"][ids])
+    assert emb.backward(np.ones((2, 3, 3))) is None
+    np.testing.assert_array_equal(emb.grads["w"][[0, 1, 4, 6]], [[1] * 3, [2] * 3, [2] * 3, [1] * 3])
+    assert fastnn.gradcheck(emb, ids) < TOL
+
+    net = nn.Sequential(nn.Embedding(7, 3, rng=0, dtype=F64), nn.LSTM(3, 4, rng=1, dtype=F64),
+                        nn.TimeDistributed(nn.Linear(4, 7, dtype=F64)))
+    nonzero_biases(net)
+    assert list(net.params) == ["embedding1.w", "lstm1.w", "lstm1.b", "timedistributed1.w", "timedistributed1.b"]
+    target = np.random.default_rng(17).integers(0, 7, (2, 5))
+    ids = np.random.default_rng(18).integers(0, 7, (2, 5))
+    assert fastnn.gradcheck(net, ids, loss=nn.SoftmaxCrossEntropy(), target=target) < TOL
+
+
+def test_time_distributed_equals_per_step_application():
+    inner = nonzero_biases(nn.Linear(3, 2, "tanh", rng=0, dtype=F64))
+    td = nn.TimeDistributed(inner)
+    x = rand((4, 5, 3), 19)
+    y = td.forward(x)
+    for t in range(5):
+        np.testing.assert_allclose(y[:, t], np.tanh(x[:, t] @ inner.params["w"].T + inner.params["b"]), rtol=1e-12)
+    assert fastnn.gradcheck(td, x) < TOL
+    td_conv = nn.TimeDistributed(nn.Sequential(nn.Conv2d(1, 2, 2, rng=0, dtype=F64), nn.Flatten()))
+    assert td_conv.forward(rand((2, 3, 3, 3, 1))).shape == (2, 3, 8)
+    assert fastnn.gradcheck(td_conv, rand((2, 3, 3, 3, 1), 20)) < TOL
+
+
+def test_recurrent_config_round_trip_and_errors():
+    net = nn.Sequential(nn.Embedding(5, 4, init="he"), nn.GRU(4, 3), nn.RNN(3, 3, activation="relu"),
+                        nn.LSTM(3, 2, return_sequences=False), nn.TimeDistributed(nn.Linear(2, 2)))
+    rebuilt = roundtrip(net)
+    assert rebuilt["lstm1"].return_sequences is False and rebuilt["rnn1"].activation == "relu"
+    with pytest.raises(ValueError, match=r"LSTM.forward: x has 5 features .* n_x = 3"):
+        nn.LSTM(3, 2).forward(np.zeros((2, 4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"GRU.forward: x must be 3-D"):
+        nn.GRU(3, 2).forward(np.zeros((4, 3), np.float32))
+    with pytest.raises(TypeError, match="Embedding.forward: ids must be integers"):
+        nn.Embedding(5, 2).forward(np.zeros(3))
+    with pytest.raises(ValueError, match="Embedding.forward: embedding_forward"):
+        nn.Embedding(5, 2).forward(np.array([1, 5]))
+    with pytest.raises(ValueError, match="activation"):
+        nn.RNN(3, 2, activation="sigmoid")
+    with pytest.raises(ValueError, match="RNN.forward: rnn_forward: .*time step"):
+        nn.RNN(3, 2).forward(np.zeros((2, 0, 3), np.float32))
+
+
+def test_clear_cache_drops_the_activations_and_backward_then_asks_for_forward():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, activation="relu"), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 2))
+    y = net.forward(np.ones((1, 4, 4, 1), np.float32))
+    net.clear_cache()
+    assert all(getattr(layer, "_cache", None) is None for layer in net.layers_iter())
+    with pytest.raises(RuntimeError, match="before forward"):
+        net.backward(np.ones_like(y))
+
+
+# ---------------------------------------------------------------- dtypes, odd inputs, empty batches
+
+def test_float32_network_keeps_float32_everywhere():
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm(3), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                        nn.Dropout(0.9, rng=0), nn.Linear(12, 4, "sigmoid"))
+    y = net.forward(rand((2, 4, 4, 2)))  # float64 data is cast to the layers' float32
+    assert y.dtype == np.float32
+    net.backward(np.ones_like(y))
+    assert all(g.dtype == np.float32 for g in net.grads.values())
+    assert all(b.dtype == np.float32 for b in net.buffers.values())
+    seq = nn.Sequential(nn.Embedding(5, 3), nn.GRU(3, 2), nn.TimeDistributed(nn.Linear(2, 5)))
+    out = seq.forward(np.array([[0, 4, 2]]))
+    assert out.dtype == np.float32 and out.shape == (1, 3, 5)
+
+
+def test_non_contiguous_and_read_only_inputs():
+    layer = nonzero_biases(nn.Conv2d(2, 3, 3, padding=1, rng=0, dtype=F64))
+    base = rand((2, 2, 5, 5), 21)
+    x = base.transpose(0, 2, 3, 1)  # NHWC view of NCHW data: not C-contiguous
+    x_c = np.ascontiguousarray(x)
+    x_ro = x_c.copy()
+    x_ro.flags.writeable = False
+    y = layer.forward(x)
+    np.testing.assert_array_equal(y, layer.forward(x_c))
+    np.testing.assert_array_equal(y, layer.forward(x_ro))
+    seq = nn.LSTM(5, 2, dtype=F64)
+    xs = rand((3, 5, 4), 22).transpose(0, 2, 1)  # (batch, T, n_x) non-contiguous
+    np.testing.assert_array_equal(seq.forward(xs), seq.forward(np.ascontiguousarray(xs)))
+
+
+def test_empty_batch():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3))
+    y = net.forward(np.zeros((0, 4, 4, 1), np.float32))
+    assert y.shape == (0, 3)
+    dx = net.backward(np.zeros((0, 3), np.float32))
+    assert dx.shape == (0, 4, 4, 1)
+    assert not net.grads["linear1.w"].any()
+    with pytest.raises(ValueError, match="BatchNorm.forward"):  # no batch statistics of nothing
+        nn.BatchNorm(2).forward(np.zeros((0, 2), np.float32))
+    assert nn.BatchNorm(2).eval().forward(np.zeros((0, 2), np.float32)).shape == (0, 2)
+
+
+def test_forward_training_argument_and_layer_mode_combine():
+    bn = nn.BatchNorm(2, dtype=F64)
+    x = rand((5, 2), 23) * 3 + 4
+    y_eval = bn.forward(x, training=False)  # running statistics (0, 1): y = x / sqrt(1 + eps)
+    np.testing.assert_allclose(y_eval, x / np.sqrt(1 + 1e-5), rtol=1e-12)
+    np.testing.assert_array_equal(bn.buffers["running_mean"], [0, 0])  # eval changes no buffer
+    y_train = bn.forward(x)
+    np.testing.assert_allclose(y_train.mean(axis=0), [0, 0], atol=1e-12)
+    bn.eval()
+    np.testing.assert_array_equal(bn.forward(x, training=True), bn.forward(x, training=False))
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: nn.Sequential(nn.Conv2d(2, 3, 3, padding="same", activation="tanh"), nn.BatchNorm(3), nn.MaxPool2d(2),
+                           nn.Residual(nn.Conv2d(3, 3, 1)), nn.GlobalAvgPool2d(), nn.Linear(3, 2)), (3, 4, 4, 2)),
+    (lambda: nn.Sequential(nn.LSTM(3, 4), nn.GRU(4, 2), nn.RNN(2, 2), nn.TimeDistributed(nn.Linear(2, 2))), (2, 5, 3)),
+], ids=["conv", "recurrent"])
+def test_no_layer_modifies_its_inputs_or_dy(make, shape):
+    net = make()
+    x = rand(shape, 24).astype(np.float32)
+    x_before = x.copy()
+    y = net.forward(x)
+    dy = rand(y.shape, 25).astype(np.float32)
+    dy_before = dy.copy()
+    dx = net.backward(dy)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(dy, dy_before)
+    assert dx.shape == x.shape and not np.shares_memory(dx, dy)

@@ -10,12 +10,14 @@ from ._gradcheck import gradcheck
 from .containers import Residual, Sequential
 from .conv import AvgPool2d, BatchNorm, Conv2d, GlobalAvgPool2d, MaxPool2d
 from .layers import Dropout, Flatten, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+from .recurrent import GRU, LSTM, RNN, Embedding, TimeDistributed
 from .losses import MSE, Loss, SigmoidCrossEntropy, SoftmaxCrossEntropy, loss_from_config
 
 __all__ = ["Layer", "from_config", "register", "init", "gradcheck",
            "Sequential", "Residual",
            "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Flatten", "Dropout",
            "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm",
+           "Embedding", "RNN", "GRU", "LSTM", "TimeDistributed",
            "Loss", "SoftmaxCrossEntropy", "SigmoidCrossEntropy", "MSE", "loss_from_config"]
 
 

@@ -143,6 +143,10 @@ def check_dy(layer, dy, shape, dtype):
 
 # ---------------------------------------------------------------- the base class
 
+# what a layer keeps between forward and backward; clear_cache() resets these
+_CACHE_ATTRS = ("_cache", "_act_cache", "_out_shape", "_in_shape", "_pooled_shape")
+
+
 class Layer:
     """Base of every layer and container.
 
@@ -234,6 +238,14 @@ class Layer:
     def layers_iter(self):
         """This layer and every layer inside it (depth first)."""
         yield self
+
+    def clear_cache(self):
+        """Drop what the last forward pass kept for backward (frees the activations;
+        a later ``backward`` needs a new ``forward``). Recurses into containers."""
+        for layer in self.layers_iter():
+            for attr in _CACHE_ATTRS:
+                if getattr(layer, attr, None) is not None:
+                    setattr(layer, attr, None)
 
     def _mode(self, training):
         return bool(training) and self.training

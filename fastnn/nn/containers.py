@@ -146,6 +146,8 @@ class Sequential(_Container):
                 if name == key:
                     return layer
             raise KeyError(f"Sequential: no child named {key!r}; children: {self.names}")
+        if isinstance(key, slice):  # a view: the same layers (and arrays), their names kept
+            return Sequential(*self._named[key])
         return self._named[key][1]
 
     def forward(self, x, training=True):

@@ -202,7 +202,7 @@ class GlobalAvgPool2d(Layer):
                              f"(layout {self.layout})")
         y, self._cache = pool2d_forward(x, hw, hw, 0, mode="avg", layout=self.layout)
         self._pooled_shape = y.shape
-        y = y.reshape(y.shape[0], -1)
+        y = y.reshape(y.shape[0], y.shape[1] * y.shape[2] * y.shape[3])
         self._out_shape, self._dtype = y.shape, y.dtype
         return y
 
@@ -254,7 +254,8 @@ class BatchNorm(Layer):
         axis = _channel_axis(self.layout, x.ndim)
         if x.shape[axis] != self.c:
             raise ValueError(f"BatchNorm.forward: x has {x.shape[axis]} channels (axis {axis} of shape {x.shape}) "
-                             f"but the layer expects c = {self.c}" + ("" if x.ndim == 2 else f" (layout {self.layout})"))
+                             f"but the layer expects c = {self.c}"
+                             + ("" if x.ndim == 2 else f" (layout {self.layout})"))
         p, buf = self._params, self._buffers
         if self._mode(training):
             y, mean, var, self._cache = _wrap_errors("BatchNorm", batch_norm_forward, x, p["gamma"], p["beta"],

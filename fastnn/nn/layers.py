@@ -4,7 +4,8 @@ import numbers
 
 import numpy as np
 
-from .. import activation_backward, activation_forward, dropout_backward, dropout_forward, linear_backward, linear_forward
+from .. import (activation_backward, activation_forward, dropout_backward, dropout_forward, linear_backward,
+               linear_forward)
 from . import init as _init
 from ._base import (Layer, as_float_input, check_choice, check_dtype, check_dy, check_int, check_rng, register)
 
@@ -154,7 +155,8 @@ class Flatten(Layer):
         x = as_float_input("Flatten", x, min_ndim=1)
         self._in_shape = x.shape
         # a copy, not a view: writing into the output must not change the caller's x
-        y = np.array(x.reshape(x.shape[0], -1), order="C")
+        # (the feature count is explicit: -1 cannot be inferred for an empty batch)
+        y = np.array(x.reshape(x.shape[0], int(np.prod(x.shape[1:]))), order="C")
         self._out_shape = y.shape
         return y
 
