@@ -31,8 +31,8 @@ DEMOS = {
                    dict(epochs=3), bayes_error=0.0),
     "char-lstm": Demo("char-lstm", "a character-level LSTM language model on the Python documentation "
                                    "(pydoc_data.topics)",
-                      dict(epochs=4, batch_size=32, lr=3e-3, optimizer="adam"),
-                      dict(epochs=1, max_train=1024), text=True),
+                      dict(epochs=10, batch_size=32, lr=3e-3, optimizer="adam"),
+                      dict(epochs=2), text=True),
 }
 
 SEQ_LEN, EMBED, HIDDEN, VOCAB = 40, 32, 128, 64
@@ -88,7 +88,8 @@ def diagnose(train_error, dev_error, bayes_error=None, tolerance=0.02):
         return (f"high variance (dev error {variance:.1%} above train): more data, regularisation "
                 "(L2, dropout) or data augmentation")
     if avoidable is None:
-        return f"dev error within {tolerance:.0%} of train error (low variance); no human-level estimate for bias"
+        return (f"low variance (dev error at most {tolerance:.0%} above train); bias unknown: no human-level "
+                "error for this task")
     return f"low bias and low variance (within {tolerance:.0%})"
 
 
