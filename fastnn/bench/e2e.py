@@ -162,7 +162,7 @@ def copy_weights(network, module, torch, flatten_hwc=None):
     """fastnn's initial weights into the PyTorch mirror, layer by layer in order, in
     PyTorch's layouts: conv (kh, kw, C_in, C_out) → (C_out, C_in, kh, kw); LSTM rows
     [f; u; c; o] acting on [h, x] → PyTorch's [i; f; g; o] split into weight_ih / weight_hh
-    (bias_hh zero); the first Linear after a flatten of ``flatten_hwc = (H, W, C)``
+    (bias_hh zero and frozen); the first Linear after a flatten of ``flatten_hwc = (H, W, C)``
     has its columns permuted from NHWC's (h, w, c) order to NCHW's (c, h, w)."""
     layers = [m for m in module.modules()
               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d, torch.nn.LSTM))]
@@ -204,7 +204,10 @@ def copy_weights(network, module, torch, flatten_hwc=None):
                 put(layer.weight_hh_l0, W[order, :n_a])
                 put(layer.weight_ih_l0, W[order, n_a:])
                 put(layer.bias_ih_l0, b[order])
+                # fastnn has one bias: PyTorch's second one stays at zero, untrained (two
+                # biases trained by Adam move their sum twice as fast)
                 layer.bias_hh_l0.zero_()
+                layer.bias_hh_l0.requires_grad_(False)
 
 
 def torch_module(case, torch):
@@ -270,7 +273,7 @@ class TorchTrainer:
         image = case.network != "char_lstm"
         self.batches = [(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if image else x)),
                          torch.from_numpy(np.asarray(y, dtype=np.int64))) for x, y in data]
-        self.optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+        self.optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=lr)
 
     def step(self, x, y):
         self.optimizer.zero_grad(set_to_none=True)
