@@ -188,11 +188,15 @@ def _end_to_end(parser, args, case_ids):
     except ValueError as exc:
         parser.error(str(exc))
     torch = None if args.no_torch else load_torch()
+    load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     out = e2e.run(case_ids, threads, torch, quick=args.quick,
                   progress=lambda message: print(f"fastnn-bench: {message}", file=sys.stderr, flush=True))
     out["environment"] = {"cpu": fastnn.cpu_info(), "fastnn": fastnn.__version__,
                           "torch": getattr(torch, "__version__", None),
-                          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                          # a busy machine makes the 2-thread figures meaningless: say how busy it was
+                          "loadavg_start": load_before,
+                          "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     if args.json:
         path = args.json if not args.cases else os.path.splitext(args.json)[0] + ".e2e.json"
         with open(path, "w") as f:

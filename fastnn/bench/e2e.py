@@ -437,8 +437,15 @@ def summarise(out):
 
 
 def render_markdown(out):
-    lines = ["## End to end (E1-E3): one training epoch, fastnn / PyTorch", "",
-             f"{out['dtype']}, timings are the median of {out['plan']['min_repeat']}-{out['plan']['repeat']} "
+    env = out.get("environment") or {}
+    cpu = env.get("cpu") or {}
+    lines = ["## End to end (E1-E3): one training epoch, fastnn / PyTorch", ""]
+    if env:
+        start, end = env.get("loadavg_start"), env.get("loadavg")
+        load = f", 1-minute load average {start[0]:.1f} before, {end[0]:.1f} after" if start and end else ""
+        lines += [f"{env.get('date', '')}, {cpu.get('cpu', '?')}, tier {cpu.get('isa', '?')}, "
+                  f"{cpu.get('cpus', '?')} CPUs, PyTorch {env.get('torch')}, fastnn {env.get('fastnn')}{load}", ""]
+    lines += [f"{out['dtype']}, timings are the median of {out['plan']['min_repeat']}-{out['plan']['repeat']} "
              f"epochs after {out['plan']['warmup']} warm-up; target ratio ≤ {TARGET_RATIO:g}, "
              f"speed-up 1 → 2 threads ≥ {SCALING_TARGET:g}×.", "",
              "| case | work | threads | fastnn s/epoch | PyTorch s/epoch | ratio | verdict |",
