@@ -9,6 +9,8 @@ draws no live display) gets only the summary lines. Without rich, or with
 """
 import sys
 
+import numpy as np
+
 _MODES = (True, False, "rich", "plain")
 
 
@@ -105,6 +107,8 @@ class _Rich(_Silent):
 def make(fn, progress, epochs):
     """The display for one fit call: progress is True (rich when available, else
     plain), "rich" (rich, an error when it is absent), "plain" or False."""
+    if isinstance(progress, np.bool_):
+        progress = bool(progress)
     if not any(progress is m or (isinstance(m, str) and progress == m) for m in _MODES):
         raise ValueError(f"{fn}: progress must be True, False, 'rich' or 'plain', got {progress!r}")
     if progress is False:

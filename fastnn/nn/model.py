@@ -14,9 +14,7 @@ The model does no arithmetic on the arrays beyond glue: batches are gathered, th
 metrics are counted (argmax / threshold), the running loss is averaged.
 """
 import collections.abc
-import io
 import json
-import math
 import numbers
 import os
 import tempfile
@@ -62,10 +60,6 @@ class History:
         for key, values in self.history.items():
             values.append(logs.get(key))
         self.epoch.append(epoch)
-
-    def _extend(self, other):
-        for epoch, i in zip(other.epoch, range(len(other.epoch))):
-            self._append(epoch, {k: v[i] for k, v in other.history.items()})
 
     def __repr__(self):
         return f"History({len(self.epoch)} epochs: {', '.join(self.history)})"
@@ -233,6 +227,24 @@ class Model:
         if callable(method):
             method()
 
+    def _modes(self):
+        """Every layer's training flag, to put back after fit / predict / evaluate."""
+        layers = getattr(self.network, "layers_iter", None)
+        layers = list(layers()) if callable(layers) else [self.network]
+        return [(layer, layer.training) for layer in layers if isinstance(getattr(layer, "training", None), bool)]
+
+    @staticmethod
+    def _put_back(modes):
+        for layer, training in modes:
+            layer.training = training
+
+    def _drop_caches(self):
+        """Inference keeps nothing: the activations the last forward pass kept for a
+        backward pass are freed (Layer.clear_cache)."""
+        clear = getattr(self.network, "clear_cache", None)
+        if callable(clear):
+            clear()
+
     def _snapshot(self):
         """Copies of every parameter and buffer (for EarlyStopping's restore_best)."""
         return {"params": {k: np.array(v, copy=True) for k, v in self.network.params.items()},
@@ -244,19 +256,13 @@ class Model:
         self._assign(snapshot["params"], snapshot["buffers"])
 
     def _assign(self, params, buffers):
-        target = self.network.params
+        """Copy values into the network's parameter and buffer arrays, in place (they
+        keep their identity, as the layer interface promises for both)."""
+        own_params, own_buffers = self.network.params, self._buffers()
         for k, v in params.items():
-            np.copyto(target[k], v)
-        if buffers:
-            own = self._buffers()
-            setter = getattr(self.network, "set_buffers", None)
-            for k, v in buffers.items():
-                if isinstance(own.get(k), np.ndarray) and own[k].flags.writeable and own[k].shape == v.shape:
-                    np.copyto(own[k], v)
-                elif callable(setter):
-                    setter({k: np.array(v, copy=True)})
-                else:
-                    raise ValueError(f"Model: cannot set buffer {k!r} of the network")
+            np.copyto(own_params[k], v)
+        for k, v in buffers.items():
+            np.copyto(own_buffers[k], v)
 
     def _check_optimizer(self, fn, optimizer, lr):
         params = self.network.params
@@ -346,12 +352,12 @@ class Model:
             if not isinstance(cb, Callback):
                 raise TypeError(f"{fn}: callbacks[{i}] must be a fastnn.nn.callbacks.Callback instance, got "
                                 f"{type(cb).__name__}")
-        optimizer = self._check_optimizer(fn, optimizer, lr)
         if rng is not None or self._rng is None:
             generator = A.generator(fn, "rng", rng)
         else:
             generator = self._rng
         display = _progress.make(fn, progress, epochs)
+        optimizer = self._check_optimizer(fn, optimizer, lr)  # last: optimizer=None with lr= sets its lr
 
         # everything is checked: from here on the model changes
         self.optimizer = optimizer
@@ -362,6 +368,7 @@ class Model:
         n_batches = -(-n // batch_size)
         for cb in callbacks:
             cb.set_model(self)
+        modes = self._modes()
         self._set_mode(True)
         display.start()
         try:
@@ -389,9 +396,9 @@ class Model:
                         cb.on_batch_begin(batch, {"size": hi - lo})
                     y_pred = self.network.forward(self._inputs(xb, dtype), training=True)
                     loss = float(self.loss.forward(y_pred, yb))
+                    batch_accuracy = acc.add(loss, hi - lo, y_pred, yb)  # the outputs before this step
                     self.network.backward(self.loss.backward())
                     optimizer.step(self.network.grads)
-                    batch_accuracy = acc.add(loss, hi - lo, y_pred, yb)
                     batch_logs = {"size": hi - lo, "loss": loss}
                     if self._metric is not None:
                         batch_logs["accuracy"] = batch_accuracy
@@ -403,7 +410,6 @@ class Model:
                 logs = acc.logs()
                 if validation_data is not None:
                     logs.update(self._evaluate(X_val, y_val, 256, "val_"))
-                    self._set_mode(True)
                 logs["lr"] = float(optimizer.lr)
                 logs["time"] = time.perf_counter() - start
                 self.epoch = epoch + 1
@@ -416,6 +422,7 @@ class Model:
                 cb.on_train_end({})
         finally:
             display.close()
+            self._put_back(modes)
         return history
 
     # ---- inference
@@ -427,24 +434,35 @@ class Model:
     def predict(self, X, batch_size=256):
         """The network's outputs (logits for the cross-entropy losses: apply
         fastnn.softmax for probabilities) for X (N, ...), in eval mode (dropout off,
-        batch norm's running averages), batch_size examples at a time."""
+        batch norm's running averages), batch_size examples at a time. No layer keeps
+        activations afterwards (the caches are cleared)."""
         fn = "Model.predict"
         X = _as_data(fn, "X", X)
         batch_size = A.as_int(fn, "batch_size", batch_size, 1)
         dtype = self._dtype()
+        modes = self._modes()
         self._set_mode(False)
-        outputs = [np.asarray(self.network.forward(self._inputs(xb, dtype), training=False))
-                   for xb in self._batches(X, batch_size)]
+        try:
+            outputs = [np.asarray(self.network.forward(self._inputs(xb, dtype), training=False))
+                       for xb in self._batches(X, batch_size)]
+        finally:
+            self._put_back(modes)
+            self._drop_caches()
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)
 
     def _evaluate(self, X, y, batch_size, prefix=""):
         dtype = self._dtype()
+        modes = self._modes()
         self._set_mode(False)
         acc = _Accumulator(self._metric)
-        for lo in range(0, X.shape[0], batch_size):
-            xb, yb = X[lo:lo + batch_size], y[lo:lo + batch_size]
-            y_pred = self.network.forward(self._inputs(xb, dtype), training=False)
-            acc.add(float(self.loss.forward(y_pred, yb)), xb.shape[0], y_pred, yb)
+        try:
+            for lo in range(0, X.shape[0], batch_size):
+                xb, yb = X[lo:lo + batch_size], y[lo:lo + batch_size]
+                y_pred = self.network.forward(self._inputs(xb, dtype), training=False)
+                acc.add(float(self.loss.forward(y_pred, yb)), xb.shape[0], y_pred, yb)
+        finally:
+            self._put_back(modes)
+            self._drop_caches()
         return acc.logs(prefix)
 
     def evaluate(self, X, y, batch_size=256):
@@ -515,6 +533,7 @@ class Model:
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is private; the model file is not
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -576,7 +595,7 @@ class Model:
 
         try:
             network = from_config(meta["network"])
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, MemoryError) as exc:
             raise bad(f"its network config cannot be rebuilt ({type(exc).__name__}: {exc})") from None
         loss_config = dict(meta["loss"])
         loss_type = loss_config.pop("type", None)
@@ -637,6 +656,12 @@ class Model:
         return model
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _json_ready(value):
     """A bit generator's state (or a hyperparameter) as plain JSON values."""
     if isinstance(value, dict):
@@ -682,7 +707,7 @@ def _read_meta(bad, raw):
         raise bad(f"the metadata entry must be a 1-d uint8 array (UTF-8 JSON), got dtype {raw.dtype} shape {raw.shape}")
     try:
         meta = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise bad(f"the metadata is not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise bad(f"the metadata must be a JSON object, got {type(meta).__name__}")
