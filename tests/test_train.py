@@ -245,6 +245,23 @@ def test_summary_renders_plain_and_rich():
     out = io.StringIO()
     cli.render(result, out)
     assert "test accuracy" in out.getvalue() and "def hello" in out.getvalue()
+    if cli._have("rich"):
+        assert "┃" in out.getvalue() or "│" in out.getvalue()  # a rich table
+
+
+def test_summary_is_plain_text_without_rich(monkeypatch):
+    import io
+    monkeypatch.setattr(cli, "_have", lambda module: False)
+    result = {"demo": "lenet5", "data": "digits", "sizes": {"train": 10, "dev": 2, "test": 3},
+              "settings": {"optimizer": "sgd", "lr": 0.1, "batch_size": 8, "dtype": "float64", "threads": 1,
+                           "backend": "numba"},
+              "epochs": 3, "time_s": 0.5, "train_loss": 0.25, "train_error": 0.0, "dev_error": 0.5,
+              "test_accuracy": 0.5, "hint": "high variance"}
+    out = io.StringIO()
+    cli.render(result, out)
+    text = out.getvalue()
+    assert text.startswith("fastnn-train lenet5: summary") and "│" not in text
+    assert "sgd, lr 0.1, batch 8, float64, 1 thread(s), backend numba" in text and "0.00% | 50.00%" in text
 
 
 def test_sample_text_uses_the_model_and_temperature():
