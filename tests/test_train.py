@@ -346,3 +346,13 @@ def test_char_lstm_tiny_run_reports_perplexity_and_a_sample(monkeypatch):
     assert result["sample"].startswith(demos.SAMPLE_PRIME) and len(result["sample"]) == len(demos.SAMPLE_PRIME) + 100
     assert set(result["sample"]) <= set(result["vocab"])
     assert 0.0 <= result["train_error"] <= 1.0 and 0.0 <= result["test_accuracy"] <= 1.0
+
+
+@needs_rnn
+def test_char_lstm_command_prints_the_table_and_the_sample(monkeypatch, capsys):
+    _tiny(monkeypatch, "char-lstm", epochs=1, max_train=32)
+    assert cli.main(["char-lstm", "--quick", "--no-progress", "--temperature", "0.5", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("char-lstm", "test perplexity", "test loss per char", "train error | dev error",
+                   "sample (temperature 0.5)", demos.SAMPLE_PRIME.strip()):
+        assert needle in out
