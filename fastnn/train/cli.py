@@ -109,7 +109,8 @@ def render_plain(result):
     lines = [f"fastnn-train {result['demo']}: summary"]
     lines += [f"  {label:<{width}}  {value}" for label, value in rows]
     if "sample" in result:
-        lines += ["", f"sample (temperature {result['settings'].get('temperature', '')}):".replace(" ()", ""),
+        temperature = result["settings"].get("temperature")
+        lines += ["", "sample" + (f" (temperature {temperature:g})" if temperature is not None else "") + ":",
                   result["sample"]]
     return "\n".join(lines)
 
