@@ -1262,3 +1262,79 @@ def test_run_with_only_the_load_case(monkeypatch):
     assert len(steps) == run.count_steps(config) == len(suite.LOAD_CASES)
     assert raw["timings"] == [] and raw["roofline"] == [] and len(timed) == len(suite.LOAD_CASES)
     model.validate_report(model.summarise(raw))
+
+
+# --- end to end: E1-E3 ------------------------------------------------------------------
+
+from fastnn.bench import e2e  # noqa: E402
+
+
+def test_end_to_end_cases_are_selected_only_by_name():
+    assert e2e.split_spec(None) == ([], None)
+    assert e2e.split_spec("E") == (["E1", "E2", "E3"], "")
+    assert e2e.split_spec("e3, C2,e1") == (["E1", "E3"], "C2")
+    assert e2e.split_spec("C,load") == ([], "C,load")
+    # never in the default or the quick suite
+    assert not {c.id for c in suite.SUITE} & set(e2e.CASES)
+    assert e2e.CASES["E1"].steps == 32 and e2e.CASES["E2"].steps == 64
+
+
+def _fake_end_to_end(seconds):
+    out = {"plan": {"repeat": 3, "min_repeat": 2, "warmup": 1}, "dtype": "float32", "threads": [1, 2],
+           "torch": True, "cases": []}
+    for case_id, (ours1, theirs1, ours2, theirs2) in seconds.items():
+        timings = [{"impl": impl, "threads": n, "median_s": s} for impl, n, s in
+                   (("fastnn", 1, ours1), ("torch", 1, theirs1), ("fastnn", 2, ours2), ("torch", 2, theirs2))]
+        out["cases"].append({"id": case_id, "describe": e2e.describe(e2e.CASES[case_id]), "timings": timings,
+                             "losses": {"steps": 5, "fastnn": [], "torch": [], "max_abs_diff": 3e-12,
+                                        "tolerance": 1e-4, "verdict": "pass"},
+                             "profile": {"threads": 1, "epoch_s": 2.0, "rows": [
+                                 {"layer": "conv1", "forward_s": 0.5, "backward_s": 1.0, "share": 0.75}]}})
+    return e2e.summarise(out)
+
+
+def test_end_to_end_ratios_scaling_and_table():
+    out = _fake_end_to_end({"E1": (2.0, 1.0, 1.0, 0.8), "E2": (0.5, 1.0, 0.4, 0.5)})
+    e1, e2_ = out["cases"]
+    assert [r["ratio"] for r in e1["ratios"]] == [2.0, 1.25] and e1["ratios"][0]["verdict"] == "miss"
+    assert [r["ratio"] for r in e2_["ratios"]] == [0.5, 0.8] and e2_["ratios"][1]["verdict"] == "pass"
+    assert e1["scaling"] == {"fastnn": 2.0, "torch": 1.25}
+    text = e2e.render_markdown(out)
+    assert "| E1 |" in text and "| 2.00 | miss |" in text and "| E2 | 1.25× | 2.00× |" in text
+    assert "max |fastnn − PyTorch| = 3.00e-12" in text and "| conv1 | 0.500 | 1.000 | 75% |" in text
+
+
+def test_bench_cli_runs_only_the_end_to_end_cases_when_only_they_are_named(monkeypatch, capsys):
+    calls = []
+
+    def fake_run(case_ids, threads, torch, **kwargs):
+        calls.append((case_ids, threads))
+        return _fake_end_to_end({"E3": (1.0, 2.0, 0.6, 1.5)})
+    monkeypatch.setattr(e2e, "run", fake_run)
+    monkeypatch.setattr(cli, "run", lambda *a, **k: pytest.fail("the suite must not run"))
+    assert cli.main(["--cases", "E3", "--threads", "1,2", "--no-torch"]) == 0
+    assert calls == [(["E3"], [1, 2])]
+    assert "| E3 |" in capsys.readouterr().out
+
+
+def _nn_has(*names):
+    import fastnn.nn as nn
+    return all(hasattr(nn, name) for name in names)
+
+
+@pytest.mark.parametrize("case_id", ["E1", "E2", "E3"])
+def test_end_to_end_pytorch_mirror_is_the_same_network(case_id):
+    """Same weights, same batch: the first training losses of fastnn and its PyTorch
+    mirror agree in float64 (a wrong layout, gate order or flatten order would not)."""
+    torch = pytest.importorskip("torch")
+    needed = {"E1": ("Conv2d", "MaxPool2d"), "E2": ("LSTM", "TimeDistributed"),
+              "E3": ("Conv2d", "BatchNorm", "GlobalAvgPool2d")}[case_id]
+    if not _nn_has(*needed):
+        pytest.skip(f"fastnn.nn lacks {needed}")
+    import dataclasses
+    case = e2e.CASES[case_id]
+    batch = case.dims["batch"] // 4
+    small = dataclasses.replace(case, dims={**case.dims, "examples": 3 * batch, "batch": batch})
+    check = e2e.loss_check(small, torch, steps=3)
+    assert len(check["fastnn"]) == 3 and check["max_abs_diff"] < 1e-9, check
+    assert check["fastnn"][0] > 0 and check["fastnn"][2] != check["fastnn"][0]  # the steps trained

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import fastnn
 
+from . import e2e
 from . import tier as tiers
 from .render import PlainProgress, RichProgress, plot, render_markdown, render_rich, report_console
 from .report import load_json, save_json, summarise
@@ -34,8 +35,9 @@ def build_parser():
                    help=f"a subset ({', '.join(QUICK)}) in float32 with shorter timing, no memory check and no "
                         "load case; under two minutes on 2 cores")
     p.add_argument("--cases", metavar="C1,P2,...",
-                   help="cases to run: ids, group names (conv, pool, bmm, lstm), letters (C, P, B, L), and 'load' "
-                        "for the under-load case (default: all, the load case included)")
+                   help="cases to run: ids, group names (conv, pool, bmm, lstm), letters (C, P, B, L, N), 'load' "
+                        "for the under-load case (default: all, the load case included), and E (or E1,E2,E3) "
+                        "for the end-to-end training epochs, which only run when named")
     p.add_argument("--dtype", metavar="float32[,float64]",
                    help="dtypes to run the suite in (default: both; float32 with --quick)")
     p.add_argument("--isa", choices=tiers.ISAS,
@@ -122,6 +124,9 @@ def _main(argv):
             print(f"{case.id}  {case.op:<10} {describe(case)}  target {targets or '(group)'}{quick}")
         print("load  L1, L2 and C2 at 2 threads with one CPU kept busy (full run, or --cases load): "
               f"≤ {LOAD_SELF_TARGET:g} × fastnn's 1-thread time, ≤ {LOAD_TORCH_TARGET:g} × PyTorch's")
+        for case in e2e.CASES.values():
+            print(f"{case.id}  end-to-end {e2e.describe(case)}  target ≤ {e2e.TARGET_RATIO:g} × PyTorch "
+                  "(only with --cases E)")
         print(f"Also: conv2d geometric mean ≤ {GEOMEAN_LIMIT['conv']:g} (float32 and float64); bmm forward "
               f"≤ {NUMPY_TARGET['bmm']:g} × np.matmul (float32 and float64)")
         return 0
@@ -129,6 +134,9 @@ def _main(argv):
     if args.plot and not _have("matplotlib"):
         parser.error("--plot needs matplotlib: pip install 'fastnn[plot]' (or matplotlib)")
     use_rich = _have("rich") and not args.markdown
+    end_to_end, args.cases = e2e.split_spec(args.cases)
+    if end_to_end and not args.cases:
+        return _end_to_end(parser, args, end_to_end)
     if args.from_json:
         report = load_json(args.from_json)
     else:
@@ -165,5 +173,35 @@ def _main(argv):
                   "no chart drawn", file=sys.stderr)
     if args.json:
         print(f"results written to {args.json}", file=sys.stderr)
+    if end_to_end:
+        return _end_to_end(parser, args, end_to_end)
+    return 0
+
+
+def _end_to_end(parser, args, case_ids):
+    """Cases E1-E3 (``--cases E``): their own table, after the suite's when both ran;
+    ``--json`` gets FILE.e2e.json beside the suite's report (or FILE alone)."""
+    import datetime
+    import json
+    try:
+        threads = parse_threads(args.threads)
+    except ValueError as exc:
+        parser.error(str(exc))
+    torch = None if args.no_torch else load_torch()
+    load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    out = e2e.run(case_ids, threads, torch, quick=args.quick,
+                  progress=lambda message: print(f"fastnn-bench: {message}", file=sys.stderr, flush=True))
+    out["environment"] = {"cpu": fastnn.cpu_info(), "fastnn": fastnn.__version__,
+                          "torch": getattr(torch, "__version__", None),
+                          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                          # a busy machine makes the 2-thread figures meaningless: say how busy it was
+                          "loadavg_start": load_before,
+                          "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    if args.json:
+        path = args.json if not args.cases else os.path.splitext(args.json)[0] + ".e2e.json"
+        with open(path, "w") as f:
+            json.dump(out, f, indent=1)
+        print(f"end-to-end results written to {path}", file=sys.stderr)
+    print(e2e.render_markdown(out))
     return 0
 
