@@ -120,7 +120,7 @@ class FastnnTrainer:
 
     def step(self, x, y):
         loss = self.loss.forward(self.network.forward(x, training=True), y)
-        self.network.backward(self.loss.backward())
+        self.network.backward_params(self.loss.backward())  # as Model.fit: no gradient of the data
         self.optimizer.step(self.network.grads)
         return loss
 
