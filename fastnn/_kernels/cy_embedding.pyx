@@ -22,15 +22,9 @@ from libc.stdint cimport int64_t
 from .._arena import empty as _empty
 from ._fn_embedding cimport (fn_emb_fence, fn_emb_gather_d, fn_emb_gather_f, fn_emb_sum_row_d, fn_emb_sum_row_f,
                              fn_emb_zero_d, fn_emb_zero_f)
-from ._fn cimport (fn_add_busy, fn_cpu_tier, fn_main_clock, fn_max_threads, fn_openmp, fn_region, fn_region_begin,
-                   fn_region_end, fn_region_threads, fn_set_tier, fn_tier)
-
-cimport numpy as cnp
-
-cnp.import_array()
-
 
 include "_module.pxi"
+include "_tasks.pxi"
 
 # bytes of output per task: enough to make handing out a task negligible, small
 # enough that two threads share a (64, 50) x 256 float32 lookup evenly
@@ -50,10 +44,6 @@ def _set_stream_bytes(Py_ssize_t nbytes):
     return old
 
 
-cdef inline void* _data(object a):
-    return cnp.PyArray_DATA(<cnp.ndarray>a)
-
-
 cdef inline Py_ssize_t _rows_per_task(Py_ssize_t row_bytes) noexcept nogil:
     return max(1, _TASK_BYTES // max(row_bytes, 1))
 
@@ -65,10 +55,7 @@ cdef void _gather(const int64_t* ids, const floating* table, floating* y, Py_ssi
     cdef Py_ssize_t t
     cdef fn_region region
     cdef double t0
-    if ntasks < 2:
-        nthreads = 1
-    nthreads = fn_region_threads(nthreads)
-    fn_region_begin(&region)
+    nthreads = _team_begin(ntasks, nthreads, &region)
     for t in prange(ntasks, nogil=True, schedule="dynamic", num_threads=nthreads):
         t0 = fn_main_clock()
         if floating is float:
@@ -76,8 +63,7 @@ cdef void _gather(const int64_t* ids, const floating* table, floating* y, Py_ssi
         else:
             fn_emb_gather_d(ids, table, y, t * per, min((t + 1) * per, n_pos), width)
         fn_add_busy(&region.busy, t0)
-    if nthreads > 1:
-        fn_region_end(&region)
+    _team_end(nthreads, &region)
 
 
 cdef void _group_by_id(const int64_t* ids, Py_ssize_t n_pos, Py_ssize_t n_rows, int64_t* start,
@@ -112,10 +98,7 @@ cdef void _scatter_rows(const floating* dy, Py_ssize_t width, const int64_t* sta
     cdef Py_ssize_t t, v, v1, zero_from
     cdef fn_region region
     cdef double t0
-    if ntasks < 2:
-        nthreads = 1
-    nthreads = fn_region_threads(nthreads)
-    fn_region_begin(&region)
+    nthreads = _team_begin(ntasks, nthreads, &region)
     for t in prange(ntasks, nogil=True, schedule="dynamic", num_threads=nthreads):
         t0 = fn_main_clock()
         v1 = min((t + 1) * per, n_rows)
@@ -133,8 +116,7 @@ cdef void _scatter_rows(const floating* dy, Py_ssize_t width, const int64_t* sta
             _zero_rows(out + zero_from * width, (v1 - zero_from) * width, stream)
         fn_emb_fence(stream)
         fn_add_busy(&region.busy, t0)
-    if nthreads > 1:
-        fn_region_end(&region)
+    _team_end(nthreads, &region)
 
 
 def embedding_forward(ids, table):
