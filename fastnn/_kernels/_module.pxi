@@ -1,7 +1,19 @@
 # What every cython kernel module has (each includes this file): its OpenMP thread
 # count, and the CPU tier of its C kernels, a setting each extension module holds a
 # copy of (fn_base.h) and the Python layer sets in all of them together
-# (cython_backend.py, fastnn/_backends.py).
+# (cython_backend.py, fastnn/_backends.py); and the one way a driver reaches an
+# array's data.
+cimport numpy as cnp
+
+from ._fn cimport fn_cpu_tier, fn_max_threads, fn_openmp, fn_set_tier, fn_tier
+
+cnp.import_array()
+
+
+cdef inline void* _data(object a):
+    """The data of an ndarray (C-contiguous, as every kernel argument is)."""
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
 
 cdef int _num_threads = max(1, fn_max_threads())
 

@@ -39,9 +39,8 @@ from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
 from ._fn cimport (conv_dw_scratch, conv_forward, conv_scratch, conv_weight_grad, fn_add_busy, fn_alloc,
-                   fn_conv_geom, fn_cpu_tier, fn_free, fn_main_clock, fn_max_threads, fn_openmp, fn_panel_width,
-                   fn_region, fn_region_begin, fn_region_end, fn_region_threads, fn_set_tier, fn_tier, gemm_nn_mt,
-                   pack, pack_t, packed_size)
+                   fn_conv_geom, fn_free, fn_main_clock, fn_panel_width, fn_region, fn_region_begin, fn_region_end,
+                   fn_region_threads, gemm_nn_mt, pack, pack_t, packed_size)
 
 
 include "_module.pxi"

@@ -20,18 +20,14 @@ not depend on the thread count, so results are the same bits on any thread count
 Outputs and scratch come from fastnn's buffer cache (fastnn/_arena.py).
 """
 import numpy as np
-cimport numpy as cnp
 from libc.stdint cimport int8_t
 
 from .._arena import empty as _empty
 
-from ._fn cimport (FN_ACT_RELU, FN_ACT_SIGMOID, FN_ACT_TANH, fn_cpu_tier, fn_max_threads, fn_openmp,
-                   fn_set_tier, fn_tier)
+from ._fn cimport FN_ACT_RELU, FN_ACT_SIGMOID, FN_ACT_TANH
 from ._fn_dense cimport (FN_ACT_IDENTITY, FN_ACT_LEAKY_RELU, FN_DENSE_DB_ROWS, dense_act_mt, dense_dw_direct,
                          dense_grad_mt, dense_linear_backward, dense_linear_forward, dense_slots_size,
                          dense_softmax)
-
-cnp.import_array()
 
 include "_module.pxi"
 
@@ -39,12 +35,8 @@ _KIND = {None: FN_ACT_IDENTITY, "relu": FN_ACT_RELU, "leaky_relu": FN_ACT_LEAKY_
          "sigmoid": FN_ACT_SIGMOID, "tanh": FN_ACT_TANH}
 
 
-cdef inline void* _data(object a):
-    return cnp.PyArray_DATA(<cnp.ndarray>a)
-
-
 cdef inline void* _data_or_null(object a):
-    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+    return NULL if a is None else _data(a)
 
 
 cdef inline int _threads() noexcept nogil:

@@ -20,23 +20,13 @@ from libc.string cimport memcpy
 
 from .._arena import empty as _empty
 from ._fn_dropout cimport fn_drop_apply_d, fn_drop_apply_f, fn_drop_mask
-from ._fn cimport (fn_add_busy, fn_cpu_tier, fn_main_clock, fn_max_threads, fn_openmp, fn_region, fn_region_begin,
-                   fn_region_end, fn_region_threads, fn_set_tier, fn_tier)
-
-cimport numpy as cnp
-
-cnp.import_array()
-
 
 include "_module.pxi"
+include "_tasks.pxi"
 
 # elements per task: 16 Ki float32 elements, their draws, mask and output are 272 KiB of
 # traffic, far above the cost of handing out a task
 cdef Py_ssize_t _BLOCK = 16384
-
-
-cdef inline void* _data(object a):
-    return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 cdef inline void _apply(const floating* x, const uint8_t* mask, floating kp, floating* y, Py_ssize_t i0,
@@ -59,10 +49,7 @@ cdef void _run(int kind, const floating* x, const double* draws, const uint8_t* 
     cdef Py_ssize_t blk, i0, i1
     cdef fn_region region
     cdef double t0
-    if nblocks < 2:
-        nthreads = 1
-    nthreads = fn_region_threads(nthreads)
-    fn_region_begin(&region)
+    nthreads = _team_begin(nblocks, nthreads, &region)
     for blk in prange(nblocks, nogil=True, schedule="dynamic", num_threads=nthreads):
         t0 = fn_main_clock()
         i0 = blk * _BLOCK
@@ -76,8 +63,7 @@ cdef void _run(int kind, const floating* x, const double* draws, const uint8_t* 
         else:
             _copy_block(x, y, i0, i1)
         fn_add_busy(&region.busy, t0)
-    if nthreads > 1:
-        fn_region_end(&region)
+    _team_end(nthreads, &region)
 
 
 cdef _dispatch(int kind, x, draws, mask_in, double keep_prob, y, mask_out):

@@ -20,16 +20,11 @@ from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
 from .._arena import empty as _empty
-from ._fn_embedding cimport fn_emb_fence, fn_emb_gather, fn_emb_sum_row_d, fn_emb_sum_row_f, fn_emb_zero
-from ._fn cimport (fn_add_busy, fn_cpu_tier, fn_main_clock, fn_max_threads, fn_openmp, fn_region, fn_region_begin,
-                   fn_region_end, fn_region_threads, fn_set_tier, fn_tier)
-
-cimport numpy as cnp
-
-cnp.import_array()
-
+from ._fn_embedding cimport (fn_emb_fence, fn_emb_gather_d, fn_emb_gather_f, fn_emb_sum_row_d, fn_emb_sum_row_f,
+                             fn_emb_zero_d, fn_emb_zero_f)
 
 include "_module.pxi"
+include "_tasks.pxi"
 
 # bytes of output per task: enough to make handing out a task negligible, small
 # enough that two threads share a (64, 50) x 256 float32 lookup evenly
@@ -49,31 +44,26 @@ def _set_stream_bytes(Py_ssize_t nbytes):
     return old
 
 
-cdef inline void* _data(object a):
-    return cnp.PyArray_DATA(<cnp.ndarray>a)
-
-
 cdef inline Py_ssize_t _rows_per_task(Py_ssize_t row_bytes) noexcept nogil:
     return max(1, _TASK_BYTES // max(row_bytes, 1))
 
 
-cdef void _gather(const int64_t* ids, const char* table, char* y, Py_ssize_t n_pos, Py_ssize_t row_bytes,
+cdef void _gather(const int64_t* ids, const floating* table, floating* y, Py_ssize_t n_pos, Py_ssize_t width,
                   int nthreads) noexcept nogil:
-    cdef Py_ssize_t per = _rows_per_task(row_bytes)
+    cdef Py_ssize_t per = _rows_per_task(width * sizeof(floating))
     cdef Py_ssize_t ntasks = (n_pos + per - 1) // per
     cdef Py_ssize_t t
     cdef fn_region region
     cdef double t0
-    if ntasks < 2:
-        nthreads = 1
-    nthreads = fn_region_threads(nthreads)
-    fn_region_begin(&region)
+    nthreads = _team_begin(ntasks, nthreads, &region)
     for t in prange(ntasks, nogil=True, schedule="dynamic", num_threads=nthreads):
         t0 = fn_main_clock()
-        fn_emb_gather(ids, table, y, t * per, min((t + 1) * per, n_pos), row_bytes)
+        if floating is float:
+            fn_emb_gather_f(ids, table, y, t * per, min((t + 1) * per, n_pos), width)
+        else:
+            fn_emb_gather_d(ids, table, y, t * per, min((t + 1) * per, n_pos), width)
         fn_add_busy(&region.busy, t0)
-    if nthreads > 1:
-        fn_region_end(&region)
+    _team_end(nthreads, &region)
 
 
 cdef void _group_by_id(const int64_t* ids, Py_ssize_t n_pos, Py_ssize_t n_rows, int64_t* start,
@@ -92,6 +82,13 @@ cdef void _group_by_id(const int64_t* ids, Py_ssize_t n_pos, Py_ssize_t n_rows, 
         start[v] += 1
 
 
+cdef inline void _zero_rows(floating* rows, Py_ssize_t n, int stream) noexcept nogil:
+    if floating is float:
+        fn_emb_zero_f(rows, n, stream)
+    else:
+        fn_emb_zero_d(rows, n, stream)
+
+
 cdef void _scatter_rows(const floating* dy, Py_ssize_t width, const int64_t* start, const int64_t* order,
                         floating* out, Py_ssize_t n_rows, int nthreads) noexcept nogil:
     cdef Py_ssize_t row_bytes = width * sizeof(floating)
@@ -101,10 +98,7 @@ cdef void _scatter_rows(const floating* dy, Py_ssize_t width, const int64_t* sta
     cdef Py_ssize_t t, v, v1, zero_from
     cdef fn_region region
     cdef double t0
-    if ntasks < 2:
-        nthreads = 1
-    nthreads = fn_region_threads(nthreads)
-    fn_region_begin(&region)
+    nthreads = _team_begin(ntasks, nthreads, &region)
     for t in prange(ntasks, nogil=True, schedule="dynamic", num_threads=nthreads):
         t0 = fn_main_clock()
         v1 = min((t + 1) * per, n_rows)
@@ -112,35 +106,37 @@ cdef void _scatter_rows(const floating* dy, Py_ssize_t width, const int64_t* sta
         for v in range(t * per, v1):
             if start[v + 1] > start[v]:
                 if v > zero_from:
-                    fn_emb_zero(out + zero_from * width, (v - zero_from) * row_bytes, stream)
+                    _zero_rows(out + zero_from * width, (v - zero_from) * width, stream)
                 if floating is float:
                     fn_emb_sum_row_f(out + v * width, dy, width, order, start[v], start[v + 1], stream)
                 else:
                     fn_emb_sum_row_d(out + v * width, dy, width, order, start[v], start[v + 1], stream)
                 zero_from = v + 1
         if v1 > zero_from:
-            fn_emb_zero(out + zero_from * width, (v1 - zero_from) * row_bytes, stream)
+            _zero_rows(out + zero_from * width, (v1 - zero_from) * width, stream)
         fn_emb_fence(stream)
         fn_add_busy(&region.busy, t0)
-    if nthreads > 1:
-        fn_region_end(&region)
+    _team_end(nthreads, &region)
 
 
 def embedding_forward(ids, table):
     """(y, (ids, V)): y[p] = table[ids[p]], (P, D)."""
-    cdef Py_ssize_t n_pos = ids.shape[0]
-    cdef Py_ssize_t row_bytes = table.shape[1] * table.dtype.itemsize
+    cdef Py_ssize_t n_pos = ids.shape[0], width = table.shape[1]
     cdef int threads = _num_threads
+    cdef bint single = table.dtype == np.float32
     cdef const int64_t* ip
-    cdef const char* tp
-    cdef char* yp
-    y = _empty((n_pos, table.shape[1]), table.dtype)
-    if n_pos * row_bytes > 0:
+    cdef const void* tp
+    cdef void* yp
+    y = _empty((n_pos, width), table.dtype)
+    if n_pos * width > 0:
         ip = <const int64_t*>_data(ids)
-        tp = <const char*>_data(table)
-        yp = <char*>_data(y)
+        tp = _data(table)
+        yp = _data(y)
         with nogil:
-            _gather(ip, tp, yp, n_pos, row_bytes, threads)
+            if single:
+                _gather(ip, <const float*>tp, <float*>yp, n_pos, width, threads)
+            else:
+                _gather(ip, <const double*>tp, <double*>yp, n_pos, width, threads)
     return y, (ids, table.shape[0])
 
 

@@ -12,22 +12,36 @@ thread count. The input gradient comes from the buffer cache (fastnn/_arena.py)
 and is fully written by the kernels.
 """
 import numpy as np
-cimport numpy as cnp
 from libc.stdint cimport int64_t
 
 from .._arena import empty as _empty
-from ._fn cimport fn_cpu_tier, fn_max_threads, fn_openmp, fn_set_tier, fn_tier
 from ._fn_loss cimport (FN_XENT_CHUNK, fn_loss_math_d, fn_loss_math_f, fn_sigmoid_xent_backward_d,
                         fn_sigmoid_xent_backward_f, fn_sigmoid_xent_forward_d, fn_sigmoid_xent_forward_f,
                         fn_softmax_xent_backward_d, fn_softmax_xent_backward_f, fn_softmax_xent_forward_d,
                         fn_softmax_xent_forward_f)
 
-cnp.import_array()
-
 include "_module.pxi"
 
-cdef inline void* _data(object a):
-    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+cdef void _target_data(target, const int64_t **index, const void **prob):
+    """Softmax's target as the kernels take it: class indices (N,) or probabilities (N, C)."""
+    if target.ndim == 1:
+        index[0] = <const int64_t *>_data(target)
+    else:
+        prob[0] = _data(target)
+
+
+cdef double _upstream(dloss, reduction, Py_ssize_t n, const void **per_item):
+    """The upstream gradient as the backward kernels take it: one value for every item
+    (0-d dloss, divided by n for "mean"), returned, or one per item (*per_item)."""
+    cdef double g0 = 0.0
+    if dloss.ndim == 0:
+        g0 = float(dloss)
+        if reduction == "mean":
+            g0 = g0 / n
+    else:
+        per_item[0] = _data(dloss)
+    return g0
 
 
 def _reduce(total, n, reduction, dtype):
@@ -51,10 +65,7 @@ def softmax_cross_entropy_forward(x, target, reduction):
     loss = np.empty(N, dtype=x.dtype)
     stats = np.empty((N, 3), dtype=x.dtype)
     if N > 0:
-        if target.ndim == 1:
-            ip = <const int64_t *>_data(target)
-        else:
-            pp = _data(target)
+        _target_data(target, &ip, &pp)
         xp = _data(x)
         lp = _data(loss)
         sp = _data(stats)
@@ -84,16 +95,8 @@ def softmax_cross_entropy_backward(dloss, state):
     cdef double g0 = 0.0
     dx = _empty((N, C), dtype=x.dtype)
     if N > 0 and C > 0:
-        if dloss.ndim == 0:
-            g0 = float(dloss)
-            if reduction == "mean":
-                g0 = g0 / N
-        else:
-            gp = _data(dloss)
-        if target.ndim == 1:
-            ip = <const int64_t *>_data(target)
-        else:
-            pp = _data(target)
+        g0 = _upstream(dloss, reduction, N, &gp)
+        _target_data(target, &ip, &pp)
         xp = _data(x)
         sp = _data(stats)
         dp = _data(dx)
@@ -149,12 +152,7 @@ def sigmoid_cross_entropy_backward(dloss, state):
     cdef double g0 = 0.0
     dx = _empty(n, dtype=x.dtype)
     if n > 0:
-        if dloss.ndim == 0:
-            g0 = float(dloss)
-            if reduction == "mean":
-                g0 = g0 / n
-        else:
-            gp = _data(dloss)
+        g0 = _upstream(dloss, reduction, n, &gp)
         xp = _data(x)
         tp = _data(target)
         dp = _data(dx)

@@ -25,9 +25,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
-from ._fn cimport (any_scratch, fn_add_busy, fn_alloc, fn_cpu_tier, fn_free, fn_main_clock, fn_max_threads,
-                   fn_openmp, fn_region, fn_region_begin, fn_region_end, fn_region_threads, fn_set_tier, fn_tier,
-                   gemm_any_mt, gemm_tn2_mt)
+from ._fn cimport (any_scratch, fn_add_busy, fn_alloc, fn_free, fn_main_clock, fn_region, fn_region_begin,
+                   fn_region_end, fn_region_threads, gemm_any_mt, gemm_tn2_mt)
 
 
 include "_module.pxi"

@@ -13,19 +13,11 @@ The state kept for the backward pass is x itself, gamma, and the mean and
 1 / sqrt(var + eps) in double.
 """
 import numpy as np
-cimport numpy as cnp
 
-from ._fn cimport fn_cpu_tier, fn_max_threads, fn_openmp, fn_set_tier, fn_tier
 from ._fn_norm cimport bn_backward, bn_forward, bn_inference, fn_bn_geom
 from .._arena import empty as _empty
 
-cnp.import_array()
-
 include "_module.pxi"
-
-
-cdef inline void* _data(object a):
-    return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 cdef fn_bn_geom _geometry(shape):

@@ -16,12 +16,8 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdlib cimport free, malloc
 
-from ._fn cimport fn_cpu_tier, fn_max_threads, fn_openmp, fn_set_tier, fn_tier
 from ._fn_optim cimport (fn_adam_step_d, fn_adam_step_f, fn_optim_arrays, fn_optim_hyper, fn_rmsprop_step_d,
                          fn_rmsprop_step_f, fn_sgd_step_d, fn_sgd_step_f)
-
-cnp.import_array()
-
 
 include "_module.pxi"
 
@@ -29,10 +25,6 @@ cdef enum:
     _SGD = 0
     _RMSPROP = 1
     _ADAM = 2
-
-
-cdef inline void* _data(object a):
-    return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 cdef int _run(int kind, params, grads, v, s, fn_optim_hyper* h) except -1:

@@ -13,13 +13,9 @@ gradient where the recorded tap is the cell's. Outputs and gradients come from t
 buffer cache (fastnn/_arena.py) and are fully written by the kernels.
 """
 import numpy as np
-cimport numpy as cnp
 
 from .._arena import empty as _empty
 
-cnp.import_array()
-
-from ._fn cimport fn_cpu_tier, fn_max_threads, fn_openmp, fn_set_tier, fn_tier
 from ._fn_pool cimport (fn_pool_arg_bytes, fn_pool_avg_forward_d, fn_pool_avg_forward_f, fn_pool_backward_d,
                         fn_pool_backward_f, fn_pool_geom, fn_pool_max_forward_d, fn_pool_max_forward_f)
 
@@ -38,10 +34,6 @@ cdef fn_pool_geom _geometry(x_shape, ksize, stride, pads, dilation, out_hw, bint
     g.count_include_pad = count_include_pad
     g.arg_bytes = fn_pool_arg_bytes(g.kh, g.kw)
     return g
-
-
-cdef inline void* _data(object a):
-    return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 def pool2d_forward(x, mode, ksize, stride, pads, dilation, out_hw, count_include_pad):

@@ -47,11 +47,10 @@ from .._arena import empty as _empty
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from ._fn cimport (any_scratch, fn_alloc, fn_cpu_tier, fn_free, fn_lstm_steps_d, fn_lstm_steps_f,
-                   fn_max_threads, fn_openmp, fn_set_tier, fn_tier,
-                   gemm_any_mt, gemm_nn_mt, gemm_tn2_mt, gru_backward_out_rows, gru_backward_reset_rows,
-                   gru_gates_rows, gru_output_rows, lstm_backward_rows, lstm_pack, lstm_packed_size, pack,
-                   pack_t, packed_size, rnn_backward_rows, rnn_forward_rows)
+from ._fn cimport (any_scratch, fn_alloc, fn_free, fn_lstm_steps_d, fn_lstm_steps_f, gemm_any_mt, gemm_nn_mt,
+                   gemm_tn2_mt, gru_backward_out_rows, gru_backward_reset_rows, gru_gates_rows, gru_output_rows,
+                   lstm_backward_rows, lstm_pack, lstm_packed_size, pack, pack_t, packed_size, rnn_backward_rows,
+                   rnn_forward_rows)
 
 
 include "_module.pxi"

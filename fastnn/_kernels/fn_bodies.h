@@ -12,6 +12,8 @@
 #include "fn_loss.h"
 #include "fn_norm.h"
 #include "fn_optim.h"
+#include "fn_dropout.h"
+#include "fn_embedding.h"
 #undef FN_T
 #undef FN_TS
 #undef FN_DOUBLE

@@ -3,7 +3,9 @@
  *
  * Each kernel source is written once (fn_gemm.h: the matrix-multiply core and the
  * convolutions; fn_lstm.h: the fused LSTM step; fn_rnn.h: the other recurrent
- * cells' elementwise passes; fn_pool.h: pooling; fn_math.h: exp, sigmoid, tanh) over the vector type
+ * cells' elementwise passes; fn_pool.h: pooling; fn_math.h: exp, sigmoid, tanh; fn_dense.h,
+ * fn_loss.h, fn_norm.h, fn_optim.h, fn_dropout.h and fn_embedding.h: the training
+ * ops; fn_bodies.h lists them all) over the vector type
  * FN_V of FN_VL lanes of FN_T. fn_instance.h compiles them for float and double
  * with the tier's parameters:
  *
@@ -109,6 +111,7 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 
 #define FN_T float
 #define FN_TS f
+#define FN_DOUBLE 0
 #define FN_LSTM_IO fn_lstm_io_f
 #include "fn_dispatch.h"
 #include "fn_pool_dispatch.h"
@@ -116,11 +119,15 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #include "fn_loss_dispatch.h"
 #include "fn_norm_dispatch.h"
 #include "fn_optim_dispatch.h"
+#include "fn_dropout_dispatch.h"
+#include "fn_embedding_dispatch.h"
 #undef FN_T
 #undef FN_TS
+#undef FN_DOUBLE
 #undef FN_LSTM_IO
 #define FN_T double
 #define FN_TS d
+#define FN_DOUBLE 1
 #define FN_LSTM_IO fn_lstm_io_d
 #include "fn_dispatch.h"
 #include "fn_pool_dispatch.h"
@@ -128,8 +135,11 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #include "fn_loss_dispatch.h"
 #include "fn_norm_dispatch.h"
 #include "fn_optim_dispatch.h"
+#include "fn_dropout_dispatch.h"
+#include "fn_embedding_dispatch.h"
 #undef FN_T
 #undef FN_TS
+#undef FN_DOUBLE
 #undef FN_LSTM_IO
 
 /* The tile of the active tier, for the drivers' task sizes: rows, and columns of a

@@ -235,50 +235,54 @@ def linear_backward(dy, state):
     return dx, dw, db
 
 
+@njit(cache=True)
+def _part(record, i0, i1):
+    """Elements i0:i1 of a kept record, or its one-element stand-in as it is."""
+    return record[i0:i1] if record.shape[0] > 1 else record
+
+
+@njit(cache=True)
+def _flat_block(backward, kind, alpha, src, keep, mask, dst, i0, i1):
+    if backward:
+        _grad_vec(kind, alpha, i1 - i0, src[i0:i1], _part(keep, i0, i1), _part(mask, i0, i1), dst[i0:i1])
+    else:
+        _act_vec(kind, alpha, i1 - i0, src[i0:i1], dst[i0:i1], _part(keep, i0, i1), _part(mask, i0, i1))
+
+
 @njit(cache=True, parallel=True)
-def _act_flat(kind, alpha, z, a, keep, mask, parallel):
-    n = z.shape[0]
+def _flat(backward, kind, alpha, src, keep, mask, dst, parallel):
+    """dst = act(src) with keep and mask written (forward), or dst = src * act'(.) from
+    them (backward), over flat arrays: blocks of 4096 elements, in parallel when asked."""
+    n = src.shape[0]
     block = 4096
     if parallel:
         for c in prange((n + block - 1) // block):
             i0 = c * block
-            i1 = min(n, i0 + block)
-            _act_vec(kind, alpha, i1 - i0, z[i0:i1], a[i0:i1], keep[i0:i1] if keep.shape[0] > 1 else keep,
-                     mask[i0:i1] if mask.shape[0] > 1 else mask)
+            _flat_block(backward, kind, alpha, src, keep, mask, dst, i0, min(n, i0 + block))
     else:
-        _act_vec(kind, alpha, n, z, a, keep, mask)
+        _flat_block(backward, kind, alpha, src, keep, mask, dst, 0, n)
+
+
+def _run_flat(backward, code, alpha, src, keep, mask, dst):
+    """_flat on src's elements; a record the kind does not keep is stood in for by one
+    unused element."""
+    if src.shape[0]:
+        _flat(backward, code, src.dtype.type(alpha), src, keep if keep is not None else np.empty(1, src.dtype),
+              mask if mask is not None else np.empty(1, np.int8), dst, src.shape[0] >= _PARALLEL_ELEMENTS)
 
 
 def activation_forward(z, kind, alpha):
     code = _KIND[kind]
     a = _empty(z.shape[0], dtype=z.dtype)
     keep, mask = _kept(code, z.shape[0], z.dtype)
-    if z.shape[0]:
-        _act_flat(code, z.dtype.type(alpha), z, a, keep if keep is not None else np.empty(1, z.dtype),
-                  mask if mask is not None else np.empty(1, np.int8), z.shape[0] >= _PARALLEL_ELEMENTS)
+    _run_flat(False, code, alpha, z, keep, mask, a)
     return a, (code, alpha, keep, mask)
-
-
-@njit(cache=True, parallel=True)
-def _grad_flat(kind, alpha, d, keep, mask, dz, parallel):
-    n = d.shape[0]
-    block = 4096
-    if parallel:
-        for c in prange((n + block - 1) // block):
-            i0 = c * block
-            i1 = min(n, i0 + block)
-            _grad_vec(kind, alpha, i1 - i0, d[i0:i1], keep[i0:i1] if keep.shape[0] > 1 else keep,
-                      mask[i0:i1] if mask.shape[0] > 1 else mask, dz[i0:i1])
-    else:
-        _grad_vec(kind, alpha, n, d, keep, mask, dz)
 
 
 def activation_backward(da, state):
     code, alpha, keep, mask = state
     dz = _empty(da.shape[0], dtype=da.dtype)
-    if da.shape[0]:
-        _grad_flat(code, da.dtype.type(alpha), da, keep if keep is not None else np.empty(1, da.dtype),
-                   mask if mask is not None else np.empty(1, np.int8), dz, da.shape[0] >= _PARALLEL_ELEMENTS)
+    _run_flat(True, code, alpha, da, keep, mask, dz)
     return dz
 
 

@@ -110,6 +110,15 @@ def _run_grad_sums(dr, xr, j0, j1, m):
     return g, h
 
 
+@njit(cache=True)
+def _run_at(pos, hi, size):
+    """The run of a plane chunk that starts at value pos of a channel ((n, s) order,
+    the chunk ending at hi): its image n, its first value s0 in the plane, and the
+    position after it (the run is s0 : s0 + end - pos)."""
+    n = pos // size
+    return n, pos - n * size, min((n + 1) * size, hi)
+
+
 @njit(cache=True, parallel=True)
 def _plane_moments(x, pm, pd, pq):
     """Partials (C, K): chunk k of channel c is its values [k * 4096, ...) in (n, s) order."""
@@ -125,18 +134,14 @@ def _plane_moments(x, pm, pd, pq):
         s = 0.0
         pos = lo
         while pos < hi:
-            n = pos // size
-            s0 = pos - n * size
-            end = min((n + 1) * size, hi)
+            n, s0, end = _run_at(pos, hi, size)
             s += _run_scaled_sum(x[n, c], s0, s0 + end - pos, inv)
             pos = end
         d = 0.0
         q = 0.0
         pos = lo
         while pos < hi:
-            n = pos // size
-            s0 = pos - n * size
-            end = min((n + 1) * size, hi)
+            n, s0, end = _run_at(pos, hi, size)
             sd, sq = _run_deviations(x[n, c], s0, s0 + end - pos, s)
             d += sd
             q += sq
@@ -279,9 +284,7 @@ def _plane_grad_sums(x, dy, m, sg, sx):
         h = 0.0
         pos = k * _CHUNK
         while pos < hi:
-            n = pos // size
-            s0 = pos - n * size
-            end = min((n + 1) * size, hi)
+            n, s0, end = _run_at(pos, hi, size)
             sg_, sh_ = _run_grad_sums(dy[n, c], x[n, c], s0, s0 + end - pos, m[c])
             g += sg_
             h += sh_

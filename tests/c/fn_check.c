@@ -1,9 +1,10 @@
 /* fn_check.c: a C-level check of every entry point of fastnn's C kernels (the
- * dispatchers fn_<name>_f / fn_<name>_d of fastnn/_kernels/fn_dispatch.h), on every
+ * dispatchers fn_<name>_f / fn_<name>_d of fastnn/_kernels/fn_dispatch.h and of the
+ * training ops' fn_dense/loss/norm/optim/dropout/embedding_dispatch.h), on every
  * CPU tier this CPU runs (fn_cpu_tier() down to generic) in float and double,
  * against naive loops in double on small deterministic inputs (a 64-bit LCG).
  *
- *   cc -O2 -fopenmp -I fastnn/_kernels tests/c/fn_check.c -o fn_check -lm
+ *   cc -O2 -fwrapv -ffp-contract=off -fopenmp -I fastnn/_kernels tests/c/fn_check.c -o fn_check -lm
  *   ./fn_check [-v] [--selftest]
  *
  * tests/test_portable.py builds and runs it natively and, with Debian's
@@ -12,7 +13,10 @@
  * reports any access past a buffer, reads included (not part of the test suite: the
  * build takes long):
  *
- *   cc -O1 -fsanitize=address -fopenmp -I fastnn/_kernels tests/c/fn_check.c -o fn_check_asan -lm
+ *   cc -O1 -fwrapv -fsanitize=address -fopenmp -I fastnn/_kernels tests/c/fn_check.c -o fn_check_asan -lm
+ *
+ * (-fwrapv as Python builds the extension modules: GCC 12 at -O2 without it stops
+ * with an internal error in fn_dense.h's generic double activation.)
  *
  * What is covered, with sizes taken from the active tier's panel width NR and
  * vector length VL so that full and partial 6-row tiles, full, half and partial
@@ -44,6 +48,22 @@
  *   activate (sigmoid, tanh, relu): 0, -0, denormals, tiny, the float and double
  *     clamps, large values, the largest finite ones, +-inf and NaN of both signs,
  *     and a grid over [-30, 30], more than one block of 4096.
+ *   The training ops, against plain loops here:
+ *   dense_linear_forward / _backward (every activation, bias or not, M = 0, K = 0,
+ *     more than one chunk of db's rows; keep = y, the mask of z > 0; slots of
+ *     dense_slots_size and dz^T when dense_dw_direct, nothing written past them;
+ *     threads 1 and 2 bitwise), dense_act_mt, dense_grad_mt, dense_softmax.
+ *   softmax_xent_forward / _backward (indices or probabilities, g per row or one
+ *     g0; the three numbers a row; the returned total), sigmoid_xent_forward /
+ *     _backward (over several chunks of partial sums), loss_math (log, log1p).
+ *   bn_forward, bn_inference, bn_backward: rows, planes, more than one chunk, the
+ *     (M, 1, 1) case; an offset mean.
+ *   sgd_step (plain, momentum, Nesterov), rmsprop_step, adam_step, with and without
+ *     weight decay, over three arrays (one empty, one over several chunks).
+ *   drop_mask, drop_apply: the reference's bits exactly (NaN, -0, a draw equal to
+ *     keep_prob). emb_gather, emb_sum_row, emb_zero (ordinary and streamed stores,
+ *     rows on and off the vector boundaries; emb_fence): exact copies and in-order
+ *     sums.
  *
  * Each check is one comparison of a kernel's output with its reference, or of the
  * memory a call must leave alone (inputs, the gaps between rows of an output, the
@@ -1800,6 +1820,796 @@ static void check_activate(void)
 
 /* ======================= main ======================= */
 
+/* ======================= the training ops ======================= */
+
+/* v rounded to the type under check: one IEEE operation on values of the type,
+ * made in double and rounded once, is that operation in the type */
+static double rt(double v) { return g_dbl ? v : (double)(float)v; }
+
+/* the bytes got[0:n] equal want[0:n] where care[i] (all when care is NULL); with
+ * truth, any nonzero byte of got counts as 1 (a mask of z > 0 holds 0 or -1) */
+static void cmp_bytes(const char *fn, const char *what, const void *got_, const unsigned char *want,
+                      const unsigned char *care, ptrdiff_t n, int truth)
+{
+    const unsigned char *got = (const unsigned char *)got_;
+    ptrdiff_t i, bad = 0, first = 0, seen = 0;
+    char detail[200];
+    for (i = 0; i < n; i++) {
+        unsigned char g = truth ? got[i] != 0 : got[i];
+        if (care != NULL && !care[i])
+            continue;
+        if (g_selftest && seen == 0)
+            g ^= 1;
+        seen++;
+        if (g != want[i] && bad++ == 0)
+            first = i;
+    }
+    if (seen == 0)
+        return;
+    tally(fn, bad == 0);
+    if (bad) {
+        snprintf(detail, sizeof detail, "%ld of %ld bytes off, first at %ld: got %d, want %d", (long)bad,
+                 (long)seen, (long)first, got[first], want[first]);
+        fail_line(fn, what, detail);
+    }
+}
+
+/* the activation of fn_dense.h (kind FN_ACT_*) and its derivative from the output a
+ * (sigmoid, tanh) or from z > 0 (relu, leaky relu) */
+static double act(int kind, double alpha, double z)
+{
+    switch (kind) {
+    case FN_ACT_SIGMOID: return sigm(z);
+    case FN_ACT_TANH: return tanh(z);
+    case FN_ACT_RELU: return z > 0 ? z : 0.0;
+    case FN_ACT_LEAKY_RELU: return z > 0 ? z : alpha * z;
+    default: return z;
+    }
+}
+static double act_grad(int kind, double alpha, double a, int positive)
+{
+    switch (kind) {
+    case FN_ACT_SIGMOID: return a * (1 - a);
+    case FN_ACT_TANH: return 1 - a * a;
+    case FN_ACT_RELU: return positive ? 1.0 : 0.0;
+    case FN_ACT_LEAKY_RELU: return positive ? 1.0 : alpha;
+    default: return 1.0;
+    }
+}
+
+/* linear_forward / linear_backward, and the elementwise passes and softmax of
+ * fn_dense.h: y = act(x w^T + b), keep (a copy of y) or mask (z > 0) as the kind
+ * records; dx = dz w, dw = dz^T x, db = column sums of dz, dz = dy act'. */
+static void run_dense(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int kind, int has_bias)
+{
+    const double alpha = kind == FN_ACT_LEAKY_RELU ? 0.125 : 0.0;
+    const int keeps = kind == FN_ACT_SIGMOID || kind == FN_ACT_TANH;
+    const int masks = kind == FN_ACT_RELU || kind == FN_ACT_LEAKY_RELU;
+    const ptrdiff_t chunks = (M + FN_DENSE_DB_ROWS - 1) / FN_DENSE_DB_ROWS;
+    const size_t nslots = g_dbl ? fn_dense_slots_size_d(K, 2) : fn_dense_slots_size_f(K, 2);
+    const size_t bslots = g_dbl ? fn_dense_slots_size_d(M > N ? M : N, 2) : fn_dense_slots_size_f(M > N ? M : N, 2);
+    const int direct = g_dbl ? fn_dense_dw_direct_d(M, N) : fn_dense_dw_direct_f(M, N);
+    Buf x = bnew(M * K), w = bnew(N * K), b = bnew(N), y = bnew(M * N), keep = bnew(keeps ? M * N : 0);
+    Buf slots = bnew((ptrdiff_t)nslots), y2, dy = bnew(M * N), dz = bnew(M * N), dzt = bnew(direct ? N * M : 0);
+    Buf bsl = bnew((ptrdiff_t)bslots), partial = bnew(chunks * N > 0 ? chunks * N : 1);
+    Buf dx = bnew(M * K), dw = bnew(N * K), db = bnew(N);
+    int8_t *mask = (int8_t *)xmalloc((size_t)(M * N + 1));
+    unsigned char *mref = (unsigned char *)xmalloc((size_t)(M * N + 1)), *care = (unsigned char *)xmalloc((size_t)(M * N + 1));
+    double *ref = (double *)xmalloc((size_t)(M * N + M * K + N * K + N + 1) * sizeof(double));
+    double *sc = (double *)xmalloc((size_t)(M * N + M * K + N * K + N + 1) * sizeof(double));
+    double *dzr = (double *)xmalloc((size_t)(M * N + 1) * sizeof(double));
+    double *dza = (double *)xmalloc((size_t)(M * N + 1) * sizeof(double));
+    ptrdiff_t i, j, k;
+    Snap ss, sx, sw;
+    int ok;
+    snprintf(g_ctx, sizeof g_ctx, "M=%ld N=%ld K=%ld kind=%d bias=%d", (long)M, (long)N, (long)K, kind, has_bias);
+    fill(x, 0, K, M, K, -1, 1);
+    fill(w, 0, K, N, K, -1, 1);
+    fill(b, 0, 1, 1, N, -0.5, 0.5);
+    fill(dy, 0, N, M, N, -1, 1);
+    fill_value(y, 0, N, M, N, NAN);
+    sx = snap(x);
+    sw = snap(w);
+    ss = snap(slots);
+    /* forward (the driver makes no call with M or N 0) */
+    for (i = 0; i < M; i++)
+        for (j = 0; j < N; j++) {
+            double z = has_bias ? GET(b, j) : 0.0, s = has_bias ? fabs(GET(b, j)) : 0.0;
+            for (k = 0; k < K; k++) {
+                z += GET(x, i * K + k) * GET(w, j * K + k);
+                s += fabs(GET(x, i * K + k) * GET(w, j * K + k));
+            }
+            ref[i * N + j] = act(kind, alpha, z);
+            sc[i * N + j] = s + fabs(ref[i * N + j]);
+            mref[i * N + j] = z > 0;
+            care[i * N + j] = fabs(z) > 1e-3 * s;  /* a z this near 0 may round to either side */
+        }
+    if (M * N > 0) {
+    CALL(dense_linear_forward, M, N, K, x.p, w.p, has_bias ? b.p : NULL, kind, alpha, y.p, keeps ? keep.p : NULL,
+         masks ? mask : NULL, slots.p, 1);
+    cmp("dense_linear_forward", "y", y, 0, N, M, N, ref, sc, g_tol, g_floor);
+    if (keeps)
+        same("dense_linear_forward", "keep = y", keep, y, 0, N, M, N);
+    if (masks)
+        cmp_bytes("dense_linear_forward", "mask = z > 0", mask, mref, care, M * N, 1);
+    untouched("dense_linear_forward", "x", x, sx);
+    untouched("dense_linear_forward", "w", w, sw);
+    guards("dense_slots_size", "slots of dense_slots_size(K, 2)", slots, ss);
+    y2 = buf_copy(y);
+    fill_value(y, 0, N, M, N, NAN);
+    CALL(dense_linear_forward, M, N, K, x.p, w.p, has_bias ? b.p : NULL, kind, alpha, y.p, keeps ? keep.p : NULL,
+         masks ? mask : NULL, slots.p, 2);
+    same("dense_linear_forward", "threads=2", y, y2, 0, N, M, N);
+    bfree(&y2);
+    }
+    /* backward, from the forward's record */
+    for (i = 0; i < M * N; i++) {
+        const double a = keeps ? GET(keep, i) : 0.0, d = act_grad(kind, alpha, a, masks ? mask[i] != 0 : 0);
+        dzr[i] = GET(dy, i) * d;
+        dza[i] = fabs(GET(dy, i)) * (fabs(d) + fabs(a) * (1 + fabs(a)));  /* 1 - a^2 cancels */
+    }
+    fill_value(dx, 0, K, M, K, NAN);
+    fill_value(dw, 0, K, N, K, NAN);
+    fill_value(db, 0, 1, 1, N, NAN);
+    {
+        Snap sdzt = snap(dzt);
+        ok = CALL(dense_linear_backward, M, N, K, dy.p, x.p, w.p, keeps ? keep.p : NULL, masks ? mask : NULL, kind,
+                  alpha, kind != FN_ACT_IDENTITY ? dz.p : NULL, direct && K > 0 ? dzt.p : NULL, bsl.p,
+                  has_bias ? partial.p : NULL, dx.p, dw.p, has_bias ? db.p : NULL, 2);
+        expect_int("dense_linear_backward", "returns 1", ok, 1);
+        if (direct && dzt.n > 0)
+            guards("dense_dw_direct", "dz^T of N x M when direct", dzt, sdzt);
+        sfree(&sdzt);
+    }
+    for (i = 0; i < M; i++)
+        for (k = 0; k < K; k++) {
+            double s = 0, a = 0;
+            for (j = 0; j < N; j++) {
+                s += dzr[i * N + j] * GET(w, j * K + k);
+                a += dza[i * N + j] * fabs(GET(w, j * K + k));
+            }
+            ref[i * K + k] = s;
+            sc[i * K + k] = a + fabs(s);
+        }
+    cmp("dense_linear_backward", "dx", dx, 0, K, M, K, ref, sc, 4 * g_tol, g_floor);
+    for (j = 0; j < N; j++)
+        for (k = 0; k < K; k++) {
+            double s = 0, a = 0;
+            for (i = 0; i < M; i++) {
+                s += dzr[i * N + j] * GET(x, i * K + k);
+                a += dza[i * N + j] * fabs(GET(x, i * K + k));
+            }
+            ref[j * K + k] = s;
+            sc[j * K + k] = a + fabs(s);
+        }
+    cmp("dense_linear_backward", "dw", dw, 0, K, N, K, ref, sc, 4 * g_tol, g_floor);
+    if (has_bias) {
+        for (j = 0; j < N; j++) {
+            double s = 0, a = 0;
+            for (i = 0; i < M; i++) {
+                s += dzr[i * N + j];
+                a += dza[i * N + j];
+            }
+            ref[j] = s;
+            sc[j] = a + fabs(s);
+        }
+        cmp("dense_linear_backward", "db", db, 0, N, 1, N, ref, sc, 4 * g_tol, g_floor);
+    }
+    /* the elementwise passes on the same values, flat: y = act(z) and dz = dy act' */
+    if (M * N > 0) {
+        Buf z = bnew(M * N), a1 = bnew(M * N), k1 = bnew(M * N), d1 = bnew(M * N);
+        int8_t *m1 = (int8_t *)xmalloc((size_t)(M * N));
+        fill(z, 0, 1, 1, M * N, -6, 6);
+        fill_value(a1, 0, 1, 1, M * N, NAN);
+        for (i = 0; i < M * N; i++) {
+            ref[i] = act(kind, alpha, GET(z, i));
+            sc[i] = fabs(ref[i]);
+        }
+        CALL(dense_act_mt, kind, alpha, M * N, z.p, a1.p, keeps ? k1.p : NULL, masks ? m1 : NULL, 2);
+        cmp("dense_act_mt", "a", a1, 0, 1, 1, M * N, ref, sc, g_tol, g_floor);
+        for (i = 0; i < M * N; i++) {
+            const double a = keeps ? GET(k1, i) : 0.0, d = act_grad(kind, alpha, a, masks ? m1[i] != 0 : 0);
+            mref[i] = GET(z, i) > 0;
+            dzr[i] = GET(dy, i) * d;
+            sc[i] = fabs(GET(dy, i)) * (fabs(d) + fabs(a) * (1 + fabs(a)));
+        }
+        if (masks)
+            cmp_bytes("dense_act_mt", "mask = z > 0", m1, mref, NULL, M * N, 1);
+        if (keeps)
+            same("dense_act_mt", "keep = a", k1, a1, 0, 1, 1, M * N);
+        fill_value(d1, 0, 1, 1, M * N, NAN);
+        CALL(dense_grad_mt, kind, alpha, M * N, dy.p, keeps ? k1.p : NULL, masks ? m1 : NULL, d1.p, 2);
+        cmp("dense_grad_mt", "dz", d1, 0, 1, 1, M * N, dzr, sc, g_tol, g_floor);
+        free(m1);
+        bfree(&z);
+        bfree(&a1);
+        bfree(&k1);
+        bfree(&d1);
+    }
+    free(mask);
+    free(mref);
+    free(care);
+    free(ref);
+    free(sc);
+    free(dzr);
+    free(dza);
+    sfree(&ss);
+    sfree(&sx);
+    sfree(&sw);
+    bfree(&x); bfree(&w); bfree(&b); bfree(&y); bfree(&keep); bfree(&slots); bfree(&dy); bfree(&dz);
+    bfree(&dzt); bfree(&bsl); bfree(&partial); bfree(&dx); bfree(&dw); bfree(&db);
+}
+
+static void run_dense_softmax(ptrdiff_t rows, ptrdiff_t n)
+{
+    Buf z = bnew(rows * n), p = bnew(rows * n), p1;
+    double *ref = (double *)xmalloc((size_t)(rows * n + 1) * sizeof(double));
+    ptrdiff_t i, j;
+    Snap sp;
+    snprintf(g_ctx, sizeof g_ctx, "rows=%ld n=%ld", (long)rows, (long)n);
+    fill(z, 0, n, rows, n, -20, 20);
+    if (n > 1)
+        SET(z, 1, -INFINITY);  /* exp(-inf) is exactly 0 */
+    for (i = 0; i < rows; i++) {
+        double m = -INFINITY, s = 0;
+        for (j = 0; j < n; j++)
+            m = GET(z, i * n + j) > m ? GET(z, i * n + j) : m;
+        for (j = 0; j < n; j++)
+            s += exp(GET(z, i * n + j) - m);
+        for (j = 0; j < n; j++)
+            ref[i * n + j] = exp(GET(z, i * n + j) - m) / s;
+    }
+    fill_value(p, 0, n, rows, n, NAN);
+    sp = snap(p);
+    CALL(dense_softmax, rows, n, z.p, p.p, 1);
+    cmp("dense_softmax", "p", p, 0, n, rows, n, ref, NULL, 4 * g_tol, g_floor);
+    guards("dense_softmax", "guard zones", p, sp);
+    p1 = buf_copy(p);
+    restore(p, sp);
+    CALL(dense_softmax, rows, n, z.p, p.p, 2);
+    same("dense_softmax", "threads=2", p, p1, 0, n, rows, n);
+    free(ref);
+    sfree(&sp);
+    bfree(&z); bfree(&p); bfree(&p1);
+}
+
+static void check_dense(void)
+{
+    const ptrdiff_t VL = vec_len();
+    int kind;
+    for (kind = 0; kind <= FN_ACT_IDENTITY; kind++) {
+        run_dense(7, VL + 3, 13, kind, 1);
+        run_dense(1, 2 * VL + 1, 33, kind, kind % 2);
+    }
+    run_dense(40, 9, 70, FN_ACT_RELU, 1);   /* more than one chunk of db's rows */
+    run_dense(0, 5, 4, FN_ACT_TANH, 1);     /* M = 0: dw and db zero */
+    run_dense(6, 5, 0, FN_ACT_IDENTITY, 1); /* K = 0 */
+    run_dense_softmax(3, 1);
+    run_dense_softmax(5, VL + 3);
+    run_dense_softmax(70, 1000);            /* more than one task */
+}
+
+/* ---- cross-entropy (fn_loss.h) ---- */
+
+static void run_softmax_xent(ptrdiff_t N, ptrdiff_t C, int indexed)
+{
+    Buf x = bnew(N * C), prob = bnew(indexed ? 0 : N * C), loss = bnew(N), stats = bnew(3 * N), stats1;
+    Buf g = bnew(N), dx = bnew(N * C), dx1;
+    int64_t *index = (int64_t *)xmalloc((size_t)(N + 1) * sizeof(int64_t));
+    /* ref and sc: the losses (N), the stats (3 N), then dx (N C) */
+    double *ref = (double *)xmalloc((size_t)(4 * N + N * C + 1) * sizeof(double));
+    double *sc = (double *)xmalloc((size_t)(4 * N + N * C + 1) * sizeof(double));
+    double total, rtotal = 0, stotal = 0, got;
+    ptrdiff_t r, j;
+    int pass;
+    snprintf(g_ctx, sizeof g_ctx, "N=%ld C=%ld %s", (long)N, (long)C, indexed ? "indices" : "probabilities");
+    fill(x, 0, C, N, C, -8, 8);
+    fill(g, 0, 1, 1, N, -2, 2);
+    for (r = 0; r < N; r++) {
+        index[r] = (int64_t)(uni(0, (double)C));
+        if (!indexed) {
+            for (j = 0; j < C; j++)
+                SET(prob, r * C + j, uni(0, 1));  /* any target mass: the kernels scale by it */
+        }
+    }
+    fill_value(loss, 0, 1, 1, N, NAN);
+    fill_value(stats, 0, 1, 1, 3 * N, NAN);
+    total = CALL(softmax_xent_forward, N, C, x.p, indexed ? index : NULL, indexed ? NULL : prob.p, loss.p, stats.p, 1);
+    for (r = 0; r < N; r++) {
+        double m = -INFINITY, s = 0, mass = 0, tx = 0, atx = 0;
+        for (j = 0; j < C; j++)
+            m = GET(x, r * C + j) > m ? GET(x, r * C + j) : m;
+        for (j = 0; j < C; j++) {
+            const double t = indexed ? (j == index[r]) : GET(prob, r * C + j);
+            s += exp(GET(x, r * C + j) - m);
+            mass += t;
+            tx += t * GET(x, r * C + j);
+            atx += fabs(t * GET(x, r * C + j));
+        }
+        ref[r] = (m + log(s)) * mass - tx;
+        sc[r] = (fabs(m) + fabs(log(s))) * mass + atx + fabs(ref[r]);
+        rtotal += ref[r];
+        stotal += sc[r];
+        ref[N + 3 * r] = m;
+        ref[N + 3 * r + 1] = log(s);
+        ref[N + 3 * r + 2] = mass;
+        sc[N + 3 * r] = fabs(m);
+        sc[N + 3 * r + 1] = fabs(log(s)) + 1;
+        sc[N + 3 * r + 2] = mass;
+    }
+    cmp("softmax_xent_forward", "loss", loss, 0, 1, 1, N, ref, sc, 4 * g_tol, g_floor);
+    cmp("softmax_xent_forward", "stats (max, log-sum, mass)", stats, 0, 3, N, 3, ref + N, sc + N, 4 * g_tol, g_floor);
+    got = g_selftest ? total + 1e-2 * (1 + fabs(total)) : total;
+    tally("softmax_xent_forward", fabs(got - rtotal) <= 4 * g_tol * stotal + g_floor);
+    if (fabs(got - rtotal) > 4 * g_tol * stotal + g_floor) {
+        char detail[160];
+        snprintf(detail, sizeof detail, "total %.17g, want %.17g", got, rtotal);
+        fail_line("softmax_xent_forward", "the returned total", detail);
+    }
+    stats1 = buf_copy(stats);
+    fill_value(stats, 0, 1, 1, 3 * N, NAN);
+    CALL(softmax_xent_forward, N, C, x.p, indexed ? index : NULL, indexed ? NULL : prob.p, loss.p, stats.p, 2);
+    same("softmax_xent_forward", "threads=2", stats, stats1, 0, 3, N, 3);
+    /* backward: dx_rj = g_r (p_rj mass_r - t_rj), with g per row, then one g0 for all */
+    for (pass = 0; pass < 2; pass++) {
+        const double g0 = 0.75;
+        for (r = 0; r < N; r++) {
+            const double gr = pass == 0 ? GET(g, r) : rt(g0);
+            const double m = ref[N + 3 * r], ls = ref[N + 3 * r + 1], mass = ref[N + 3 * r + 2];
+            for (j = 0; j < C; j++) {
+                const double t = indexed ? (j == index[r]) : GET(prob, r * C + j);
+                const double p = exp(GET(x, r * C + j) - m - ls);
+                ref[4 * N + r * C + j] = gr * (p * mass - t);
+                sc[4 * N + r * C + j] = fabs(gr) * (p * mass * (1 + fabs(GET(x, r * C + j)) + fabs(m) + fabs(ls)) + t);
+            }
+        }
+        fill_value(dx, 0, C, N, C, NAN);
+        CALL(softmax_xent_backward, N, C, x.p, indexed ? index : NULL, indexed ? NULL : prob.p, stats.p,
+             pass == 0 ? g.p : NULL, g0, dx.p, 1);
+        cmp("softmax_xent_backward", pass == 0 ? "dx, g per row" : "dx, one g0", dx, 0, C, N, C, ref + 4 * N,
+            sc + 4 * N, 8 * g_tol, g_floor);
+        dx1 = buf_copy(dx);
+        fill_value(dx, 0, C, N, C, NAN);
+        CALL(softmax_xent_backward, N, C, x.p, indexed ? index : NULL, indexed ? NULL : prob.p, stats.p,
+             pass == 0 ? g.p : NULL, g0, dx.p, 2);
+        same("softmax_xent_backward", "threads=2", dx, dx1, 0, C, N, C);
+        bfree(&dx1);
+    }
+    free(index);
+    free(ref);
+    free(sc);
+    bfree(&x); bfree(&prob); bfree(&loss); bfree(&stats); bfree(&stats1); bfree(&g); bfree(&dx);
+}
+
+static void run_sigmoid_xent(ptrdiff_t n)
+{
+    const ptrdiff_t chunks = (n + FN_XENT_CHUNK - 1) / FN_XENT_CHUNK;
+    Buf x = bnew(n), t = bnew(n), loss = bnew(n), g = bnew(n), dx = bnew(n);
+    double *partial = (double *)xmalloc((size_t)(chunks + 1) * sizeof(double));
+    double *ref = (double *)xmalloc((size_t)(n + 1) * sizeof(double)), *sc = (double *)xmalloc((size_t)(n + 1) * sizeof(double));
+    double total, rtotal = 0, stotal = 0, got;
+    ptrdiff_t i;
+    int pass;
+    snprintf(g_ctx, sizeof g_ctx, "n=%ld", (long)n);
+    fill(x, 0, 1, 1, n, -30, 30);
+    fill(t, 0, 1, 1, n, 0, 1);
+    fill(g, 0, 1, 1, n, -2, 2);
+    fill_value(loss, 0, 1, 1, n, NAN);
+    for (i = 0; i < n; i++) {
+        const double z = GET(x, i), tt = GET(t, i);
+        ref[i] = (z > 0 ? z : 0) - z * tt + log1p(exp(-fabs(z)));
+        sc[i] = fabs(z) * (1 + tt) + log1p(exp(-fabs(z))) + fabs(ref[i]);
+        rtotal += ref[i];
+        stotal += sc[i];
+    }
+    total = CALL(sigmoid_xent_forward, n, x.p, t.p, loss.p, partial, 2);
+    cmp("sigmoid_xent_forward", "loss", loss, 0, 1, 1, n, ref, sc, 4 * g_tol, g_floor);
+    got = g_selftest ? total + 1e-2 * (1 + fabs(total)) : total;
+    tally("sigmoid_xent_forward", fabs(got - rtotal) <= 4 * g_tol * stotal + g_floor);
+    if (fabs(got - rtotal) > 4 * g_tol * stotal + g_floor) {
+        char detail[160];
+        snprintf(detail, sizeof detail, "total %.17g, want %.17g", got, rtotal);
+        fail_line("sigmoid_xent_forward", "the returned total", detail);
+    }
+    for (pass = 0; pass < 2; pass++) {
+        const double g0 = -1.25;
+        for (i = 0; i < n; i++) {
+            const double gi = pass == 0 ? GET(g, i) : g0, s = sigm(GET(x, i));
+            ref[i] = gi * (s - GET(t, i));
+            sc[i] = fabs(gi) * (s + GET(t, i));
+        }
+        fill_value(dx, 0, 1, 1, n, NAN);
+        CALL(sigmoid_xent_backward, n, x.p, t.p, pass == 0 ? g.p : NULL, g0, dx.p, 2);
+        cmp("sigmoid_xent_backward", pass == 0 ? "dx, g per element" : "dx, one g0", dx, 0, 1, 1, n, ref, sc,
+            4 * g_tol, g_floor);
+    }
+    free(partial);
+    free(ref);
+    free(sc);
+    bfree(&x); bfree(&t); bfree(&loss); bfree(&g); bfree(&dx);
+}
+
+static void check_loss(void)
+{
+    const ptrdiff_t VL = vec_len(), n = 4 * VL + 5;
+    Buf x = bnew(n), y = bnew(n);
+    double *ref = (double *)xmalloc((size_t)n * sizeof(double));
+    ptrdiff_t i;
+    int kind;
+    run_softmax_xent(5, VL + 3, 1);
+    run_softmax_xent(4, 2 * VL + 1, 0);
+    run_softmax_xent(3, 1, 1);
+    run_softmax_xent(9, 300, 1);
+    run_sigmoid_xent(VL + 1);
+    run_sigmoid_xent(2 * FN_XENT_CHUNK + 37);  /* three chunks of the partial sums */
+    /* loss_math: fn_math.h's log (kind 0) and log1p (1) */
+    for (kind = 0; kind < 2; kind++) {
+        snprintf(g_ctx, sizeof g_ctx, "kind=%s n=%ld", kind ? "log1p" : "log", (long)n);
+        for (i = 0; i < n; i++) {
+            const double v = kind ? uni(-0.9, 20) : exp(uni(-40, 40));
+            SET(x, i, v);
+            ref[i] = kind ? log1p(GET(x, i)) : log(GET(x, i));
+        }
+        fill_value(y, 0, 1, 1, n, NAN);
+        CALL(loss_math, kind, n, x.p, y.p);
+        cmp("loss_math", kind ? "log1p" : "log", y, 0, 1, 1, n, ref, NULL, g_tol, g_floor);
+    }
+    free(ref);
+    bfree(&x);
+    bfree(&y);
+}
+
+/* ---- batch normalisation (fn_norm.h) ---- */
+
+static void run_bn(ptrdiff_t P, ptrdiff_t C, ptrdiff_t S)
+{
+    const ptrdiff_t n = P * C * S, M = P * S;
+    const double eps = 1e-5;
+    fn_bn_geom geom;
+    Buf x = bnew(n), gamma = bnew(C), beta = bnew(C), y = bnew(n), mean = bnew(C), var = bnew(C), y1;
+    Buf dy = bnew(n), dx = bnew(n), dgamma = bnew(C), dbeta = bnew(C), yi = bnew(n);
+    double *mean_d = (double *)xmalloc((size_t)(C + 1) * sizeof(double));
+    double *invstd_d = (double *)xmalloc((size_t)(C + 1) * sizeof(double));
+    double *rm = (double *)xmalloc((size_t)(C + 1) * sizeof(double)), *rv = (double *)xmalloc((size_t)(C + 1) * sizeof(double));
+    double *ref = (double *)xmalloc((size_t)(n + 1) * sizeof(double)), *sc = (double *)xmalloc((size_t)(n + 1) * sizeof(double));
+    double *rg = (double *)xmalloc((size_t)(C + 1) * sizeof(double)), *rb = (double *)xmalloc((size_t)(C + 1) * sizeof(double));
+    double *sg = (double *)xmalloc((size_t)(C + 1) * sizeof(double)), *sb = (double *)xmalloc((size_t)(C + 1) * sizeof(double));
+    ptrdiff_t p, c, s;
+#define BN_AT(p, c, s) (((p) * C + (c)) * S + (s))
+    geom.P = P;
+    geom.C = C;
+    geom.S = S;
+    snprintf(g_ctx, sizeof g_ctx, "P=%ld C=%ld S=%ld", (long)P, (long)C, (long)S);
+    fill(x, 0, 1, 1, n, 2, 4);  /* an offset mean: the two-pass sums must remove it */
+    fill(gamma, 0, 1, 1, C, 0.5, 1.5);
+    fill(beta, 0, 1, 1, C, -1, 1);
+    /* dy with a mean and a part along x, so that dbeta and dgamma are far from 0
+     * (a sum near 0 next to its sum of magnitudes would hide --selftest's shift) */
+    for (p = 0; p < n; p++)
+        SET(dy, p, uni(-1, 1) + 0.5 + 0.5 * (GET(x, p) - 3));
+    for (c = 0; c < C; c++) {
+        double m = 0, v = 0;
+        for (p = 0; p < P; p++)
+            for (s = 0; s < S; s++)
+                m += GET(x, BN_AT(p, c, s));
+        m /= (double)M;
+        for (p = 0; p < P; p++)
+            for (s = 0; s < S; s++)
+                v += (GET(x, BN_AT(p, c, s)) - m) * (GET(x, BN_AT(p, c, s)) - m);
+        rm[c] = m;
+        rv[c] = v / (double)M;
+    }
+    for (p = 0; p < P; p++)
+        for (c = 0; c < C; c++)
+            for (s = 0; s < S; s++) {
+                const double xn = (GET(x, BN_AT(p, c, s)) - rm[c]) / sqrt(rv[c] + eps);
+                ref[BN_AT(p, c, s)] = GET(gamma, c) * xn + GET(beta, c);
+                sc[BN_AT(p, c, s)] = fabs(GET(gamma, c)) * (fabs(xn) + 1) + fabs(GET(beta, c));
+            }
+    fill_value(y, 0, 1, 1, n, NAN);
+    expect_int("bn_forward", "returns 0",
+               CALL(bn_forward, &geom, x.p, gamma.p, beta.p, eps, y.p, mean.p, var.p, mean_d, invstd_d, 1), 0);
+    cmp("bn_forward", "y", y, 0, 1, 1, n, ref, sc, 8 * g_tol, g_floor);
+    cmp("bn_forward", "mean", mean, 0, 1, 1, C, rm, NULL, 4 * g_tol, g_floor);
+    cmp("bn_forward", "var", var, 0, 1, 1, C, rv, NULL, 64 * g_tol, g_floor);
+    y1 = buf_copy(y);
+    fill_value(y, 0, 1, 1, n, NAN);
+    CALL(bn_forward, &geom, x.p, gamma.p, beta.p, eps, y.p, mean.p, var.p, mean_d, invstd_d, 2);
+    same("bn_forward", "threads=2", y, y1, 0, 1, 1, n);
+    /* inference with the batch's own statistics gives the forward's y */
+    fill_value(yi, 0, 1, 1, n, NAN);
+    expect_int("bn_inference", "returns 0",
+               CALL(bn_inference, &geom, x.p, gamma.p, beta.p, mean.p, var.p, eps, yi.p, 2), 0);
+    for (c = 0; c < C; c++) {
+        const double m = GET(mean, c), is = 1 / sqrt(GET(var, c) + eps);
+        for (p = 0; p < P; p++)
+            for (s = 0; s < S; s++)
+                ref[BN_AT(p, c, s)] = GET(gamma, c) * (GET(x, BN_AT(p, c, s)) - m) * is + GET(beta, c);
+    }
+    cmp("bn_inference", "y", yi, 0, 1, 1, n, ref, sc, 8 * g_tol, g_floor);
+    /* backward: dbeta = sum dy, dgamma = sum dy xn, dx = gamma invstd (dy - mean dy - xn mean(dy xn)) */
+    for (c = 0; c < C; c++) {
+        const double is = 1 / sqrt(rv[c] + eps);
+        double gsum = 0, bsum = 0, ga = 0, ba = 0;
+        for (p = 0; p < P; p++)
+            for (s = 0; s < S; s++) {
+                const double d = GET(dy, BN_AT(p, c, s)), xn = (GET(x, BN_AT(p, c, s)) - rm[c]) * is;
+                bsum += d;
+                gsum += d * xn;
+                ba += fabs(d);
+                ga += fabs(d * xn);
+            }
+        rg[c] = gsum;
+        rb[c] = bsum;
+        sg[c] = ga + fabs(gsum);
+        sb[c] = ba + fabs(bsum);
+        for (p = 0; p < P; p++)
+            for (s = 0; s < S; s++) {
+                const double d = GET(dy, BN_AT(p, c, s)), xn = (GET(x, BN_AT(p, c, s)) - rm[c]) * is;
+                const double k = GET(gamma, c) * is;
+                ref[BN_AT(p, c, s)] = k * (d - bsum / (double)M - xn * gsum / (double)M);
+                sc[BN_AT(p, c, s)] = fabs(k) * (fabs(d) + ba / (double)M + fabs(xn) * ga / (double)M) * 4;
+            }
+    }
+    fill_value(dx, 0, 1, 1, n, NAN);
+    expect_int("bn_backward", "returns 0",
+               CALL(bn_backward, &geom, x.p, dy.p, gamma.p, mean_d, invstd_d, dx.p, dgamma.p, dbeta.p, 2), 0);
+    cmp("bn_backward", "dx", dx, 0, 1, 1, n, ref, sc, 8 * g_tol, g_floor);
+    /* the sums are taken in double: one tolerance of the type (a looser one would let
+     * --selftest's shift of a sum over 10 000 values pass) */
+    cmp("bn_backward", "dgamma", dgamma, 0, 1, 1, C, rg, sg, g_tol, g_floor);
+    cmp("bn_backward", "dbeta", dbeta, 0, 1, 1, C, rb, sb, g_tol, g_floor);
+#undef BN_AT
+    free(mean_d); free(invstd_d); free(rm); free(rv); free(ref); free(sc); free(rg); free(rb); free(sg); free(sb);
+    bfree(&x); bfree(&gamma); bfree(&beta); bfree(&y); bfree(&mean); bfree(&var); bfree(&y1); bfree(&dy);
+    bfree(&dx); bfree(&dgamma); bfree(&dbeta); bfree(&yi);
+}
+
+static void check_norm(void)
+{
+    const ptrdiff_t VL = vec_len();
+    run_bn(37, VL + 3, 1);      /* rows */
+    run_bn(3, 5, 2 * VL + 7);   /* planes */
+    run_bn(1500, 3, 1);         /* rows in more than one chunk */
+    run_bn(2, 2, 5000);         /* a plane in more than one chunk */
+    run_bn(500, 1, 1);          /* (M, 1, 1) runs as (1, 1, M) */
+}
+
+/* ---- optimizers (fn_optim.h) ---- */
+
+static void run_optim(int which, int nesterov, double wd)
+{
+    static const char *names[] = {"sgd_step", "sgd_step", "rmsprop_step", "adam_step"};
+    const char *fn = names[which];
+    const ptrdiff_t sizes[3] = {vec_len() + 3, 0, FN_OPTIM_CHUNK + 17};
+    const double lr = 0.05, b1 = 0.9, b2 = 0.99, eps = 1e-8, t = 3;
+    Buf w[3], g[3], v[3], s[3];
+    void *wp[3], *vp[3], *sp[3];
+    const void *gp[3];
+    ptrdiff_t i, a;
+    fn_optim_arrays arr;
+    fn_optim_hyper h;
+    int rc;
+    memset(&h, 0, sizeof h);
+    h.lr = lr;
+    h.b1 = b1;
+    h.c1 = 1 - b1;
+    h.b2 = b2;
+    h.c2 = 1 - b2;
+    h.eps = eps;
+    h.weight_decay = wd;
+    h.step = lr / (1 - pow(b1, t));
+    h.rbc2 = 1 / sqrt(1 - pow(b2, t));
+    h.nesterov = nesterov;
+    for (a = 0; a < 3; a++) {
+        w[a] = bnew(sizes[a]);
+        g[a] = bnew(sizes[a]);
+        v[a] = bnew(sizes[a]);
+        s[a] = bnew(sizes[a]);
+        fill(w[a], 0, 1, 1, sizes[a], -1, 1);
+        fill(g[a], 0, 1, 1, sizes[a], -1, 1);
+        fill(v[a], 0, 1, 1, sizes[a], -0.1, 0.1);
+        fill(s[a], 0, 1, 1, sizes[a], 0, 0.01);
+        wp[a] = w[a].p;
+        gp[a] = g[a].p;
+        vp[a] = v[a].p;
+        sp[a] = s[a].p;
+    }
+    arr.count = 3;
+    arr.w = wp;
+    arr.g = gp;
+    arr.v = which == 0 || which == 2 ? NULL : vp;
+    arr.s = which >= 2 ? sp : NULL;
+    arr.size = sizes;
+    snprintf(g_ctx, sizeof g_ctx, "%s momentum=%d nesterov=%d weight_decay=%g sizes %ld, 0, %ld", fn, which == 1,
+             nesterov, wd, (long)sizes[0], (long)sizes[2]);
+    {
+        /* the references, per element in double from the type's coefficients */
+        double *rw[3], *rv[3], *rs[3], *sc[3];
+        const double klr = rt(lr), kb1 = rt(b1), kc1 = rt(1 - b1), kb2 = rt(b2), kc2 = rt(1 - b2), keps = rt(eps);
+        const double kwd = rt(wd), kstep = rt(h.step), krbc2 = rt(h.rbc2);
+        for (a = 0; a < 3; a++) {
+            const size_t bytes = (size_t)(sizes[a] + 1) * sizeof(double);
+            rw[a] = (double *)xmalloc(bytes);
+            rv[a] = (double *)xmalloc(bytes);
+            rs[a] = (double *)xmalloc(bytes);
+            sc[a] = (double *)xmalloc(bytes);
+            for (i = 0; i < sizes[a]; i++) {
+                const double wv = GET(w[a], i), gv = GET(g[a], i) + (wd != 0 ? kwd * wv : 0.0);
+                double vv = GET(v[a], i), sv = GET(s[a], i), step = 0;
+                if (which == 0) {
+                    step = klr * gv;
+                } else if (which == 1) {
+                    vv = kb1 * vv + kc1 * gv;
+                    step = klr * (nesterov ? kb1 * vv + kc1 * gv : vv);
+                } else if (which == 2) {
+                    sv = kb2 * sv + kc2 * gv * gv;
+                    step = klr * (gv / (sqrt(sv) + keps));
+                } else {
+                    vv = kb1 * vv + kc1 * gv;
+                    sv = kb2 * sv + kc2 * gv * gv;
+                    step = kstep * (vv / (sqrt(sv) * krbc2 + keps));
+                }
+                rw[a][i] = wv - step;
+                rv[a][i] = vv;
+                rs[a][i] = sv;
+                sc[a][i] = fabs(wv) + 4 * fabs(step) + fabs(vv) + fabs(sv);
+            }
+        }
+        rc = g_dbl ? (which <= 1 ? fn_sgd_step_d(&arr, &h, 2) : which == 2 ? fn_rmsprop_step_d(&arr, &h, 2)
+                                                                            : fn_adam_step_d(&arr, &h, 2))
+                   : (which <= 1 ? fn_sgd_step_f(&arr, &h, 2) : which == 2 ? fn_rmsprop_step_f(&arr, &h, 2)
+                                                                            : fn_adam_step_f(&arr, &h, 2));
+        expect_int(fn, "returns 0", rc, 0);
+        for (a = 0; a < 3; a += 2) {
+            cmp(fn, "w", w[a], 0, 1, 1, sizes[a], rw[a], sc[a], 4 * g_tol, g_floor);
+            if (arr.v != NULL)
+                cmp(fn, "v (first moment)", v[a], 0, 1, 1, sizes[a], rv[a], sc[a], 4 * g_tol, g_floor);
+            if (arr.s != NULL)
+                cmp(fn, "s (second moment)", s[a], 0, 1, 1, sizes[a], rs[a], sc[a], 4 * g_tol, g_floor);
+        }
+        for (a = 0; a < 3; a++) {
+            free(rw[a]); free(rv[a]); free(rs[a]); free(sc[a]);
+        }
+    }
+    for (a = 0; a < 3; a++) {
+        bfree(&w[a]); bfree(&g[a]); bfree(&v[a]); bfree(&s[a]);
+    }
+}
+
+static void check_optim(void)
+{
+    run_optim(0, 0, 0.0);
+    run_optim(0, 0, 0.01);
+    run_optim(1, 0, 0.0);
+    run_optim(1, 1, 0.01);
+    run_optim(2, 0, 0.0);
+    run_optim(2, 0, 0.01);
+    run_optim(3, 0, 0.0);
+    run_optim(3, 0, 0.01);
+}
+
+/* ---- dropout (fn_dropout.h): the reference's bits exactly ---- */
+
+static void check_dropout(void)
+{
+    const ptrdiff_t VL = vec_len(), ns[3] = {1, 4 * VL + 3, 1000};
+    const double kps[3] = {0.5, 0.9, 1.0 / 3.0};
+    int a, b;
+    for (a = 0; a < 3; a++)
+        for (b = 0; b < 3; b++) {
+            const ptrdiff_t n = ns[a];
+            const double kp = kps[b], kpt = rt(kp);
+            double *draws = (double *)xmalloc((size_t)n * sizeof(double));
+            double *ref = (double *)xmalloc((size_t)n * sizeof(double));
+            unsigned char *mask = (unsigned char *)xmalloc((size_t)n + 1), *mref = (unsigned char *)xmalloc((size_t)n);
+            Buf x = bnew(n), y = bnew(n);
+            ptrdiff_t i;
+            snprintf(g_ctx, sizeof g_ctx, "n=%ld keep_prob=%g", (long)n, kp);
+            fill(x, 0, 1, 1, n, -3, 3);
+            if (n > 3) {
+                SET(x, 1, NAN);
+                SET(x, 2, -0.0);
+            }
+            for (i = 0; i < n; i++) {
+                draws[i] = i == 0 ? kp : uni(0, 1);  /* a draw equal to keep_prob drops */
+                mref[i] = draws[i] < kp;
+            }
+            mask[n] = 0xA5;
+            fn_drop_mask(draws, kp, mask, n);
+            cmp_bytes("drop_mask", "mask = draws < keep_prob", mask, mref, NULL, n, 0);
+            {
+                const unsigned char guard = 0xA5;
+                cmp_bytes("drop_mask", "the byte past the mask", mask + n, &guard, NULL, 1, 0);
+            }
+            for (i = 0; i < n; i++)
+                ref[i] = rt(rt(GET(x, i) * (double)mref[i]) / kpt);
+            fill_value(y, 0, 1, 1, n, NAN);
+            if (g_dbl)
+                fn_drop_apply_d((const double *)x.p, mref, kpt, (double *)y.p, n);
+            else
+                fn_drop_apply_f((const float *)x.p, mref, (float)kpt, (float *)y.p, n);
+            cmp("drop_apply", "y = (x * mask) / kp, exactly", y, 0, 1, 1, n, ref, NULL, 0, 0);
+            free(draws); free(ref); free(mask); free(mref);
+            bfree(&x); bfree(&y);
+        }
+}
+
+/* ---- embedding (fn_embedding.h): copies and in-order sums, exactly ---- */
+
+static void check_embedding(void)
+{
+    const ptrdiff_t VL = vec_len();
+    const ptrdiff_t widths[4] = {1, VL + 3, 8 * VL + 1, 100};
+    const ptrdiff_t V = 13, P = 29;
+    int a, stream, off;
+    for (a = 0; a < 4; a++) {
+        const ptrdiff_t D = widths[a];
+        Buf table = bnew(V * D), y = bnew(P * D), dy = bnew(P * D), out = bnew(V * D + 1);
+        int64_t *ids = (int64_t *)xmalloc((size_t)P * sizeof(int64_t)), *order = (int64_t *)xmalloc((size_t)P * sizeof(int64_t));
+        double *ref = (double *)xmalloc((size_t)(P * D + V * D + 1) * sizeof(double));
+        ptrdiff_t p, d, v, q;
+        Snap sy;
+        snprintf(g_ctx, sizeof g_ctx, "V=%ld D=%ld P=%ld", (long)V, (long)D, (long)P);
+        fill(table, 0, 1, 1, V * D, -1, 1);
+        fill(dy, 0, 1, 1, P * D, -1, 1);
+        for (p = 0; p < P; p++)
+            ids[p] = (int64_t)uni(0, (double)(V - 3));  /* the last rows unused */
+        /* gather: positions 3..P-2 only */
+        fill_value(y, 0, 1, 1, P * D, NAN);
+        sy = snap(y);
+        CALL(emb_gather, ids, table.p, y.p, 3, P - 1, D);
+        for (p = 3; p < P - 1; p++)
+            for (d = 0; d < D; d++)
+                ref[(p - 3) * D + d] = GET(table, ids[p] * D + d);
+        cmp("emb_gather", "y[p] = table[ids[p]], exactly", y, 3 * D, D, P - 4, D, ref, NULL, 0, 0);
+        unchanged("emb_gather", "rows outside p0:p1", y, sy, 3 * D, D, P - 4, D);
+        sfree(&sy);
+        /* the counting sort the driver makes: positions grouped by id, in order */
+        {
+            ptrdiff_t k = 0;
+            for (v = 0; v < V; v++)
+                for (p = 0; p < P; p++)
+                    if (ids[p] == v)
+                        order[k++] = p;
+        }
+        for (stream = 0; stream < 2; stream++)
+            for (off = 0; off < 2; off++) {  /* off: the rows start one element past a vector boundary */
+                ptrdiff_t s0 = 0;
+                Buf o = out;
+                char *base = (char *)o.p + off * (ptrdiff_t)ES;
+                Snap so;
+                fill_value(o, 0, 1, 1, o.n, NAN);
+                so = snap(o);
+                for (v = 0; v < V; v++) {
+                    ptrdiff_t e = s0;
+                    while (e < P && ids[order[e]] == v)
+                        e++;
+                    if (e > s0)
+                        CALL(emb_sum_row, (void *)(base + v * D * (ptrdiff_t)ES), dy.p, D, order, s0, e, stream);
+                    else
+                        CALL(emb_zero, (void *)(base + v * D * (ptrdiff_t)ES), D, stream);
+                    for (d = 0; d < D; d++) {
+                        double acc = 0;
+                        for (q = s0; q < e; q++)
+                            acc = rt(acc + GET(dy, order[q] * D + d));
+                        ref[v * D + d] = acc;
+                    }
+                    s0 = e;
+                }
+                fn_emb_fence(stream);
+                snprintf(g_ctx, sizeof g_ctx, "V=%ld D=%ld P=%ld stream=%d offset=%d", (long)V, (long)D, (long)P,
+                         stream, off);
+                cmp("emb_sum_row", "rows = 0 + dy[p1] + dy[p2] + ..., exactly", o, off, D, V - 3, D, ref, NULL, 0, 0);
+                cmp("emb_zero", "unused rows are 0", o, off + (V - 3) * D, D, 3, D, ref + (V - 3) * D, NULL, 0, 0);
+                unchanged("emb_sum_row", "outside the rows", o, so, off, V * D, 1, V * D);
+                sfree(&so);
+            }
+        free(ids); free(order); free(ref);
+        bfree(&table); bfree(&y); bfree(&dy); bfree(&out);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int i, t, d, top;
@@ -1835,6 +2645,12 @@ int main(int argc, char **argv)
             check_lstm();
             check_rows();
             check_activate();
+            check_dense();
+            check_loss();
+            check_norm();
+            check_optim();
+            check_dropout();
+            check_embedding();
             if (g_verbose)
                 printf("tier %s, %s: done, %.2f s of CPU\n", tier_name(t), type_name(),
                        (double)(clock() - c0) / CLOCKS_PER_SEC);
