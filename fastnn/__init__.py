@@ -5,7 +5,8 @@ Convolution (im2col + GEMM), max/average pooling, batch matrix multiply, RNN/GRU
 cells and sequences, dense layers and activations, softmax / sigmoid cross-entropy,
 batch normalisation, dropout and embeddings, each forward and backward, on Cython
 and Numba backends cross-checked against a pure-Python reference
-(``fastnn.reference``); fused optimizer steps in ``fastnn.optim``.
+(``fastnn.reference``); fused optimizer steps in ``fastnn.optim``; layers, losses and
+``fastnn.gradcheck`` in ``fastnn.nn``.
 """
 from ._version import __version__
 from ._backends import (available_backends, cpu_info, get_backend, get_num_threads, get_workspace_limit,
@@ -23,9 +24,12 @@ from .embedding import *  # noqa: F401,F403
 from .converters import *  # noqa: F401,F403
 
 __all__ = ["__version__", "available_backends", "cpu_info", "get_backend", "set_backend", "get_num_threads",
-           "set_num_threads", "get_workspace_limit", "set_workspace_limit", "reference", "optim"]
+           "set_num_threads", "get_workspace_limit", "set_workspace_limit", "reference", "optim", "nn",
+           "gradcheck"]
 for _module in OP_MODULES + (CONVERTERS,):
     __all__ += _module.__all__
 del _module
 
 from . import optim, reference  # noqa: E402
+from . import nn  # noqa: E402  (layers over the public ops above)
+from .nn import gradcheck  # noqa: E402
