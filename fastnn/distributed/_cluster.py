@@ -42,7 +42,7 @@ def local_cluster(n_workers=None, *, threads=1, **kwargs):
     if n < 1:
         raise ValueError(f"fastnn.distributed.local_cluster: n_workers must be >= 1, got {n_workers!r}")
     env = {var: str(threads) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    options = dict(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+    options = dict(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                    silence_logs=logging.ERROR, env=env)
     options.update(kwargs)
     cluster = LocalCluster(**options)

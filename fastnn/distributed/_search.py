@@ -333,7 +333,7 @@ def search(build, space, data, *, n_trials, epochs=1, fit=None, metric=None, mod
         if todo:
             c = _cluster.get_client(fn, client, address)
             from distributed import as_completed
-            shared = c.scatter(list(data), broadcast=True)
+            shared = c.scatter(list(data), broadcast=True, hash=False)
             token = uuid.uuid4().hex[:8]
             futures = [c.submit(_task, build, params, tseed, epochs, fit, i, *shared, retries=retries,
                                 pure=False, key=f"fastnn-trial-{i}-{token}")
