@@ -353,3 +353,35 @@ def test_the_embedded_default_is_a_local_cluster_of_one_thread_workers():
         assert fd.get_client("test") is c  # kept for the process
     finally:
         fd.shutdown()
+
+
+def test_address_reaches_the_same_cluster_as_client(client, data):
+    try:
+        by_address = fd.search(build_trial, SPACE, data, n_trials=2, epochs=1, address=client.scheduler.address,
+                               seed=6, progress=False)
+    finally:
+        fd.shutdown()
+    by_client = fd.search(build_trial, SPACE, data, n_trials=2, epochs=1, client=client, seed=6, progress=False)
+    assert [r["params"] for r in by_address.trials] == [r["params"] for r in by_client.trials]
+    for a, b in zip(by_address.trials, by_client.trials):
+        np.testing.assert_allclose(a["metrics"]["val_loss"], b["metrics"]["val_loss"], rtol=1e-5)
+
+
+def _demo_network(seed=0):
+    rng = np.random.default_rng(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 8, activation="relu", rng=rng), nn.Linear(8, 3, rng=rng))
+
+
+def test_search_demo_prints_the_trials_best_first(client, data, tmp_path):
+    import io
+    from fastnn.distributed.cli import search_demo
+    text = io.StringIO()
+    out = search_demo(_demo_network, data, 3, epochs=1, client=client, results=tmp_path / "r.jsonl",
+                      progress=False, out=text)
+    lines = text.getvalue().splitlines()
+    assert lines[0].split() == ["trial", "batch_size", "lr", "val_accuracy", "time"]
+    assert len(lines) == 5 and lines[-1].startswith(f"best: trial {out.best_trial} ")
+    assert int(lines[1].split()[0]) == out.best_trial
+    accuracies = [float(line.split()[3]) for line in lines[1:4]]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 3
