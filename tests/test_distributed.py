@@ -298,7 +298,8 @@ def test_a_worker_killed_mid_epoch_loses_nothing(client):
     ({}, r"search: space is empty"),
     ({"lr": ("normal", 0.0, 1.0)}, r"search: space\['lr'\] names an unknown distribution 'normal'"),
     ({"lr": 0.1}, r"search: space\['lr'\] is not a distribution: got 0.1"),
-    ({"lr": ("loguniform", 0, 0.1)}, r"loguniform: both bounds must be > 0.*low=0, high=0.1"),
+    ({"lr": ("loguniform", 0, 0.1)}, r"search: space\['lr'\] = \('loguniform', 0, 0.1\): .*loguniform: both bounds "
+                                     r"must be > 0.*low=0, high=0.1"),
 ])
 def test_bad_spaces_are_value_errors(space, match, data):
     with pytest.raises(ValueError, match=match):

@@ -155,6 +155,8 @@ def check_space(fn, space):
                                  f"{', '.join(_BY_NAME)})")
             try:
                 out[name] = kind(*spec[1:])
+            except ValueError as exc:
+                raise ValueError(f"{fn}: space[{name!r}] = {spec!r}: {exc}") from None
             except TypeError as exc:
                 raise ValueError(f"{fn}: space[{name!r}] = {spec!r} has the wrong arguments for {spec[0]} "
                                  f"({exc})") from None
