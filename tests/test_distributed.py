@@ -167,6 +167,10 @@ def test_a_torn_last_line_is_ignored_on_resume(client, data, tmp_path):
     out = fd.search(build_trial, SPACE, data, n_trials=2, epochs=1, client=client, results=results, seed=4,
                     progress=False, callback=lambda r: ran.append(r["trial"]))
     assert ran == [1] and out.resumed == 1
+    lines = [json.loads(line) for line in results.read_text().splitlines()]  # the torn line was cut off
+    assert [r["trial"] for r in lines] == [0, 1]
+    with pytest.raises(ValueError, match=r"search: results=.*the directory .* does not exist"):
+        fd.search(build_trial, SPACE, data, n_trials=1, client=client, results=tmp_path / "no" / "r.jsonl")
 
 
 def _twin_models(seed=5):

@@ -159,8 +159,8 @@ def _read_results(fn, path, space, seed):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            if number == len(lines) or (number == len(lines) - 1 and not lines[-1]):
-                continue  # torn last line
+            if number == len(lines):
+                continue  # a torn last line (no newline: a crash in the middle of a write)
             raise ValueError(f"{fn}: results file {path!r} line {number} is not JSON: {line[:80]!r}") from None
         if not isinstance(record, dict) or not {"trial", "params", "metrics", "seed"} <= set(record):
             raise ValueError(f"{fn}: results file {path!r} line {number} is not a trial record "
@@ -177,6 +177,17 @@ def _read_results(fn, path, space, seed):
                              f"another search (give another results path)")
         done[index] = record
     return done
+
+
+def _drop_torn_tail(path):
+    """Cut a last line without its newline (a write the crash interrupted) off the file,
+    so the next record starts on a line of its own."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def _append(path, record):
@@ -310,8 +321,14 @@ def search(build, space, data, *, n_trials, epochs=1, fit=None, metric=None, mod
             raise TypeError(f"{fn}: results must be a path (str or os.PathLike), got "
                             f"{type(results).__name__}") from None
 
+    if results is not None:
+        parent = os.path.dirname(os.path.abspath(results))
+        if not os.path.isdir(parent):
+            raise ValueError(f"{fn}: results={results!r}: the directory {parent!r} does not exist")
     planned = [(i, _space.trial_params(space, seed, i), _space.trial_seed(seed, i)) for i in range(n_trials)]
     done = _read_results(fn, results, space, seed) if results is not None else {}
+    if results is not None:
+        _drop_torn_tail(results)
     done = {i: r for i, r in done.items() if i < n_trials}
     resumed = len(done)
     best = None
