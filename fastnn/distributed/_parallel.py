@@ -1,0 +1,219 @@
+"""Synchronous data-parallel training on Dask: every batch is cut into one shard per
+worker, each worker computes its shard's gradients with fastnn, the driver sums them
+weighted by shard size (so the sum is the full batch's mean gradient), takes one
+optimizer step and sends the new parameters with the next batch's tasks."""
+import collections
+import json
+import threading
+import time
+import uuid
+
+import numpy as np
+
+from . import _cluster
+
+__all__ = ["DataParallel"]
+
+_replicas = collections.OrderedDict()
+_replicas_lock = threading.Lock()
+
+
+def _replica(token, spec):
+    """(network, loss, lock) rebuilt from the JSON spec once per worker process."""
+    with _replicas_lock:
+        entry = _replicas.get(token)
+        if entry is not None:
+            return entry
+    from ..nn import from_config, loss_from_config
+    cfg = json.loads(spec)
+    entry = (from_config(cfg["network"]), loss_from_config(cfg["loss"]), threading.Lock())
+    with _replicas_lock:
+        entry = _replicas.setdefault(token, entry)
+        while len(_replicas) > 4:
+            _replicas.popitem(last=False)
+    return entry
+
+
+def _shard_step(spec, token, metric, dtype, params, buffers, X, y, idx):
+    """One shard's forward and backward pass: (examples, loss, correct, predictions,
+    grads, buffers) where loss and grads are the shard's means (the loss's own
+    reduction)."""
+    from ..nn.model import _correct
+    network, loss, lock = _replica(token, spec)
+    with lock:
+        own_params, own_buffers = network.params, network.buffers
+        for k, v in params.items():
+            np.copyto(own_params[k], v)
+        for k, v in buffers.items():
+            np.copyto(own_buffers[k], v)
+        xb, yb = X[idx], y[idx]
+        if dtype is not None and xb.dtype.kind == "f" and xb.dtype != dtype:
+            xb = xb.astype(dtype)
+        network.train()
+        y_pred = network.forward(xb, training=True)
+        value = float(loss.forward(y_pred, yb))
+        correct, count = _correct(metric, y_pred, yb) if metric is not None else (0, 0)
+        network.backward(loss.backward())
+        grads = {k: np.array(g, copy=True) for k, g in network.grads.items()}
+        new_buffers = {k: np.array(b, copy=True) for k, b in network.buffers.items()}
+        network.clear_cache()
+    return len(idx), value, correct, count, grads, new_buffers
+
+
+class DataParallel:
+    """Synchronous data parallel training of a fastnn Model on a Dask cluster.
+
+    ``DataParallel(model).fit(X, y, epochs=..., batch_size=..., optimizer=..., rng=...)``
+    trains ``model`` in place, batch for batch as Model.fit would (the same
+    permutation per epoch from the same generator, the same batches): each batch is
+    split into one shard per worker (the cluster's worker count when fit starts), every
+    shard's gradient is computed by a worker with fastnn, the driver forms
+    sum(n_i * g_i) / n (the full batch's mean gradient), takes one optimizer step on
+    the model's own parameters, and the next batch's tasks carry the new parameters.
+    For a network without dropout or batch norm the parameters equal single-process
+    training on the same batches, to rounding. Dropout draws its masks on the workers
+    (other masks than one process would); batch norm normalises each shard by the
+    shard's own statistics and its running averages are the shard-size-weighted mean
+    of the shards' (as in data-parallel training without synchronised batch norm).
+
+    X and y are scattered to every worker once per fit; each step's tasks are pure
+    functions of the parameters and the batch's indices, so a task on a worker that
+    dies is rerun on another and the result is unchanged.
+
+    client / address: a distributed.Client or a scheduler address; neither: the
+    embedded LocalCluster. retries: reruns of a shard task that raised.
+    """
+
+    def __init__(self, model, client=None, *, address=None, retries=3):
+        fn = "fastnn.distributed.DataParallel"
+        from ..nn.model import Model
+        if not isinstance(model, Model):
+            raise TypeError(f"{fn}: model must be a fastnn.nn.Model, got {type(model).__name__}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"{fn}: retries must be an integer >= 0, got {retries!r}")
+        self.model = model
+        self.client = _cluster.get_client(fn, client, address)
+        self.retries = retries
+
+    def __repr__(self):
+        return f"DataParallel({self.model!r})"
+
+    def _spec(self):
+        network, loss = self.model.network, self.model.loss
+        return json.dumps({"network": network.config(), "loss": loss.config()}, sort_keys=True)
+
+    def fit(self, X, y, *, epochs, batch_size=64, optimizer=None, lr=None, shuffle=True, rng=None, progress=True,
+            callbacks=(), initial_epoch=0):
+        """Train like Model.fit (same arguments, minus validation_data and schedule...
+        see the class doc); returns a History and records it in model.history."""
+        fn = "DataParallel.fit"
+        from .. import _args as A
+        from ..nn import _progress
+        from ..nn.callbacks import Callback
+        from ..nn.model import History, _Accumulator, _check_pair
+        model = self.model
+        X, y = _check_pair(fn, X, y)
+        n = X.shape[0]
+        if n == 0:
+            raise ValueError(f"{fn}: X holds no examples (shape {X.shape}); there is nothing to train on")
+        epochs = A.as_int(fn, "epochs", epochs, 0)
+        batch_size = A.as_int(fn, "batch_size", batch_size, 1)
+        initial_epoch = A.as_int(fn, "initial_epoch", initial_epoch, 0)
+        if initial_epoch > epochs:
+            raise ValueError(f"{fn}: initial_epoch ({initial_epoch}) must be <= epochs ({epochs})")
+        shuffle = A.flag(fn, "shuffle", shuffle)
+        if isinstance(callbacks, Callback):
+            callbacks = [callbacks]
+        callbacks = list(callbacks)
+        for i, cb in enumerate(callbacks):
+            if not isinstance(cb, Callback):
+                raise TypeError(f"{fn}: callbacks[{i}] must be a fastnn.nn.callbacks.Callback instance, got "
+                                f"{type(cb).__name__}")
+        if rng is not None or model._rng is None:
+            generator = A.generator(fn, "rng", rng)
+        else:
+            generator = model._rng
+        display = _progress.make(fn, progress, epochs)
+        optimizer = model._check_optimizer(fn, optimizer, lr)
+        spec = self._spec()
+
+        model.optimizer = optimizer
+        model._rng = generator
+        model.stop_training = False
+        dtype = model._dtype()
+        params = model.network.params
+        buffers = model._buffers()
+        c = self.client
+        n_workers = max(1, len(c.scheduler_info()["workers"]))
+        token = uuid.uuid4().hex
+        X_f, y_f = c.scatter([X, y], broadcast=True, hash=False)
+        history = History()
+        n_batches = -(-n // batch_size)
+        for cb in callbacks:
+            cb.set_model(model)
+        modes = model._modes()
+        display.start()
+        step = 0
+        try:
+            for cb in callbacks:
+                cb.on_train_begin({})
+            for epoch in range(initial_epoch, epochs):
+                if model.stop_training:
+                    break
+                start = time.perf_counter()
+                for cb in callbacks:
+                    cb.on_epoch_begin(epoch, {})
+                display.epoch_begin(epoch, n_batches)
+                order = generator.permutation(n) if shuffle else np.arange(n)
+                acc = _Accumulator(model._metric)
+                for batch in range(n_batches):
+                    lo, hi = batch * batch_size, min(n, (batch + 1) * batch_size)
+                    for cb in callbacks:
+                        cb.on_batch_begin(batch, {"size": hi - lo})
+                    shards = [s for s in np.array_split(order[lo:hi], n_workers) if len(s)]
+                    p_now = {k: np.array(v, copy=True) for k, v in params.items()}
+                    b_now = {k: np.array(v, copy=True) for k, v in buffers.items()}
+                    futures = [c.submit(_shard_step, spec, token, model._metric, dtype, p_now, b_now, X_f, y_f,
+                                        s, pure=False, retries=self.retries, key=f"fastnn-dp-{token[:8]}-{step}-{j}")
+                               for j, s in enumerate(shards)]
+                    outs = c.gather(futures)
+                    for f in futures:
+                        f.release()
+                    step += 1
+                    total = sum(o[0] for o in outs)
+                    grads = {k: sum(o[0] * o[4][k] for o in outs) / total if len(outs) > 1 else outs[0][4][k]
+                             for k in outs[0][4]}
+                    if buffers:
+                        model._assign({}, {k: sum(o[0] * o[5][k] for o in outs) / total for k in outs[0][5]})
+                    loss = sum(o[0] * o[1] for o in outs) / total
+                    acc.examples += total
+                    acc.loss_sum += loss * total
+                    correct, count = sum(o[2] for o in outs), sum(o[3] for o in outs)
+                    acc.correct += correct
+                    acc.predictions += count
+                    optimizer.step(grads)
+                    batch_logs = {"size": hi - lo, "loss": loss}
+                    if model._metric is not None:
+                        batch_logs["accuracy"] = correct / count if count else None
+                    for cb in callbacks:
+                        cb.on_batch_end(batch, batch_logs)
+                    display.batch_end(batch, acc.logs())
+                    if model.stop_training:
+                        break
+                logs = acc.logs()
+                logs["lr"] = float(optimizer.lr)
+                logs["time"] = time.perf_counter() - start
+                model.epoch = epoch + 1
+                history._append(epoch, logs)
+                model.history._append(epoch, logs)
+                display.epoch_end(epoch, logs, n_batches)
+                for cb in callbacks:
+                    cb.on_epoch_end(epoch, logs)
+            for cb in callbacks:
+                cb.on_train_end({})
+        finally:
+            display.close()
+            model._put_back(modes)
+            X_f.release()
+            y_f.release()
+        return history

@@ -1,0 +1,392 @@
+"""fastnn.distributed on a real Dask LocalCluster (2 worker processes, one thread
+each, started here): search against the same trials run one after another, resuming
+from the results file, DataParallel against single-process Model.fit, predict against
+Model.predict, a worker killed mid-search and mid-epoch, bad arguments. No mocks."""
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+import fastnn  # noqa: E402
+import fastnn.distributed as fd  # noqa: E402
+from fastnn import nn, optim  # noqa: E402
+from fastnn.nn.callbacks import Callback  # noqa: E402
+from fastnn.nn.model import Model  # noqa: E402
+
+SPACE = {"lr": fd.loguniform(1e-3, 3e-2), "batch_size": fd.choice([16, 32]), "width": fd.choice([4, 6])}
+EPOCHS = 2
+
+
+def small_lenet(params, seed):
+    """A LeNet-shaped network small enough for tests: conv 3x3 -> max pool -> linear ->
+    linear, on 8x8x1 inputs (NHWC)."""
+    rng = np.random.default_rng(seed)
+    width = params.get("width", 4)
+    net = nn.Sequential(nn.Conv2d(1, width, 3, activation="relu", rng=rng), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(9 * width, 16, activation="relu", rng=rng), nn.Linear(16, 3, rng=rng))
+    return Model(net, nn.SoftmaxCrossEntropy())
+
+
+def build_trial(params, seed):
+    model = small_lenet(params, seed)
+    return model, {"optimizer": "adam", "lr": params["lr"], "batch_size": params["batch_size"]}
+
+
+def _data(n=160, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    X = rng.standard_normal((n, 8, 8, 1)).astype(np.float32)
+    X[np.arange(n), y * 2 + 1, y * 2 + 1, 0] += 3.0  # a learnable signal: a bright pixel per class
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+    from fastnn.distributed._plugin import OneThreadPerWorker
+    cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0",
+                           silence_logs=40)
+    c = Client(cluster)
+    c.register_plugin(OneThreadPerWorker(1))
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = _data()
+    return X[:120], y[:120], X[120:], y[120:]
+
+
+def _serial(params, seed, data, epochs=EPOCHS):
+    """One trial trained here with plain fastnn (Model.fit + evaluate), one thread."""
+    X, y, Xv, yv = data
+    model = small_lenet(params, seed)
+    model.fit(X, y, epochs=epochs, batch_size=params["batch_size"], optimizer="adam", lr=params["lr"], rng=seed,
+              progress=False)
+    return model, model.evaluate(Xv, yv)
+
+
+@pytest.fixture(scope="module")
+def serial_threads():
+    before = fastnn.get_num_threads()
+    fastnn.set_num_threads(1)
+    yield
+    fastnn.set_num_threads(before)
+
+
+def test_workers_run_fastnn_on_one_thread(client):
+    threads = client.run(fastnn.get_num_threads)
+    assert len(threads) == 2 and set(threads.values()) == {1}
+    assert {w["nthreads"] for w in client.scheduler_info()["workers"].values()} == {1}
+
+
+def test_search_equals_the_same_trials_run_serially(client, data, tmp_path, serial_threads):
+    results = tmp_path / "trials.jsonl"
+    out = fd.search(build_trial, SPACE, data, n_trials=4, epochs=EPOCHS, client=client, results=results, seed=3,
+                    progress=False)
+    assert [r["trial"] for r in out.trials] == [0, 1, 2, 3]
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(r["trial"] for r in lines) == [0, 1, 2, 3]
+    serial = {}
+    for record in out.trials:
+        p = record["params"]
+        assert 1e-3 <= p["lr"] <= 3e-2 and p["batch_size"] in (16, 32) and p["width"] in (4, 6)
+        assert record["seed"] == 3
+        model, metrics = _serial(p, record["trial_seed"], data)
+        serial[record["trial"]] = (model, metrics)
+        np.testing.assert_allclose(record["metrics"]["val_loss"], metrics["loss"], rtol=1e-5)
+        assert record["metrics"]["val_accuracy"] == metrics["accuracy"]
+    # the trials differ from one another (params and seeds are drawn per trial)
+    assert len({r["trial_seed"] for r in out.trials}) == 4
+    assert len({r["params"]["lr"] for r in out.trials}) == 4
+    # the best: highest serial val accuracy, ties to the lower index
+    best = max(serial, key=lambda i: (serial[i][1]["accuracy"], -i))
+    assert out.best_trial == best
+    assert isinstance(out.best_model, Model)
+    for k, v in serial[best][0].network.params.items():
+        np.testing.assert_allclose(out.best_model.network.params[k], v, rtol=1e-5, atol=1e-6)
+    # trial i's params depend on (seed, i) only: a longer search starts with the same trials
+    longer = fd.trials(SPACE, 6, seed=3)
+    assert [t[1] for t in longer[:4]] == [r["params"] for r in out.trials]
+    assert [t[2] for t in longer[:4]] == [r["trial_seed"] for r in out.trials]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_an_interrupted_search_resumes_without_redoing_finished_trials(client, data, tmp_path):
+    results = tmp_path / "trials.jsonl"
+    seen = []
+
+    def interrupt(record):
+        seen.append(record["trial"])
+        if len(seen) == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        fd.search(build_trial, SPACE, data, n_trials=5, epochs=1, client=client, results=results, seed=1,
+                  progress=False, callback=interrupt)
+    first = [json.loads(line)["trial"] for line in results.read_text().splitlines()]
+    assert sorted(first) == sorted(seen) and len(first) == 2
+    ran = []
+    out = fd.search(build_trial, SPACE, data, n_trials=5, epochs=1, client=client, results=results, seed=1,
+                    progress=False, callback=lambda r: ran.append(r["trial"]))
+    assert sorted(ran) == sorted(set(range(5)) - set(first))
+    assert out.resumed == 2
+    assert [r["trial"] for r in out.trials] == [0, 1, 2, 3, 4]
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(r["trial"] for r in lines) == [0, 1, 2, 3, 4]
+    # a third run has nothing left to train
+    again = []
+    out3 = fd.search(build_trial, SPACE, data, n_trials=5, epochs=1, client=client, results=results, seed=1,
+                     progress=False, callback=lambda r: again.append(r))
+    assert again == [] and out3.resumed == 5 and out3.best_trial == out.best_trial
+    for k, v in out.best_model.network.params.items():
+        np.testing.assert_array_equal(out3.best_model.network.params[k], v)
+    # a file of another search is refused
+    with pytest.raises(ValueError, match="another search"):
+        fd.search(build_trial, SPACE, data, n_trials=5, epochs=1, client=client, results=results, seed=2,
+                  progress=False)
+
+
+def test_a_torn_last_line_is_ignored_on_resume(client, data, tmp_path):
+    results = tmp_path / "trials.jsonl"
+    fd.search(build_trial, SPACE, data, n_trials=1, epochs=1, client=client, results=results, seed=4,
+              progress=False)
+    with open(results, "a") as f:
+        f.write('{"trial": 1, "seed": 4, "par')  # a crash in the middle of a write
+    ran = []
+    out = fd.search(build_trial, SPACE, data, n_trials=2, epochs=1, client=client, results=results, seed=4,
+                    progress=False, callback=lambda r: ran.append(r["trial"]))
+    assert ran == [1] and out.resumed == 1
+    lines = [json.loads(line) for line in results.read_text().splitlines()]  # the torn line was cut off
+    assert [r["trial"] for r in lines] == [0, 1]
+    with pytest.raises(ValueError, match=r"search: results=.*the directory .* does not exist"):
+        fd.search(build_trial, SPACE, data, n_trials=1, client=client, results=tmp_path / "no" / "r.jsonl")
+
+
+def _twin_models(seed=5):
+    net = lambda: nn.Sequential(nn.Conv2d(1, 3, 3, activation="relu", rng=seed), nn.MaxPool2d(2), nn.Flatten(),
+                                nn.Linear(27, 12, activation="tanh", rng=seed + 1), nn.Linear(12, 3, rng=seed + 2))
+    return Model(net(), nn.SoftmaxCrossEntropy()), Model(net(), nn.SoftmaxCrossEntropy())
+
+
+@pytest.mark.parametrize("batch_size, make_opt", [(25, lambda p: optim.SGD(p, 0.1, momentum=0.9)),
+                                                  (32, lambda p: optim.Adam(p, 1e-2))])
+def test_data_parallel_equals_single_process_training(client, batch_size, make_opt):
+    X, y = _data(110, seed=1)
+    single, parallel = _twin_models()
+    for k, v in single.network.params.items():
+        np.testing.assert_array_equal(parallel.network.params[k], v)
+    X_before = X.copy()
+    h1 = single.fit(X, y, epochs=2, batch_size=batch_size, optimizer=make_opt(single.network.params), rng=11,
+                    progress=False)
+    h2 = fd.DataParallel(parallel, client).fit(X, y, epochs=2, batch_size=batch_size,
+                                               optimizer=make_opt(parallel.network.params), rng=11, progress=False)
+    np.testing.assert_array_equal(X, X_before)
+    moved = 0.0
+    for k, v in single.network.params.items():
+        np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
+        moved = max(moved, float(np.abs(v - _twin_models()[0].network.params[k]).max()))
+    assert moved > 1e-2  # training changed the parameters, so the equality above says something
+    np.testing.assert_allclose(h2.history["loss"], h1.history["loss"], rtol=1e-5)
+    assert h2.history["accuracy"] == h1.history["accuracy"]
+    assert parallel.epoch == 2 and len(parallel.history.epoch) == 2
+
+
+def test_data_parallel_shards_are_weighted_by_size(client):
+    # 3 examples per batch on 2 workers: shards of 2 and 1; an unweighted mean of the two
+    # shards' gradients would differ from the batch's mean gradient
+    X, y = _data(9, seed=2)
+    single, parallel = _twin_models(seed=8)
+    single.fit(X, y, epochs=1, batch_size=3, optimizer=optim.SGD(single.network.params, 0.5), rng=0,
+               shuffle=False, progress=False)
+    fd.DataParallel(parallel, client).fit(X, y, epochs=1, batch_size=3, shuffle=False, rng=0,
+                                          optimizer=optim.SGD(parallel.network.params, 0.5), progress=False)
+    for k, v in single.network.params.items():
+        np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
+
+
+def test_predict_equals_model_predict(client):
+    import dask.array as da
+    X, y = _data(150, seed=3)
+    model = small_lenet({"width": 4}, 9)
+    model.fit(X, y, epochs=1, batch_size=32, optimizer="adam", rng=0, progress=False)
+    expected = model.predict(X)
+    lazy = fd.predict(model, da.from_array(X, chunks=(37, 4, 8, 1)), client=client, batch_size=16)
+    assert isinstance(lazy, da.Array) and lazy.shape == (150, 3) and lazy.chunks[0] == (37, 37, 37, 37, 2)
+    np.testing.assert_allclose(lazy.compute(), expected, rtol=1e-5, atol=1e-6)
+    now = fd.predict(model, X, client=client, compute=True)
+    assert isinstance(now, np.ndarray)
+    np.testing.assert_allclose(now, expected, rtol=1e-5, atol=1e-6)
+    # each worker rebuilt the model once per call, not once per chunk
+    cached = client.run(lambda: len(__import__("fastnn.distributed._wire", fromlist=["_cache"])._cache))
+    assert all(1 <= n <= 2 for n in cached.values())
+
+
+def _worker_pids(client):
+    return client.run(os.getpid)
+
+
+def _kill_a_busy_worker(client, log):
+    """SIGKILL a worker process that is running a task now (False when none is)."""
+    pids = _worker_pids(client)
+    busy = [w for w, keys in client.processing().items() if keys and w in pids]
+    if busy:
+        os.kill(pids[busy[0]], signal.SIGKILL)
+        log.append((busy[0], pids[busy[0]]))
+    return bool(busy)
+
+
+def test_a_worker_killed_mid_search_loses_nothing(client, data, tmp_path, serial_threads):
+    client.wait_for_workers(2, timeout=60)
+    killed = []
+
+    def kill_once(record):
+        if not killed:
+            _kill_a_busy_worker(client, killed)
+
+    results = tmp_path / "trials.jsonl"
+    out = fd.search(build_trial, SPACE, data, n_trials=6, epochs=6, client=client, results=results, seed=3,
+                    progress=False, callback=kill_once)
+    assert len(killed) == 1  # a worker died while running a trial
+    assert killed[0][0] not in client.scheduler_info()["workers"] or killed[0][1] not in _worker_pids(
+        client).values()
+    assert [r["trial"] for r in out.trials] == list(range(6))
+    assert len(results.read_text().splitlines()) == 6
+    for record in out.trials:  # every trial's result is what a serial run gives
+        _, metrics = _serial(record["params"], record["trial_seed"], data, epochs=6)
+        np.testing.assert_allclose(record["metrics"]["val_loss"], metrics["loss"], rtol=1e-5)
+    client.wait_for_workers(2, timeout=60)
+
+
+class _KillAtBatch(Callback):
+    def __init__(self, client, batch):
+        super().__init__()
+        self.client, self.batch, self.killed = client, batch, []
+
+    def on_batch_begin(self, batch, logs=None):
+        if batch == self.batch and not self.killed:
+            pids = _worker_pids(self.client)
+            worker = sorted(pids)[0]
+            os.kill(pids[worker], signal.SIGKILL)  # dies as this batch's shard tasks go out
+            self.killed.append(worker)
+
+
+def test_a_worker_killed_mid_epoch_loses_nothing(client):
+    client.wait_for_workers(2, timeout=60)
+    X, y = _data(120, seed=4)
+    single, parallel = _twin_models(seed=3)
+    single.fit(X, y, epochs=1, batch_size=20, optimizer=optim.SGD(single.network.params, 0.2), rng=2,
+               progress=False)
+    killer = _KillAtBatch(client, 2)
+    fd.DataParallel(parallel, client).fit(X, y, epochs=1, batch_size=20, rng=2, progress=False,
+                                          optimizer=optim.SGD(parallel.network.params, 0.2), callbacks=[killer])
+    assert killer.killed
+    for k, v in single.network.params.items():
+        np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
+    client.wait_for_workers(2, timeout=60)
+
+
+# ---------------------------------------------------------------- bad arguments (no cluster needed)
+
+@pytest.mark.parametrize("space, match", [
+    ({}, r"search: space is empty"),
+    ({"lr": ("normal", 0.0, 1.0)}, r"search: space\['lr'\] names an unknown distribution 'normal'"),
+    ({"lr": 0.1}, r"search: space\['lr'\] is not a distribution: got 0.1"),
+    ({"lr": ("loguniform", 0, 0.1)}, r"search: space\['lr'\] = \('loguniform', 0, 0.1\): .*loguniform: both bounds "
+                                     r"must be > 0.*low=0, high=0.1"),
+])
+def test_bad_spaces_are_value_errors(space, match, data):
+    with pytest.raises(ValueError, match=match):
+        fd.search(build_trial, space, data, n_trials=2)
+
+
+def test_bad_distributions_and_counts(data):
+    with pytest.raises(ValueError, match=r"loguniform: both bounds must be > 0.*low=-1, high=1"):
+        fd.loguniform(-1, 1)
+    with pytest.raises(ValueError, match=r"loguniform: low must be < high, got low=0.1, high=0.01"):
+        fd.loguniform(0.1, 0.01)
+    with pytest.raises(ValueError, match=r"uniform: low must be < high"):
+        fd.uniform(1, 1)
+    with pytest.raises(ValueError, match=r"choice: options must not be empty"):
+        fd.choice([])
+    with pytest.raises(ValueError, match=r"choice: every option must be a JSON scalar"):
+        fd.choice([object()])
+    for n in (0, -3, 1.5, True):
+        with pytest.raises(ValueError, match=rf"search: n_trials must be an integer >= 1, got {n!r}"):
+            fd.search(build_trial, SPACE, data, n_trials=n)
+    with pytest.raises(ValueError, match=r"search: data must be \(X, y\) or \(X, y, X_val, y_val\)"):
+        fd.search(build_trial, SPACE, data[:3], n_trials=1)
+    with pytest.raises(ValueError, match=r"search: mode must be 'min' or 'max', got 'up'"):
+        fd.search(build_trial, SPACE, data, n_trials=1, mode="up")
+    with pytest.raises(TypeError, match=r"search: build must be a callable"):
+        fd.search("lenet", SPACE, data, n_trials=1)
+
+
+def test_bad_predict_and_data_parallel_arguments(client):
+    model = small_lenet({}, 0)
+    with pytest.raises(TypeError, match=r"predict: model must be a fastnn.nn.Model"):
+        fd.predict("model", np.zeros((2, 8, 8, 1), np.float32), client=client)
+    with pytest.raises(TypeError, match=r"predict: X must be a dask.array.Array"):
+        fd.predict(model, [[1.0]], client=client)
+    with pytest.raises(TypeError, match=r"DataParallel: model must be a fastnn.nn.Model"):
+        fd.DataParallel(model.network, client)
+    with pytest.raises(ValueError, match=r"give client= or address=, not both"):
+        fd.DataParallel(model, client, address="tcp://127.0.0.1:1")
+    X, y = _data(10)
+    with pytest.raises(ValueError, match=r"DataParallel.fit: optimizer is required"):
+        fd.DataParallel(model, client).fit(X, y, epochs=1)
+
+
+def test_the_embedded_default_is_a_local_cluster_of_one_thread_workers():
+    try:
+        c = fd.get_client("test")
+        workers = c.scheduler_info()["workers"]
+        cores = len(os.sched_getaffinity(0))
+        assert len(workers) == cores
+        assert {w["nthreads"] for w in workers.values()} == {1}
+        assert set(c.run(fastnn.get_num_threads).values()) == {1}
+        assert fd.get_client("test") is c  # kept for the process
+    finally:
+        fd.shutdown()
+
+
+def test_address_reaches_the_same_cluster_as_client(client, data):
+    try:
+        by_address = fd.search(build_trial, SPACE, data, n_trials=2, epochs=1, address=client.scheduler.address,
+                               seed=6, progress=False)
+    finally:
+        fd.shutdown()
+    by_client = fd.search(build_trial, SPACE, data, n_trials=2, epochs=1, client=client, seed=6, progress=False)
+    assert [r["params"] for r in by_address.trials] == [r["params"] for r in by_client.trials]
+    for a, b in zip(by_address.trials, by_client.trials):
+        np.testing.assert_allclose(a["metrics"]["val_loss"], b["metrics"]["val_loss"], rtol=1e-5)
+
+
+def _demo_network(seed=0):
+    rng = np.random.default_rng(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 8, activation="relu", rng=rng), nn.Linear(8, 3, rng=rng))
+
+
+def test_search_demo_prints_the_trials_best_first(client, data, tmp_path):
+    import io
+    from fastnn.distributed.cli import search_demo
+    text = io.StringIO()
+    out = search_demo(_demo_network, data, 3, epochs=1, client=client, results=tmp_path / "r.jsonl",
+                      progress=False, out=text)
+    lines = text.getvalue().splitlines()
+    assert lines[0].split() == ["trial", "batch_size", "lr", "val_accuracy", "time"]
+    assert len(lines) == 5 and lines[-1].startswith(f"best: trial {out.best_trial} ")
+    assert int(lines[1].split()[0]) == out.best_trial
+    accuracies = [float(line.split()[3]) for line in lines[1:4]]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 3
