@@ -1,4 +1,5 @@
 """fastnn-train: the data loaders, the command line, the demos end to end (tiny runs)."""
+import json
 import os
 import struct
 import subprocess
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastnn
+from fastnn import nn
 from fastnn.train import cli, data, demos
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -306,6 +308,37 @@ def test_lenet5_quick_in_a_subprocess_prints_the_table_and_plots(tmp_path):
     assert (tmp_path / "m.npz").exists()
     width, height = _png(plot)
     assert width > 100 and height > 100
+
+
+@needs_sklearn
+@needs_cnn
+def test_search_in_a_subprocess_records_every_trial_and_saves_the_best(tmp_path):
+    """fastnn-train DEMO --search N runs N trials on a local Dask cluster of worker
+    processes, records each in the results file, prints them best first and saves the
+    best model, which loads."""
+    pytest.importorskip("distributed")
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "120"}
+    results, best = tmp_path / "trials.jsonl", tmp_path / "best.npz"
+    proc = subprocess.run([sys.executable, "-m", "fastnn.train", "lenet5", "--quick", "--epochs", "1",
+                           "--search", "2", "--workers", "2", "--no-progress", "--search-results", str(results),
+                           "--save", str(best)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(r["trial"] for r in records) == [0, 1]
+    assert all(1e-4 <= r["params"]["lr"] <= 1e-2 and r["params"]["batch_size"] in (16, 32, 64) for r in records)
+    assert "best: trial" in proc.stdout
+    model = nn.Model.load(str(best))
+    assert model.predict(np.zeros((2, 32, 32, 1), np.float32)).shape == (2, 10)
+
+
+def test_search_options_need_search_and_dask_is_named_when_absent(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["lenet5", "--workers", "2"])
+    assert exc.value.code == 2
+    assert "go with --search" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "_have", lambda name: name != "distributed")
+    assert cli.main(["lenet5", "--search", "2"]) == 2
+    assert 'pip install "fastnn[dask]"' in capsys.readouterr().err
 
 
 def _tiny(monkeypatch, name, **quick):

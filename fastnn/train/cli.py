@@ -77,6 +77,15 @@ def build_parser():
     p.add_argument("--temperature", type=_positive_float("--temperature"), default=0.8,
                    help="char-lstm: sampling temperature (default 0.8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--search", type=_positive_int("--search"), metavar="N",
+                   help="instead of one run: a random search of N trials over the learning rate (log scale) "
+                        "and batch size on Dask, the best model kept (needs fastnn[dask])")
+    p.add_argument("--search-results", metavar="FILE.jsonl",
+                   help="with --search: record every finished trial here; a search started again skips them")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --search: a Dask scheduler (tcp://host:8786) instead of a local cluster")
+    p.add_argument("--workers", type=_positive_int("--workers"),
+                   help="with --search: local worker processes (default: one per core)")
     return p
 
 
@@ -173,10 +182,17 @@ def main(argv=None):
     for path, option in ((args.plot, "--plot"), (args.save, "--save")):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             parser.error(f"{option}: the folder of {path!r} does not exist")
+    for path, option in ((args.search_results, "--search-results"),):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            parser.error(f"{option}: the folder of {path!r} does not exist")
+    if args.search is None and (args.search_results or args.scheduler or args.workers):
+        parser.error("--search-results, --scheduler and --workers go with --search N")
     options = Options(demo=args.demo, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       optimizer=args.optimizer, seed=args.seed, threads=args.threads, backend=args.backend,
                       quick=args.quick, dtype=args.dtype, progress=not args.no_progress,
                       temperature=args.temperature)
+    if args.search is not None:
+        return _search(args, options)
     from . import demos
     try:
         result = demos.run(options)
@@ -194,4 +210,34 @@ def main(argv=None):
     if args.save:
         result["model"].save(args.save)
         print(f"model saved to {args.save}", file=sys.stderr)
+    return 0
+
+
+def _search(args, options):
+    """fastnn-train DEMO --search N: the trials on Dask, a table of them best first, the
+    best model saved with --save."""
+    if not _have("distributed"):
+        print(f'{PROG}: --search needs Dask distributed, which is not installed: pip install "fastnn[dask]" '
+              '(or, from a checkout, pip install ".[dask]")', file=sys.stderr)
+        return 2
+    import functools
+
+    import fastnn
+    from ..distributed.cli import search_demo
+    from . import demos
+    if options.backend is not None:
+        fastnn.set_backend(options.backend)
+    settings = options.resolved()
+    try:
+        split, _ = demos.load_data(args.demo, seed=args.seed, dtype=args.dtype)
+    except MissingExtra as exc:
+        print(f"{PROG} {args.demo}: {exc}", file=sys.stderr)
+        return 2
+    builder = functools.partial(demos.build_network, args.demo, dtype=args.dtype, classes=split.classes)
+    result = search_demo(builder, split, args.search, epochs=settings["epochs"], optimizer=settings["optimizer"],
+                         seed=args.seed, results=args.search_results, address=args.scheduler, workers=args.workers,
+                         progress=not args.no_progress, max_train=settings["max_train"])
+    if args.save:
+        result.best_model.save(args.save)
+        print(f"best model saved to {args.save}", file=sys.stderr)
     return 0
