@@ -88,6 +88,12 @@ cdef extern from "fn_kernels.h":
                           Py_ssize_t ldc, double* scratch, int threads) noexcept nogil
     size_t fn_conv_scratch_f(const fn_conv_geom* g) noexcept nogil
     size_t fn_conv_scratch_d(const fn_conv_geom* g) noexcept nogil
+    void fn_conv1_rows_f(const fn_conv_geom* g, const float* xp, Py_ssize_t Hp, Py_ssize_t Wp, const float* wp,
+                         Py_ssize_t Cp, Py_ssize_t Cout, const float* bias, float* y, Py_ssize_t q0,
+                         Py_ssize_t q1) noexcept nogil
+    void fn_conv1_rows_d(const fn_conv_geom* g, const double* xp, Py_ssize_t Hp, Py_ssize_t Wp, const double* wp,
+                         Py_ssize_t Cp, Py_ssize_t Cout, const double* bias, double* y, Py_ssize_t q0,
+                         Py_ssize_t q1) noexcept nogil
     void fn_conv_forward_f(const fn_conv_geom* g, const float* x, Py_ssize_t c0, const float* P, Py_ssize_t Cog,
                            const float* bias, float* y, Py_ssize_t ldy, Py_ssize_t m0, Py_ssize_t m1,
                            const float* zeros, void** scratch) noexcept nogil
@@ -207,6 +213,15 @@ cdef inline size_t conv_scratch(bint is_double, const fn_conv_geom* g) noexcept 
 
 cdef inline size_t conv_dw_scratch(bint is_double, Py_ssize_t rows) noexcept nogil:
     return fn_conv_dw_scratch_d(rows) if is_double else fn_conv_dw_scratch_f(rows)
+
+
+cdef inline void conv1_rows(const fn_conv_geom* g, const floating* xp, Py_ssize_t Hp, Py_ssize_t Wp,
+                            const floating* wp, Py_ssize_t Cp, Py_ssize_t Cout, const floating* bias, floating* y,
+                            Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    if floating is float:
+        fn_conv1_rows_f(g, xp, Hp, Wp, wp, Cp, Cout, bias, y, q0, q1)
+    else:
+        fn_conv1_rows_d(g, xp, Hp, Wp, wp, Cp, Cout, bias, y, q0, q1)
 
 
 cdef inline void conv_forward(const fn_conv_geom* g, const floating* x, Py_ssize_t c0, const floating* P,

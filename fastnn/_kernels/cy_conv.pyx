@@ -38,7 +38,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
-from ._fn cimport (conv_dw_scratch, conv_forward, conv_scratch, conv_weight_grad, fn_add_busy, fn_alloc,
+from ._fn cimport (conv1_rows, conv_dw_scratch, conv_forward, conv_scratch, conv_weight_grad, fn_add_busy, fn_alloc,
                    fn_conv_geom, fn_free, fn_main_clock, fn_panel_width, fn_region, fn_region_begin, fn_region_end,
                    fn_region_threads, gemm_nn_mt, pack, pack_t, packed_size)
 
@@ -459,6 +459,52 @@ cdef void _forward_depthwise(const floating[:, :, :, ::1] x, const floating[:, :
 
 
 
+# A one-channel input with at most this many output channels runs the direct kernel
+# (fn_gemm.h's conv1_rows) instead of the implicit GEMM.
+cdef Py_ssize_t _CONV1_MAX_COUT = 32
+
+
+cdef void _forward_one_channel(const fn_conv_geom* g, const floating* xp, Py_ssize_t Hp, Py_ssize_t Wp,
+                               const floating* wp, Py_ssize_t Cp, Py_ssize_t C_out, const floating* bias,
+                               floating* y, int nthreads) noexcept nogil:
+    """Every output row of a one-channel convolution, in blocks of rows spread over the
+    threads (each row computed whole by one thread: the same bits at any count)."""
+    cdef Py_ssize_t rows = g.N * g.Ho
+    cdef Py_ssize_t per = max(1, _BLOCK_PIXELS // max(1, g.Wo))
+    cdef Py_ssize_t nblocks = (rows + per - 1) // per
+    cdef Py_ssize_t blk
+    cdef fn_region region
+    cdef double t0
+    nthreads = fn_region_threads(<int>min(nthreads, nblocks))
+    fn_region_begin(&region)
+    for blk in prange(nblocks, nogil=True, schedule="dynamic", num_threads=nthreads):
+        t0 = fn_main_clock()
+        conv1_rows(g, xp, Hp, Wp, wp, Cp, C_out, bias, y, blk * per, min(rows, (blk + 1) * per))
+        fn_add_busy(&region.busy, t0)
+    if nthreads > 1:
+        fn_region_end(&region)
+
+
+cdef object _conv_one_channel(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                              const floating* bias, floating* y, Geometry geo):
+    """The direct kernel's inputs: x padded (N, Hp, Wp) and the weights (taps, Cp), Cp
+    a multiple of its channel block, zeros past C_out."""
+    cdef fn_conv_geom g = _fn_geometry(&geo)
+    cdef Py_ssize_t C_out = w.shape[3]
+    cdef Py_ssize_t Cp = (C_out + 7) // 8 * 8
+    cdef Py_ssize_t Hp = max(geo.H + geo.pt, (geo.Ho - 1) * geo.sh + (geo.kh - 1) * geo.dh + 1)
+    cdef Py_ssize_t Wp = max(geo.W + geo.pl, (geo.Wo - 1) + (geo.kw - 1) * geo.dw + 1)
+    dtype = np.float32 if floating is float else np.float64
+    xp_arr = np.zeros((geo.N, Hp, Wp), dtype=dtype)
+    xp_arr[:, geo.pt:geo.pt + geo.H, geo.pl:geo.pl + geo.W] = np.asarray(x)[..., 0]
+    wp_arr = np.zeros((geo.kh * geo.kw, Cp), dtype=dtype)
+    wp_arr[:, :C_out] = np.asarray(w).reshape(geo.kh * geo.kw, C_out)
+    cdef const floating[:, :, ::1] xp = xp_arr
+    cdef const floating[:, ::1] wp = wp_arr
+    with nogil:
+        _forward_one_channel(&g, &xp[0, 0, 0], Hp, Wp, &wp[0, 0], Cp, C_out, bias, y, _threads())
+
+
 cdef object _conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                             const floating[::1] b, bint has_bias, Py_ssize_t groups, Geometry g):
     cdef Py_ssize_t C_out = w.shape[3]
@@ -476,6 +522,9 @@ cdef object _conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :,
         return y_arr
     if K == 0:
         y_arr[...] = np.asarray(b) if has_bias else 0
+        return y_arr
+    if groups == 1 and g.C == 1 and g.sw == 1 and C_out <= _CONV1_MAX_COUT:
+        _conv_one_channel(x, w, &b[0] if has_bias else NULL, &y[0, 0, 0, 0], g)
         return y_arr
     _implicit_gemm(&x[0, 0, 0, 0], &w[0, 0, 0, 0], C_out // groups, C_out, &b[0] if has_bias else NULL,
                    &y[0, 0, 0, 0], C_out, &g, groups, C_out // groups)

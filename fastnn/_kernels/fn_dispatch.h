@@ -76,6 +76,13 @@ FN_UNUSED static void FN_D(conv_forward, FN_TS)(const fn_conv_geom *g, const FN_
     FN_PICK(, conv_forward, FN_TS, (g, x, c0, P, Cog, bias, y, ldy, m0, m1, zeros, scratch))
 }
 
+FN_UNUSED static void FN_D(conv1_rows, FN_TS)(const fn_conv_geom *g, const FN_T *xp, ptrdiff_t Hp, ptrdiff_t Wp,
+                                              const FN_T *wp, ptrdiff_t Cp, ptrdiff_t Cout, const FN_T *bias,
+                                              FN_T *y, ptrdiff_t q0, ptrdiff_t q1)
+{
+    FN_PICK(, conv1_rows, FN_TS, (g, xp, Hp, Wp, wp, Cp, Cout, bias, y, q0, q1))
+}
+
 FN_UNUSED static size_t FN_D(conv_dw_scratch, FN_TS)(ptrdiff_t rows)
 {
     FN_PICK(return, conv_dw_scratch, FN_TS, (rows))

@@ -489,6 +489,56 @@ FN_TARGET FN_UNUSED static void FN(conv_forward)(const fn_conv_geom *g, const FN
     }
 }
 
+/* Output channels per pass of FN(conv1_rows): one accumulator each. */
+#define FN_CONV1_CB 8
+
+/* Output rows q0 .. q1 (q = n * Ho + oh) of a convolution of a one-channel input
+ * with a few output channels (a network's first layer on grey images), directly:
+ * the input padded already, xp (N, Hp, Wp); stride 1 along the width, so a vector
+ * holds FN_VL neighbouring output pixels and each tap is one load times a broadcast
+ * weight per channel. wp (kh * kw, Cp): the weights, Cp a multiple of FN_CONV1_CB
+ * (zero past Cout). y[(q * Wo + ow) * Cout + co] = bias[co] + sum over the taps in
+ * order of x * w. The implicit GEMM would run a panel of FN_NR columns for these few
+ * channels, and a reduction step of one element per tap. */
+FN_TARGET FN_UNUSED static void FN(conv1_rows)(const fn_conv_geom *g, const FN_T *xp, ptrdiff_t Hp, ptrdiff_t Wp,
+                                               const FN_T *wp, ptrdiff_t Cp, ptrdiff_t Cout, const FN_T *bias,
+                                               FN_T *y, ptrdiff_t q0, ptrdiff_t q1)
+{
+    FN_T tmp[FN_CONV1_CB][FN_VL];
+    ptrdiff_t q, ow0, c0, i, j, p, c;
+    for (q = q0; q < q1; q++) {
+        const ptrdiff_t n = q / g->Ho, oh = q % g->Ho;
+        for (ow0 = 0; ow0 < g->Wo; ow0 += FN_VL) {
+            const int nv = (int)(g->Wo - ow0 < FN_VL ? g->Wo - ow0 : FN_VL);
+            for (c0 = 0; c0 < Cout; c0 += FN_CONV1_CB) {
+                const int cc = (int)(Cout - c0 < FN_CONV1_CB ? Cout - c0 : FN_CONV1_CB);
+                FN_V acc[FN_CONV1_CB];
+#pragma GCC unroll 8
+                for (c = 0; c < FN_CONV1_CB; c++)
+                    acc[c] = FN(bc)(bias != NULL && c < cc ? bias[c0 + c] : 0);
+                for (i = 0; i < g->kh; i++) {
+                    const FN_T *row = xp + (n * Hp + oh * g->sh + i * g->dh) * Wp + ow0;
+                    for (j = 0; j < g->kw; j++) {
+                        const FN_V xv = nv == FN_VL ? FN(ld)(row + j * g->dw) : FN(ldn)(row + j * g->dw, nv);
+                        const FN_T *wt = wp + (i * g->kw + j) * Cp + c0;
+#pragma GCC unroll 8
+                        for (c = 0; c < FN_CONV1_CB; c++)
+                            acc[c] = FN(fma)(xv, FN(bc)(wt[c]), acc[c]);
+                    }
+                }
+#pragma GCC unroll 8
+                for (c = 0; c < FN_CONV1_CB; c++)
+                    FN(st)(tmp[c], acc[c]);
+                for (p = 0; p < nv; p++) {
+                    FN_T *out = y + ((q * g->Wo) + ow0 + p) * Cout + c0;
+                    for (c = 0; c < cc; c++)
+                        out[c] = tmp[c][p];
+                }
+            }
+        }
+    }
+}
+
 /* Size of the scratch of FN(conv_weight_grad) for `rows` output rows, in pointers. */
 FN_UNUSED static inline size_t FN(conv_dw_scratch)(ptrdiff_t rows)
 {
