@@ -94,6 +94,12 @@ cdef extern from "fn_kernels.h":
     void fn_conv1_rows_d(const fn_conv_geom* g, const double* xp, Py_ssize_t Hp, Py_ssize_t Wp, const double* wp,
                          Py_ssize_t Cp, Py_ssize_t Cout, const double* bias, double* y, Py_ssize_t q0,
                          Py_ssize_t q1) noexcept nogil
+    void fn_conv1_dw_rows_f(const fn_conv_geom* g, const float* xp, Py_ssize_t Hp, Py_ssize_t Wp, const float* dy,
+                            Py_ssize_t Cout, Py_ssize_t Cp, float* part, Py_ssize_t q0, Py_ssize_t q1,
+                            float* scratch) noexcept nogil
+    void fn_conv1_dw_rows_d(const fn_conv_geom* g, const double* xp, Py_ssize_t Hp, Py_ssize_t Wp,
+                            const double* dy, Py_ssize_t Cout, Py_ssize_t Cp, double* part, Py_ssize_t q0,
+                            Py_ssize_t q1, double* scratch) noexcept nogil
     void fn_conv_forward_f(const fn_conv_geom* g, const float* x, Py_ssize_t c0, const float* P, Py_ssize_t Cog,
                            const float* bias, float* y, Py_ssize_t ldy, Py_ssize_t m0, Py_ssize_t m1,
                            const float* zeros, void** scratch) noexcept nogil
@@ -222,6 +228,15 @@ cdef inline void conv1_rows(const fn_conv_geom* g, const floating* xp, Py_ssize_
         fn_conv1_rows_f(g, xp, Hp, Wp, wp, Cp, Cout, bias, y, q0, q1)
     else:
         fn_conv1_rows_d(g, xp, Hp, Wp, wp, Cp, Cout, bias, y, q0, q1)
+
+
+cdef inline void conv1_dw_rows(const fn_conv_geom* g, const floating* xp, Py_ssize_t Hp, Py_ssize_t Wp,
+                               const floating* dy, Py_ssize_t Cout, Py_ssize_t Cp, floating* part, Py_ssize_t q0,
+                               Py_ssize_t q1, floating* scratch) noexcept nogil:
+    if floating is float:
+        fn_conv1_dw_rows_f(g, xp, Hp, Wp, dy, Cout, Cp, part, q0, q1, scratch)
+    else:
+        fn_conv1_dw_rows_d(g, xp, Hp, Wp, dy, Cout, Cp, part, q0, q1, scratch)
 
 
 cdef inline void conv_forward(const fn_conv_geom* g, const floating* x, Py_ssize_t c0, const floating* P,

@@ -38,7 +38,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
-from ._fn cimport (conv1_rows, conv_dw_scratch, conv_forward, conv_scratch, conv_weight_grad, fn_add_busy, fn_alloc,
+from ._fn cimport (conv1_dw_rows, conv1_rows, conv_dw_scratch, conv_forward, conv_scratch, conv_weight_grad, fn_add_busy, fn_alloc,
                    fn_conv_geom, fn_free, fn_main_clock, fn_panel_width, fn_region, fn_region_begin, fn_region_end,
                    fn_region_threads, gemm_nn_mt, pack, pack_t, packed_size)
 
@@ -485,24 +485,68 @@ cdef void _forward_one_channel(const fn_conv_geom* g, const floating* xp, Py_ssi
         fn_region_end(&region)
 
 
+cdef tuple _one_channel_padded(const floating[:, :, :, ::1] x, Geometry* geo):
+    """(xp, Hp, Wp): the one-channel input x padded for the direct kernels, (N, Hp, Wp),
+    every row and column a window reads inside it."""
+    cdef Py_ssize_t Hp = max(geo.H + geo.pt, (geo.Ho - 1) * geo.sh + (geo.kh - 1) * geo.dh + 1)
+    cdef Py_ssize_t Wp = max(geo.W + geo.pl, (geo.Wo - 1) + (geo.kw - 1) * geo.dw + 1)
+    xp = np.zeros((geo.N, Hp, Wp), dtype=np.float32 if floating is float else np.float64)
+    xp[:, geo.pt:geo.pt + geo.H, geo.pl:geo.pl + geo.W] = np.asarray(x)[..., 0]
+    return xp, Hp, Wp
+
+
+cdef bint _one_channel(Geometry* g, Py_ssize_t groups, Py_ssize_t C_out):
+    return groups == 1 and g.C == 1 and g.sw == 1 and C_out <= _CONV1_MAX_COUT
+
+
 cdef object _conv_one_channel(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                               const floating* bias, floating* y, Geometry geo):
-    """The direct kernel's inputs: x padded (N, Hp, Wp) and the weights (taps, Cp), Cp
-    a multiple of its channel block, zeros past C_out."""
+    """The direct kernel's inputs: x padded and the weights (taps, Cp), Cp a multiple
+    of its channel block, zeros past C_out."""
     cdef fn_conv_geom g = _fn_geometry(&geo)
     cdef Py_ssize_t C_out = w.shape[3]
     cdef Py_ssize_t Cp = (C_out + 7) // 8 * 8
-    cdef Py_ssize_t Hp = max(geo.H + geo.pt, (geo.Ho - 1) * geo.sh + (geo.kh - 1) * geo.dh + 1)
-    cdef Py_ssize_t Wp = max(geo.W + geo.pl, (geo.Wo - 1) + (geo.kw - 1) * geo.dw + 1)
-    dtype = np.float32 if floating is float else np.float64
-    xp_arr = np.zeros((geo.N, Hp, Wp), dtype=dtype)
-    xp_arr[:, geo.pt:geo.pt + geo.H, geo.pl:geo.pl + geo.W] = np.asarray(x)[..., 0]
-    wp_arr = np.zeros((geo.kh * geo.kw, Cp), dtype=dtype)
+    cdef Py_ssize_t Hp, Wp
+    xp_arr, Hp, Wp = _one_channel_padded(x, &geo)
+    wp_arr = np.zeros((geo.kh * geo.kw, Cp), dtype=xp_arr.dtype)
     wp_arr[:, :C_out] = np.asarray(w).reshape(geo.kh * geo.kw, C_out)
     cdef const floating[:, :, ::1] xp = xp_arr
     cdef const floating[:, ::1] wp = wp_arr
     with nogil:
         _forward_one_channel(&g, &xp[0, 0, 0], Hp, Wp, &wp[0, 0], Cp, C_out, bias, y, _threads())
+
+
+cdef object _weight_grad_one_channel(const floating[:, :, :, ::1] x, const floating* dy, Geometry geo,
+                                     Py_ssize_t C_out):
+    """dw (taps * C_out,) of a one-channel convolution: the direct kernel's partial sums
+    over fixed blocks of output rows (whatever the thread count), added in block order."""
+    cdef fn_conv_geom g = _fn_geometry(&geo)
+    cdef Py_ssize_t Cp = (C_out + 7) // 8 * 8
+    cdef Py_ssize_t taps = geo.kh * geo.kw
+    cdef Py_ssize_t rows = geo.N * geo.Ho
+    cdef Py_ssize_t per = max(1, 4 * _BLOCK_PIXELS // max(1, geo.Wo))
+    cdef Py_ssize_t nblocks = (rows + per - 1) // per
+    cdef Py_ssize_t Wv = (geo.Wo + 15) // 16 * 16  # at least the kernel's (Wo rounded up to a vector)
+    cdef Py_ssize_t sstride = per * Cp * Wv
+    cdef Py_ssize_t Hp, Wp, blk
+    cdef int nthreads = <int>max(1, min(_threads(), nblocks))
+    xp_arr, Hp, Wp = _one_channel_padded(x, &geo)
+    cdef const floating[:, :, ::1] xp = xp_arr
+    cdef floating[:, :, ::1] part = np.empty((nblocks, taps, Cp), dtype=xp_arr.dtype)
+    cdef floating[::1] scratch = np.empty(nthreads * sstride, dtype=xp_arr.dtype)
+    cdef fn_region region
+    cdef double t0
+    with nogil:
+        nthreads = fn_region_threads(nthreads)
+        fn_region_begin(&region)
+        for blk in prange(nblocks, schedule="dynamic", num_threads=nthreads):
+            t0 = fn_main_clock()
+            conv1_dw_rows(&g, &xp[0, 0, 0], Hp, Wp, dy, C_out, Cp, &part[blk, 0, 0], blk * per,
+                          min(rows, (blk + 1) * per), &scratch[threadid() * sstride])
+            fn_add_busy(&region.busy, t0)
+        if nthreads > 1:
+            fn_region_end(&region)
+    return np.asarray(part).sum(axis=0, dtype=np.float64)[:, :C_out].astype(xp_arr.dtype).reshape(-1)
 
 
 cdef object _conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -523,7 +567,7 @@ cdef object _conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :,
     if K == 0:
         y_arr[...] = np.asarray(b) if has_bias else 0
         return y_arr
-    if groups == 1 and g.C == 1 and g.sw == 1 and C_out <= _CONV1_MAX_COUT:
+    if _one_channel(&g, groups, C_out):
         _conv_one_channel(x, w, &b[0] if has_bias else NULL, &y[0, 0, 0, 0], g)
         return y_arr
     _implicit_gemm(&x[0, 0, 0, 0], &w[0, 0, 0, 0], C_out // groups, C_out, &b[0] if has_bias else NULL,
@@ -652,7 +696,10 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
             _backward_depthwise(x, w, dy, dx, partial, &g, nthreads)
         dw_arr[...] = np.asarray(partial).sum(axis=0).reshape(dw_arr.shape)
     else:
-        dw_arr.reshape(-1)[...] = _weight_grad(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], &g, groups, C_out)
+        if _one_channel(&g, groups, C_out):
+            dw_arr.reshape(-1)[...] = _weight_grad_one_channel(x, &dy[0, 0, 0, 0], g, C_out)
+        else:
+            dw_arr.reshape(-1)[...] = _weight_grad(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], &g, groups, C_out)
         if not need_dx:
             pass
         elif by_columns:

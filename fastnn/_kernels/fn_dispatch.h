@@ -83,6 +83,13 @@ FN_UNUSED static void FN_D(conv1_rows, FN_TS)(const fn_conv_geom *g, const FN_T 
     FN_PICK(, conv1_rows, FN_TS, (g, xp, Hp, Wp, wp, Cp, Cout, bias, y, q0, q1))
 }
 
+FN_UNUSED static void FN_D(conv1_dw_rows, FN_TS)(const fn_conv_geom *g, const FN_T *xp, ptrdiff_t Hp, ptrdiff_t Wp,
+                                                 const FN_T *dy, ptrdiff_t Cout, ptrdiff_t Cp, FN_T *part,
+                                                 ptrdiff_t q0, ptrdiff_t q1, FN_T *scratch)
+{
+    FN_PICK(, conv1_dw_rows, FN_TS, (g, xp, Hp, Wp, dy, Cout, Cp, part, q0, q1, scratch))
+}
+
 FN_UNUSED static size_t FN_D(conv_dw_scratch, FN_TS)(ptrdiff_t rows)
 {
     FN_PICK(return, conv_dw_scratch, FN_TS, (rows))

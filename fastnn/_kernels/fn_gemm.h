@@ -539,6 +539,59 @@ FN_TARGET FN_UNUSED static void FN(conv1_rows)(const fn_conv_geom *g, const FN_T
     }
 }
 
+/* The weight gradient of FN(conv1_rows)'s convolution over output rows q0 .. q1:
+ * part[t * Cp + c] = sum over the rows and their output columns of the input under
+ * tap t times dy[q, ow, c], for c < Cout (Cp as in conv1_rows). dy (rows, Wo, Cout)
+ * is first laid out channel by channel in scratch ((q1 - q0) * Cp * Wv elements, Wv =
+ * Wo rounded up to FN_VL), so that a vector of neighbouring pixels of one channel is
+ * one load. Each sum runs over the rows in order, vectors lane-wise, then the lanes. */
+FN_TARGET FN_UNUSED static void FN(conv1_dw_rows)(const fn_conv_geom *g, const FN_T *xp, ptrdiff_t Hp, ptrdiff_t Wp,
+                                                  const FN_T *dy, ptrdiff_t Cout, ptrdiff_t Cp, FN_T *part,
+                                                  ptrdiff_t q0, ptrdiff_t q1, FN_T *scratch)
+{
+    const ptrdiff_t Wv = (g->Wo + FN_VL - 1) / FN_VL * FN_VL;
+    FN_T tmp[FN_VL];
+    ptrdiff_t q, c, c0, ow, i, j, v;
+    int l;
+    for (q = q0; q < q1; q++) {
+        const FN_T *src = dy + q * g->Wo * Cout;
+        FN_T *d = scratch + (q - q0) * Cp * Wv;
+        for (ow = 0; ow < g->Wo; ow++)
+            for (c = 0; c < Cout; c++)
+                d[c * Wv + ow] = src[ow * Cout + c];
+        for (c = 0; c < Cp; c++)
+            for (ow = c < Cout ? g->Wo : 0; ow < Wv; ow++)
+                d[c * Wv + ow] = 0;
+    }
+    for (c0 = 0; c0 < Cout; c0 += FN_CONV1_CB)
+        for (i = 0; i < g->kh; i++)
+            for (j = 0; j < g->kw; j++) {
+                FN_V acc[FN_CONV1_CB];
+#pragma GCC unroll 8
+                for (c = 0; c < FN_CONV1_CB; c++)
+                    acc[c] = FN(bc)(0);
+                for (q = q0; q < q1; q++) {
+                    const ptrdiff_t n = q / g->Ho, oh = q % g->Ho;
+                    const FN_T *row = xp + (n * Hp + oh * g->sh + i * g->dh) * Wp + j * g->dw;
+                    const FN_T *d = scratch + ((q - q0) * Cp + c0) * Wv;
+                    for (v = 0; v < Wv; v += FN_VL) {
+                        const int nv = (int)(g->Wo - v < FN_VL ? g->Wo - v : FN_VL);
+                        const FN_V xv = nv == FN_VL ? FN(ld)(row + v) : FN(ldn)(row + v, nv);
+#pragma GCC unroll 8
+                        for (c = 0; c < FN_CONV1_CB; c++)
+                            acc[c] = FN(fma)(xv, FN(ld)(d + c * Wv + v), acc[c]);
+                    }
+                }
+                for (c = 0; c < FN_CONV1_CB; c++) {
+                    FN_T sum = 0;
+                    FN(st)(tmp, acc[c]);
+                    for (l = 0; l < FN_VL; l++)
+                        sum += tmp[l];
+                    part[(i * g->kw + j) * Cp + c0 + c] = sum;
+                }
+            }
+}
+
 /* Size of the scratch of FN(conv_weight_grad) for `rows` output rows, in pointers. */
 FN_UNUSED static inline size_t FN(conv_dw_scratch)(ptrdiff_t rows)
 {
