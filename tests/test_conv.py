@@ -710,3 +710,43 @@ def test_backward_need_dx_must_be_a_bool(rng):
     _, cache = fastnn.conv2d_forward(x, w)
     with pytest.raises(TypeError, match="conv2d_backward: need_dx"):
         fastnn.conv2d_backward(np.ones((1, 2, 2, 2)), cache, need_dx="no")
+
+
+@pytest.mark.parametrize("geometry", [
+    dict(k=5, padding=0, stride=1, dilation=1, c_out=6),      # LeNet-5's first layer
+    dict(k=3, padding=(1, 2), stride=(2, 1), dilation=1, c_out=17),
+    dict(k=3, padding=2, stride=1, dilation=2, c_out=32),
+    dict(k=1, padding=0, stride=1, dilation=1, c_out=1),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_input_channel_matches_the_reference_and_threads(backend, geometry, dtype, rng):
+    """A one-channel input (grey images) with a few output channels, the case the cython
+    backend runs on direct kernels: forward and gradients against the loops, at widths
+    that leave partial vectors, and (cython) the same bits at 1 and 2 threads."""
+    g = dict(geometry)
+    k, c_out = g.pop("k"), g.pop("c_out")
+    x = randn(rng, (3, 11, 21, 1)).astype(dtype)
+    w = randn(rng, (k, k, 1, c_out)).astype(dtype)
+    b = randn(rng, (c_out,)).astype(dtype)
+    runs = []
+    for threads in ((1, 2) if backend == "cython" else (None,)):
+        before = fastnn.get_num_threads()
+        if threads is not None:
+            fastnn.set_num_threads(threads)
+        try:
+            y, cache = fastnn.conv2d_forward(x, w, b, **g, **on(backend))
+            dy = np.cos(y * 3).astype(dtype)
+            runs.append((y, *fastnn.conv2d_backward(dy, cache)))
+        finally:
+            fastnn.set_num_threads(before)
+    if len(runs) == 2:  # y, dx, dw the same bits (db's per-thread partial sums are not: KERNELS.md)
+        for one, two in zip(runs[0][:3], runs[1][:3]):
+            np.testing.assert_array_equal(one, two)
+    y, dx, dw, db = runs[0]
+    assert y.dtype == dx.dtype == dw.dtype == np.dtype(dtype)
+    want_y, want_cache = fastnn.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                                               **g, backend="reference")
+    want = fastnn.conv2d_backward(dy.astype(np.float64), want_cache)
+    assert_close(y, want_y)
+    for got, expected in zip((dx, dw, db), want):
+        assert_close(got, expected)
