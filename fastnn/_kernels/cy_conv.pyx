@@ -546,7 +546,7 @@ cdef object _weight_grad_one_channel(const floating[:, :, :, ::1] x, const float
             fn_add_busy(&region.busy, t0)
         if nthreads > 1:
             fn_region_end(&region)
-    return np.asarray(part).sum(axis=0, dtype=np.float64)[:, :C_out].astype(xp_arr.dtype).reshape(-1)
+    return np.asarray(part)[:, :, :C_out].sum(axis=0, dtype=np.float64).astype(xp_arr.dtype).reshape(-1)
 
 
 cdef object _conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,

@@ -582,7 +582,7 @@ FN_TARGET FN_UNUSED static void FN(conv1_dw_rows)(const fn_conv_geom *g, const F
                             acc[c] = FN(fma)(xv, FN(ld)(d + c * Wv + v), acc[c]);
                     }
                 }
-                for (c = 0; c < FN_CONV1_CB; c++) {
+                for (c = 0; c < FN_CONV1_CB && c0 + c < Cout; c++) {
                     FN_T sum = 0;
                     FN(st)(tmp, acc[c]);
                     for (l = 0; l < FN_VL; l++)

@@ -1083,6 +1083,137 @@ static void check_conv(void)
     run_conv(&geos[1], NR + 3, 1, 5, 5, 2, 2);
 }
 
+/* the direct kernels of a one-channel convolution (conv1_rows, conv1_dw_rows): the
+ * input padded by the caller, (N, Hp, Wp); weights (taps, Cp), zeros past Cout */
+static void run_conv1(const Geo *s, ptrdiff_t Cout, int with_bias, ptrdiff_t q0, ptrdiff_t q1)
+{
+    const fn_conv_geom g = geom(s);
+    const ptrdiff_t taps = g.kh * g.kw, Cp = (Cout + 7) / 8 * 8, Q = g.N * g.Ho;
+    const ptrdiff_t Hp = (g.Ho - 1) * g.sh + (g.kh - 1) * g.dh + 1 > g.H + g.pt
+                         ? (g.Ho - 1) * g.sh + (g.kh - 1) * g.dh + 1 : g.H + g.pt;
+    const ptrdiff_t Wp = (g.Wo - 1) + (g.kw - 1) * g.dw + 1 > g.W + g.pl ? (g.Wo - 1) + (g.kw - 1) * g.dw + 1
+                                                                          : g.W + g.pl;
+    const ptrdiff_t Wv = (g.Wo + 15) / 16 * 16, nsc = (q1 - q0) * Cp * Wv;
+    Buf xp = bnew(g.N * Hp * Wp), wp = bnew(taps * Cp), bias = bnew(Cout), y = bnew(Q * g.Wo * Cout);
+    Buf dy = bnew(Q * g.Wo * Cout), part = bnew(taps * Cp), scr = bnew(nsc);
+    double *ref = (double *)xmalloc((size_t)(Q * g.Wo * Cout + taps * Cp + 1) * sizeof(double));
+    double *sc = (double *)xmalloc((size_t)(Q * g.Wo * Cout + taps * Cp + 1) * sizeof(double));
+    double *dX, *dW, *dB, *dD;
+    Snap sxp, swp, sbias, sy, sdy, spart, sscr;
+    ptrdiff_t n, q, ow, co, i, j;
+    snprintf(g_ctx, sizeof g_ctx, "N=%ld H=%ld W=%ld k=%ldx%ld sh=%ld d=%ld,%ld pad=%ld,%ld Cout=%ld bias=%d q=%ld..%ld",
+             (long)g.N, (long)g.H, (long)g.W, (long)g.kh, (long)g.kw, (long)g.sh, (long)g.dh, (long)g.dw,
+             (long)s->pt, (long)s->pl, (long)Cout, with_bias, (long)q0, (long)q1);
+    /* the padded input: the image at (pt, pl), zeros around it */
+    fill_value(xp, 0, 1, 1, g.N * Hp * Wp, 0);
+    for (n = 0; n < g.N; n++)
+        fill(xp, (n * Hp + g.pt) * Wp + g.pl, Wp, g.H, g.W, -1, 1);
+    fill_value(wp, 0, 1, 1, taps * Cp, 0);
+    fill(wp, 0, Cp, taps, Cout, -1, 1);
+    fill(bias, 0, Cout, 1, Cout, -1, 1);
+    fill_value(y, 0, 1, 1, Q * g.Wo * Cout, NAN);
+    fill(dy, 0, 1, 1, Q * g.Wo * Cout, -1, 1);
+    fill_value(part, 0, 1, 1, taps * Cp, NAN);
+    dX = dense(xp, 0, 1, 1, g.N * Hp * Wp, 0);
+    dW = dense(wp, 0, Cp, taps, Cp, 0);
+    dB = dense(bias, 0, Cout, 1, Cout, 0);
+    dD = dense(dy, 0, 1, 1, Q * g.Wo * Cout, 0);
+    for (q = q0; q < q1; q++) {
+        const ptrdiff_t nn = q / g.Ho, oh = q % g.Ho;
+        for (ow = 0; ow < g.Wo; ow++)
+            for (co = 0; co < Cout; co++) {
+                double sum = with_bias ? dB[co] : 0, a = fabs(sum);
+                for (i = 0; i < g.kh; i++)
+                    for (j = 0; j < g.kw; j++) {
+                        const double t = dX[(nn * Hp + oh * g.sh + i * g.dh) * Wp + ow + j * g.dw] * dW[(i * g.kw + j) * Cp + co];
+                        sum += t;
+                        a += fabs(t);
+                    }
+                ref[((q - q0) * g.Wo + ow) * Cout + co] = sum;
+                sc[((q - q0) * g.Wo + ow) * Cout + co] = a;
+            }
+    }
+    sxp = snap(xp);
+    swp = snap(wp);
+    sbias = snap(bias);
+    sy = snap(y);
+    CALL(conv1_rows, &g, xp.p, Hp, Wp, wp.p, Cp, Cout, with_bias ? bias.p : NULL, y.p, q0, q1);
+    cmp("conv1_rows", "y", y, q0 * g.Wo * Cout, Cout, (q1 - q0) * g.Wo, Cout, ref, sc, g_tol, g_floor);
+    unchanged("conv1_rows", "y outside rows q0..q1", y, sy, q0 * g.Wo * Cout, Cout, (q1 - q0) * g.Wo, Cout);
+    untouched("conv1_rows", "xp", xp, sxp);
+    untouched("conv1_rows", "wp", wp, swp);
+    untouched("conv1_rows", "bias", bias, sbias);
+
+    for (i = 0; i < g.kh; i++)
+        for (j = 0; j < g.kw; j++)
+            for (co = 0; co < Cout; co++) {
+                double sum = 0, a = 0;
+                for (q = q0; q < q1; q++) {
+                    const ptrdiff_t nn = q / g.Ho, oh = q % g.Ho;
+                    for (ow = 0; ow < g.Wo; ow++) {
+                        const double t = dX[(nn * Hp + oh * g.sh + i * g.dh) * Wp + ow + j * g.dw] *
+                                         dD[(q * g.Wo + ow) * Cout + co];
+                        sum += t;
+                        a += fabs(t);
+                    }
+                }
+                ref[(i * g.kw + j) * Cout + co] = sum;
+                sc[(i * g.kw + j) * Cout + co] = a;
+            }
+    sdy = snap(dy);
+    spart = snap(part);
+    sscr = snap(scr);
+    CALL(conv1_dw_rows, &g, xp.p, Hp, Wp, dy.p, Cout, Cp, part.p, q0, q1, scr.p);
+    cmp("conv1_dw_rows", "part", part, 0, Cp, taps, Cout, ref, sc, g_tol, g_floor);
+    unchanged("conv1_dw_rows", "part past Cout", part, spart, 0, Cp, taps, Cout);
+    untouched("conv1_dw_rows", "xp", xp, sxp);
+    untouched("conv1_dw_rows", "dy", dy, sdy);
+    /* the scratch's guards: (q1 - q0) Cp Wv elements are enough */
+    guards("conv1_dw_rows", "scratch", scr, sscr);
+
+    sfree(&sxp);
+    sfree(&swp);
+    sfree(&sbias);
+    sfree(&sy);
+    sfree(&sdy);
+    sfree(&spart);
+    sfree(&sscr);
+    free(ref);
+    free(sc);
+    free(dX);
+    free(dW);
+    free(dB);
+    free(dD);
+    bfree(&xp);
+    bfree(&wp);
+    bfree(&bias);
+    bfree(&y);
+    bfree(&dy);
+    bfree(&part);
+    bfree(&scr);
+}
+
+static void check_conv1(void)
+{
+    /*                N  H   W  C  c0 Cg kh kw sh sw dh dw pt pl pb pr */
+    static const Geo geos[] = {
+        {2, 8, 8, 1, 0, 1, 5, 5, 1, 1, 1, 1, 0, 0, 0, 0},   /* LeNet-5's first layer, smaller */
+        {1, 9, 21, 1, 0, 1, 3, 3, 2, 1, 2, 2, 2, 1, 1, 2},  /* row stride, dilation, uneven padding */
+        {3, 4, 37, 1, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},  /* 1x1, rows wider than two vectors */
+    };
+    static const ptrdiff_t couts[] = {1, 6, 8, 9, 17};
+    int a, b;
+    for (a = 0; a < (int)(sizeof geos / sizeof geos[0]); a++) {
+        const fn_conv_geom g = geom(&geos[a]);
+        const ptrdiff_t Q = g.N * g.Ho;
+        for (b = 0; b < (int)(sizeof couts / sizeof couts[0]); b++) {
+            run_conv1(&geos[a], couts[b], b & 1, 0, Q);
+            if (Q > 2)
+                run_conv1(&geos[a], couts[b], 1, 1, Q - 1);
+        }
+    }
+}
+
 /* ======================= the fused LSTM step ======================= */
 
 static double sigm(double z) { return 1.0 / (1.0 + exp(-z)); }
@@ -2642,6 +2773,7 @@ int main(int argc, char **argv)
             check_gemm_tn();
             check_transpose();
             check_conv();
+            check_conv1();
             check_lstm();
             check_rows();
             check_activate();
