@@ -24,7 +24,7 @@ class Demo:
 
 DEMOS = {
     "lenet5": Demo("lenet5", "LeNet-5 on scikit-learn's real handwritten digits (32×32×1)",
-                   dict(epochs=15, batch_size=32, lr=1e-3, optimizer="adam"),
+                   dict(epochs=25, batch_size=32, lr=1e-3, optimizer="adam"),
                    dict(epochs=4), bayes_error=0.0),
     "resnet": Demo("resnet", "a small ResNet (identity + convolutional blocks, batch norm) on the digits",
                    dict(epochs=20, batch_size=32, lr=2e-3, optimizer="adam"),
