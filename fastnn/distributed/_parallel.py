@@ -5,7 +5,6 @@ optimizer step and sends the new parameters with the next batch's tasks."""
 import collections
 import json
 import threading
-import time
 import uuid
 
 import numpy as np
@@ -110,7 +109,7 @@ class DataParallel:
         from .. import _args as A
         from ..nn import _progress
         from ..nn.callbacks import Callback
-        from ..nn.model import History, _Accumulator, _check_pair
+        from ..nn.model import _check_pair
         model = self.model
         X, y = _check_pair(fn, X, y)
         n = X.shape[0]
@@ -147,73 +146,39 @@ class DataParallel:
         n_workers = max(1, len(c.scheduler_info()["workers"]))
         token = uuid.uuid4().hex
         X_f, y_f = c.scatter([X, y], broadcast=True, hash=False)
-        history = History()
-        n_batches = -(-n // batch_size)
-        for cb in callbacks:
-            cb.set_model(model)
         modes = model._modes()
-        display.start()
-        step = 0
+        state = {"step": 0}
+
+        def run_batch(idx, acc):
+            rows = np.arange(idx.start, idx.stop) if isinstance(idx, slice) else idx
+            shards = [part for part in np.array_split(rows, n_workers) if len(part)]
+            p_now = {k: np.array(v, copy=True) for k, v in params.items()}
+            b_now = {k: np.array(v, copy=True) for k, v in buffers.items()}
+            futures = [c.submit(_shard_step, spec, token, model._metric, dtype, p_now, b_now, X_f, y_f, part,
+                                pure=False, retries=self.retries, key=f"fastnn-dp-{token[:8]}-{state['step']}-{j}")
+                       for j, part in enumerate(shards)]
+            outs = c.gather(futures)
+            for f in futures:
+                f.release()
+            state["step"] += 1
+            total = sum(o[0] for o in outs)
+            grads = {k: sum(o[0] * o[4][k] for o in outs) / total if len(outs) > 1 else outs[0][4][k]
+                     for k in outs[0][4]}
+            if buffers:
+                model._assign({}, {k: sum(o[0] * o[5][k] for o in outs) / total for k in outs[0][5]})
+            loss = sum(o[0] * o[1] for o in outs) / total
+            acc.examples += total
+            acc.loss_sum += loss * total
+            correct, count = sum(o[2] for o in outs), sum(o[3] for o in outs)
+            acc.correct += correct
+            acc.predictions += count
+            optimizer.step(grads)
+            return loss, (correct / count if count else None)
+
         try:
-            for cb in callbacks:
-                cb.on_train_begin({})
-            for epoch in range(initial_epoch, epochs):
-                if model.stop_training:
-                    break
-                start = time.perf_counter()
-                for cb in callbacks:
-                    cb.on_epoch_begin(epoch, {})
-                display.epoch_begin(epoch, n_batches)
-                order = generator.permutation(n) if shuffle else np.arange(n)
-                acc = _Accumulator(model._metric)
-                for batch in range(n_batches):
-                    lo, hi = batch * batch_size, min(n, (batch + 1) * batch_size)
-                    for cb in callbacks:
-                        cb.on_batch_begin(batch, {"size": hi - lo})
-                    shards = [s for s in np.array_split(order[lo:hi], n_workers) if len(s)]
-                    p_now = {k: np.array(v, copy=True) for k, v in params.items()}
-                    b_now = {k: np.array(v, copy=True) for k, v in buffers.items()}
-                    futures = [c.submit(_shard_step, spec, token, model._metric, dtype, p_now, b_now, X_f, y_f,
-                                        s, pure=False, retries=self.retries, key=f"fastnn-dp-{token[:8]}-{step}-{j}")
-                               for j, s in enumerate(shards)]
-                    outs = c.gather(futures)
-                    for f in futures:
-                        f.release()
-                    step += 1
-                    total = sum(o[0] for o in outs)
-                    grads = {k: sum(o[0] * o[4][k] for o in outs) / total if len(outs) > 1 else outs[0][4][k]
-                             for k in outs[0][4]}
-                    if buffers:
-                        model._assign({}, {k: sum(o[0] * o[5][k] for o in outs) / total for k in outs[0][5]})
-                    loss = sum(o[0] * o[1] for o in outs) / total
-                    acc.examples += total
-                    acc.loss_sum += loss * total
-                    correct, count = sum(o[2] for o in outs), sum(o[3] for o in outs)
-                    acc.correct += correct
-                    acc.predictions += count
-                    optimizer.step(grads)
-                    batch_logs = {"size": hi - lo, "loss": loss}
-                    if model._metric is not None:
-                        batch_logs["accuracy"] = correct / count if count else None
-                    for cb in callbacks:
-                        cb.on_batch_end(batch, batch_logs)
-                    display.batch_end(batch, acc.logs())
-                    if model.stop_training:
-                        break
-                logs = acc.logs()
-                logs["lr"] = float(optimizer.lr)
-                logs["time"] = time.perf_counter() - start
-                model.epoch = epoch + 1
-                history._append(epoch, logs)
-                model.history._append(epoch, logs)
-                display.epoch_end(epoch, logs, n_batches)
-                for cb in callbacks:
-                    cb.on_epoch_end(epoch, logs)
-            for cb in callbacks:
-                cb.on_train_end({})
+            return model._epochs(fn, n, epochs, initial_epoch, batch_size, shuffle, generator, optimizer,
+                                 callbacks, display, run_batch)
         finally:
-            display.close()
             model._put_back(modes)
             X_f.release()
             y_f.release()
-        return history

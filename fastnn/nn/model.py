@@ -364,12 +364,40 @@ class Model:
         self._rng = generator
         self.stop_training = False
         dtype = self._dtype()
+        modes = self._modes()
+        self._set_mode(True)
+
+        def run_batch(idx, acc):
+            xb, yb = X[idx], y[idx]
+            y_pred = self.network.forward(self._inputs(xb, dtype), training=True)
+            loss = float(self.loss.forward(y_pred, yb))
+            batch_accuracy = acc.add(loss, len(yb), y_pred, yb)  # the outputs before this step
+            self.network.backward_params(self.loss.backward())
+            optimizer.step(self.network.grads)
+            return loss, batch_accuracy
+
+        def validate():
+            return self._evaluate(X_val, y_val, 256, "val_")
+
+        try:
+            return self._epochs(fn, n, epochs, initial_epoch, batch_size, shuffle, generator, optimizer, callbacks,
+                                display, run_batch, schedule=schedule,
+                                validate=None if validation_data is None else validate)
+        finally:
+            self._put_back(modes)
+
+    def _epochs(self, fn, n, epochs, initial_epoch, batch_size, shuffle, generator, optimizer, callbacks, display,
+                run_batch, schedule=None, validate=None):
+        """The course's epoch loop, shared by fit and DataParallel.fit: each epoch a
+        permutation of the n examples from `generator` (or their order, without
+        shuffle) cut into batches of batch_size, the last one smaller;
+        ``run_batch(idx, acc) -> (loss, batch accuracy)`` trains on the examples idx
+        (a slice or an index array) and counts them into acc. The schedule, the
+        callbacks, the progress display and the history are kept here."""
         history = History()
         n_batches = -(-n // batch_size)
         for cb in callbacks:
             cb.set_model(self)
-        modes = self._modes()
-        self._set_mode(True)
         display.start()
         try:
             for cb in callbacks:
@@ -387,18 +415,9 @@ class Model:
                 acc = _Accumulator(self._metric)
                 for batch in range(n_batches):
                     lo, hi = batch * batch_size, min(n, (batch + 1) * batch_size)
-                    if order is None:
-                        xb, yb = X[lo:hi], y[lo:hi]
-                    else:
-                        idx = order[lo:hi]
-                        xb, yb = X[idx], y[idx]
                     for cb in callbacks:
                         cb.on_batch_begin(batch, {"size": hi - lo})
-                    y_pred = self.network.forward(self._inputs(xb, dtype), training=True)
-                    loss = float(self.loss.forward(y_pred, yb))
-                    batch_accuracy = acc.add(loss, hi - lo, y_pred, yb)  # the outputs before this step
-                    self.network.backward_params(self.loss.backward())
-                    optimizer.step(self.network.grads)
+                    loss, batch_accuracy = run_batch(slice(lo, hi) if order is None else order[lo:hi], acc)
                     batch_logs = {"size": hi - lo, "loss": loss}
                     if self._metric is not None:
                         batch_logs["accuracy"] = batch_accuracy
@@ -408,8 +427,8 @@ class Model:
                     if self.stop_training:
                         break
                 logs = acc.logs()
-                if validation_data is not None:
-                    logs.update(self._evaluate(X_val, y_val, 256, "val_"))
+                if validate is not None:
+                    logs.update(validate())
                 logs["lr"] = float(optimizer.lr)
                 logs["time"] = time.perf_counter() - start
                 self.epoch = epoch + 1
@@ -422,7 +441,6 @@ class Model:
                 cb.on_train_end({})
         finally:
             display.close()
-            self._put_back(modes)
         return history
 
     # ---- inference
@@ -569,7 +587,7 @@ class Model:
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise bad(f"it cannot be read as a .npz of plain arrays ({exc})") from None
         if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise bad(f"it holds a single array, not the .npz archive Model.save writes")
+            raise bad("it holds a single array, not the .npz archive Model.save writes")
         with archive:
             arrays = {}
             for key in archive.files:
