@@ -1,6 +1,6 @@
-"""Benchmarks of fastnn.distributed (run by hand, under the CPU lock on a shared box):
+"""Benchmarks of fastnn.distributed (run by hand, on an otherwise idle machine):
 
-    flock /work/cpu.lock python benchmarks/bench_distributed.py [--quick] [--json out.json]
+    python benchmarks/bench_distributed.py [--quick] [--json out.json]
 
 1. search: 8 small LeNet-5 trials (32x32x1 inputs, synthetic 10-class data) on a
    2-worker LocalCluster (one thread each) against the same 8 trials run one after
@@ -10,7 +10,7 @@
    DataParallel's epoch time over the single process's, minus one.
 
 Each time is the fastest of several runs (the search 3, the epochs 5, after a warm-up):
-on a box shared with other jobs the fastest run is the one least disturbed; every run is
+on a machine shared with other jobs the fastest run is the one least disturbed; every run is
 kept in the JSON.
 """
 import argparse

@@ -1,14 +1,10 @@
 """What ``fastnn-train DEMO --search N`` calls: a random search over a demo's learning
 rate and batch size on Dask (the embedded LocalCluster, or a scheduler's address).
 
-The integrator wires the flag as::
-
-    from fastnn.distributed.cli import search_demo
-    result = search_demo(functools.partial(demos.build_network, name, dtype=opts.dtype),
-                         split, n_trials, epochs=settings["epochs"], seed=opts.seed,
-                         results=opts.search_results, address=opts.scheduler,
-                         progress=not opts.no_progress)
-    # result.best_model is a fastnn.nn.Model (result.best_model.save(path) for --save)
+``fastnn.train.cli`` calls :func:`search_demo` with a builder of the demo's network
+(a ``functools.partial`` of ``fastnn.train.demos.build_network``), the demo's data
+split and the demo's epochs and optimizer; ``result.best_model`` is a
+``fastnn.nn.Model`` (saved with ``--save``).
 """
 import sys
 
