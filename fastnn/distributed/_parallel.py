@@ -106,32 +106,11 @@ class DataParallel:
         """Train like Model.fit (same arguments, minus validation_data and schedule...
         see the class doc); returns a History and records it in model.history."""
         fn = "DataParallel.fit"
-        from .. import _args as A
         from ..nn import _progress
-        from ..nn.callbacks import Callback
-        from ..nn.model import _check_pair
         model = self.model
-        X, y = _check_pair(fn, X, y)
-        n = X.shape[0]
-        if n == 0:
-            raise ValueError(f"{fn}: X holds no examples (shape {X.shape}); there is nothing to train on")
-        epochs = A.as_int(fn, "epochs", epochs, 0)
-        batch_size = A.as_int(fn, "batch_size", batch_size, 1)
-        initial_epoch = A.as_int(fn, "initial_epoch", initial_epoch, 0)
-        if initial_epoch > epochs:
-            raise ValueError(f"{fn}: initial_epoch ({initial_epoch}) must be <= epochs ({epochs})")
-        shuffle = A.flag(fn, "shuffle", shuffle)
-        if isinstance(callbacks, Callback):
-            callbacks = [callbacks]
-        callbacks = list(callbacks)
-        for i, cb in enumerate(callbacks):
-            if not isinstance(cb, Callback):
-                raise TypeError(f"{fn}: callbacks[{i}] must be a fastnn.nn.callbacks.Callback instance, got "
-                                f"{type(cb).__name__}")
-        if rng is not None or model._rng is None:
-            generator = A.generator(fn, "rng", rng)
-        else:
-            generator = model._rng
+        X, y, n, epochs, batch_size, initial_epoch, shuffle = model._check_batches(
+            fn, X, y, epochs, batch_size, initial_epoch, shuffle)
+        callbacks, generator = model._check_run(fn, callbacks, rng)
         display = _progress.make(fn, progress, epochs)
         optimizer = model._check_optimizer(fn, optimizer, lr)
         spec = self._spec()

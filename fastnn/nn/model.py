@@ -298,6 +298,39 @@ class Model:
 
     # ---- training
 
+    def _check_batches(self, fn, X, y, epochs, batch_size, initial_epoch, shuffle):
+        """The data and the epoch and batch arguments of a fit, checked: (X, y, n,
+        epochs, batch_size, initial_epoch, shuffle)."""
+        X, y = _check_pair(fn, X, y)
+        n = X.shape[0]
+        if n == 0:
+            raise ValueError(f"{fn}: X holds no examples (shape {X.shape}); there is nothing to train on")
+        epochs = A.as_int(fn, "epochs", epochs, 0)
+        batch_size = A.as_int(fn, "batch_size", batch_size, 1)
+        initial_epoch = A.as_int(fn, "initial_epoch", initial_epoch, 0)
+        if initial_epoch > epochs:
+            raise ValueError(f"{fn}: initial_epoch ({initial_epoch}) must be <= epochs ({epochs}); epochs is the "
+                             f"index of the epoch to stop before, not a count (Keras' convention)")
+        return X, y, n, epochs, batch_size, initial_epoch, A.flag(fn, "shuffle", shuffle)
+
+    def _check_run(self, fn, callbacks, rng):
+        """(the callbacks as a list, the generator of the shuffles): rng when given,
+        else the model's own, which a loaded model continues."""
+        if isinstance(callbacks, Callback):
+            callbacks = [callbacks]
+        try:
+            callbacks = list(callbacks)
+        except TypeError:
+            raise TypeError(f"{fn}: callbacks must be a list of Callback instances, got "
+                            f"{type(callbacks).__name__}") from None
+        for i, cb in enumerate(callbacks):
+            if not isinstance(cb, Callback):
+                raise TypeError(f"{fn}: callbacks[{i}] must be a fastnn.nn.callbacks.Callback instance, got "
+                                f"{type(cb).__name__}")
+        if rng is not None or self._rng is None:
+            return callbacks, A.generator(fn, "rng", rng)
+        return callbacks, self._rng
+
     def fit(self, X, y, *, epochs, batch_size=64, optimizer=None, lr=None, shuffle=True, validation_data=None,
             schedule=None, rng=None, progress=True, callbacks=(), initial_epoch=0):
         """Train for epochs `initial_epoch` .. `epochs - 1` (Keras' convention: `epochs`
@@ -319,17 +352,8 @@ class Model:
         evaluated in eval mode at each epoch's end. progress: True (a rich bar, plain
         lines without rich), 'rich', 'plain' or False. callbacks: Callback instances."""
         fn = "Model.fit"
-        X, y = _check_pair(fn, X, y)
-        n = X.shape[0]
-        if n == 0:
-            raise ValueError(f"{fn}: X holds no examples (shape {X.shape}); there is nothing to train on")
-        epochs = A.as_int(fn, "epochs", epochs, 0)
-        batch_size = A.as_int(fn, "batch_size", batch_size, 1)
-        initial_epoch = A.as_int(fn, "initial_epoch", initial_epoch, 0)
-        if initial_epoch > epochs:
-            raise ValueError(f"{fn}: initial_epoch ({initial_epoch}) must be <= epochs ({epochs}); epochs is the "
-                             f"index of the epoch to stop before, not a count (Keras' convention)")
-        shuffle = A.flag(fn, "shuffle", shuffle)
+        X, y, n, epochs, batch_size, initial_epoch, shuffle = self._check_batches(
+            fn, X, y, epochs, batch_size, initial_epoch, shuffle)
         if schedule is not None and not callable(schedule):
             raise TypeError(f"{fn}: schedule must be a callable epoch -> lr (fastnn.optim.schedules), got "
                             f"{type(schedule).__name__}")
@@ -341,21 +365,7 @@ class Model:
             X_val, y_val = _check_pair(fn, *validation_data, xname="validation_data[0]", yname="validation_data[1]")
             if X_val.shape[0] == 0:
                 raise ValueError(f"{fn}: validation_data holds no examples")
-        if isinstance(callbacks, Callback):
-            callbacks = [callbacks]
-        try:
-            callbacks = list(callbacks)
-        except TypeError:
-            raise TypeError(f"{fn}: callbacks must be a list of Callback instances, got "
-                            f"{type(callbacks).__name__}") from None
-        for i, cb in enumerate(callbacks):
-            if not isinstance(cb, Callback):
-                raise TypeError(f"{fn}: callbacks[{i}] must be a fastnn.nn.callbacks.Callback instance, got "
-                                f"{type(cb).__name__}")
-        if rng is not None or self._rng is None:
-            generator = A.generator(fn, "rng", rng)
-        else:
-            generator = self._rng
+        callbacks, generator = self._check_run(fn, callbacks, rng)
         display = _progress.make(fn, progress, epochs)
         optimizer = self._check_optimizer(fn, optimizer, lr)  # last: optimizer=None with lr= sets its lr
 
