@@ -51,9 +51,12 @@ def _prepare(fn, a, b, extra=None):
     A.check_output_size(fn, "the result", out_shape, dtype)
     A.check_output_size(fn, "the broadcast batch", batch + (2,), np.int64)
     index = {}
-    for name, arr in (("a", a2), ("b", b2)):
-        own = arr.shape[:-2]
-        index[name] = np.broadcast_to(np.arange(A.prod(own), dtype=np.int64).reshape(own), batch).ravel()
+    if a2.shape[:-2] == b2.shape[:-2]:  # no broadcasting: entry i multiplies a[i] by b[i]
+        index["a"] = index["b"] = np.arange(A.prod(batch), dtype=np.int64)
+    else:
+        for name, arr in (("a", a2), ("b", b2)):
+            own = arr.shape[:-2]
+            index[name] = np.broadcast_to(np.arange(A.prod(own), dtype=np.int64).reshape(own), batch).ravel()
     a3, ta = _operand(a2, dtype)
     b3, tb = _operand(b2, dtype)
     return dict(arrays=arrays, dtype=dtype, a3=a3, ta=ta, b3=b3, tb=tb, a_index=index["a"],
