@@ -86,6 +86,12 @@ cdef extern from "fn_kernels.h":
     void fn_gemm_any_mt_d(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A,
                           Py_ssize_t lda, const double* B, Py_ssize_t ldb, int accumulate, double* C,
                           Py_ssize_t ldc, double* scratch, int threads) noexcept nogil
+    void fn_gemm_list_f(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* const* A,
+                        Py_ssize_t lda, const float* const* B, Py_ssize_t ldb, float* const* C, Py_ssize_t ldc,
+                        const unsigned char* accumulate, Py_ssize_t count, float* scratch) noexcept nogil
+    void fn_gemm_list_d(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* const* A,
+                        Py_ssize_t lda, const double* const* B, Py_ssize_t ldb, double* const* C, Py_ssize_t ldc,
+                        const unsigned char* accumulate, Py_ssize_t count, double* scratch) noexcept nogil
     size_t fn_conv_scratch_f(const fn_conv_geom* g) noexcept nogil
     size_t fn_conv_scratch_d(const fn_conv_geom* g) noexcept nogil
     void fn_conv1_rows_f(const fn_conv_geom* g, const float* xp, Py_ssize_t Hp, Py_ssize_t Wp, const float* wp,
@@ -201,6 +207,16 @@ cdef inline bint gemm_tn2_mt(Py_ssize_t M, Py_ssize_t N1, Py_ssize_t N2, Py_ssiz
         return fn_gemm_tn2_mt_f(M, N1, N2, R, A, lda, B1, ldb1, B2, ldb2, C, ldc, accumulate, threads) != 0
     else:
         return fn_gemm_tn2_mt_d(M, N1, N2, R, A, lda, B1, ldb1, B2, ldb2, C, ldc, accumulate, threads) != 0
+
+
+cdef inline void gemm_list(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                           const floating* const* A, Py_ssize_t lda, const floating* const* B, Py_ssize_t ldb,
+                           floating* const* C, Py_ssize_t ldc, const unsigned char* accumulate, Py_ssize_t count,
+                           floating* scratch) noexcept nogil:
+    if floating is float:
+        fn_gemm_list_f(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, count, scratch)
+    else:
+        fn_gemm_list_d(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, count, scratch)
 
 
 cdef inline void gemm_any_mt(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,

@@ -8,8 +8,10 @@ reach the kernels as flags and broadcasting as an index per batch entry, so no
 operand is copied to form the batch.
 
 Threads: a batch of at least as many products as threads splits the products over
-the threads, each product on one thread (a 128^3 product gains little from being
-split, and a batch splits evenly); a smaller batch runs its products one after the
+the threads in pieces of consecutive products, each product on one thread (a 128^3
+product gains little from being split, and a batch splits evenly); a piece runs as
+one list (fn_gemm.h's gemm_list), whose products fetch the next one's operands
+into the cache while they compute. A smaller batch runs its products one after the
 other, each split over the threads by tiles. When one operand is shared by the
 whole batch and the other is used once per entry in order (``x @ W`` with a
 broadcast ``W``), the batch is a single tall product.
@@ -26,7 +28,7 @@ from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
 from ._fn cimport (any_scratch, fn_add_busy, fn_alloc, fn_free, fn_main_clock, fn_region, fn_region_begin,
-                   fn_region_end, fn_region_threads, gemm_any_mt, gemm_tn2_mt)
+                   fn_region_end, fn_region_threads, gemm_any_mt, gemm_list, gemm_tn2_mt)
 
 
 include "_module.pxi"
@@ -44,24 +46,80 @@ cdef inline int _inner_threads(int outer) noexcept nogil:
     return 1 if outer > 1 or not fn_openmp() else _num_threads
 
 
-def _is_identity(index, n):
-    return index.shape[0] == n and (n == 0 or (index[0] == 0 and bool(np.all(np.diff(index) == 1))))
+cdef bint _is_identity(const int64_t[::1] index, Py_ssize_t n):
+    """index is 0, 1, ..., n - 1 (every batch entry its own operand, in order)."""
+    cdef Py_ssize_t i
+    if index.shape[0] != n:
+        return False
+    for i in range(n):
+        if index[i] != i:
+            return False
+    return True
 
 
-def _shared_index(index):
+cdef Py_ssize_t _shared_index(const int64_t[::1] index):
     """The one operand index every batch entry uses, or -1."""
+    cdef Py_ssize_t i
     if index.shape[0] == 0:
         return -1
-    first = int(index[0])
-    return first if bool(np.all(index == first)) else -1
+    for i in range(1, index.shape[0]):
+        if index[i] != index[0]:
+            return -1
+    return index[0]
 
 
 def _groups(index, count):
     """Batch entries grouped by operand: (entries sorted by operand, group starts)."""
+    if _is_identity(index, count):
+        order = np.arange(count, dtype=np.int64)
+        return order, np.arange(count + 1, dtype=np.int64)
     order = np.argsort(index, kind="stable").astype(np.int64)
     starts = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(np.bincount(index, minlength=count), out=starts[1:])
     return order, starts
+
+
+cdef int _list_chunks(Py_ssize_t count, int threads) noexcept nogil:
+    """Pieces a list of products is cut into for `threads` threads: several per thread
+    (dynamic scheduling evens out a slow thread), each long enough that its products
+    fetch the next one's data ahead (FN(gemm_list))."""
+    return 1 if threads <= 1 else <int>(count if count < 8 * threads else 8 * threads)
+
+
+cdef void _run_list(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    const floating* const* A, Py_ssize_t lda, const floating* const* B, Py_ssize_t ldb,
+                    floating* const* C, Py_ssize_t ldc, const unsigned char* accumulate,
+                    const Py_ssize_t* bounds, int pieces, int threads, size_t scratch_size, bint* failed) noexcept nogil:
+    """The products bounds[i] .. bounds[i + 1] of piece i, for every piece, the pieces
+    split over `threads` threads (each piece on one thread, in order)."""
+    cdef Py_ssize_t i
+    cdef floating* scratch
+    cdef fn_region region
+    cdef double t0
+    if threads > 1:
+        fn_region_begin(&region)
+        for i in prange(pieces, num_threads=threads, schedule="dynamic"):
+            t0 = fn_main_clock()
+            scratch = <floating*>fn_alloc(scratch_size)
+            if scratch == NULL:
+                failed[0] = True
+            else:
+                gemm_list(trans_a, trans_b, M, N, K, A + bounds[i], lda, B + bounds[i], ldb, C + bounds[i], ldc,
+                          accumulate + bounds[i] if accumulate != NULL else NULL, bounds[i + 1] - bounds[i],
+                          scratch)
+            fn_free(scratch)
+            fn_add_busy(&region.busy, t0)
+        fn_region_end(&region)
+    else:
+        scratch = <floating*>fn_alloc(scratch_size)
+        if scratch == NULL:
+            failed[0] = True
+        else:
+            for i in range(pieces):
+                gemm_list(trans_a, trans_b, M, N, K, A + bounds[i], lda, B + bounds[i], ldb, C + bounds[i], ldc,
+                          accumulate + bounds[i] if accumulate != NULL else NULL, bounds[i + 1] - bounds[i],
+                          scratch)
+        fn_free(scratch)
 
 
 def _bmm_loop(const floating[:, :, ::1] a, const floating[:, :, ::1] b,
@@ -74,27 +132,17 @@ def _bmm_loop(const floating[:, :, ::1] a, const floating[:, :, ::1] b,
     cdef const floating* pa = &a[0, 0, 0]
     cdef const floating* pb = &b[0, 0, 0]
     cdef floating* pc = &c[0, 0, 0]
-    cdef int threads = _outer_threads(batch), inner = _inner_threads(threads)
+    cdef int threads = _outer_threads(batch), inner = _inner_threads(threads), pieces, i
     cdef size_t scratch_size = any_scratch(floating is double, M, N, K, trans_a) * sizeof(floating)
     cdef floating* scratch
     cdef bint failed = False
-    cdef fn_region region
-    cdef double t0
+    cdef const floating** As
+    cdef const floating** Bs
+    cdef floating** Cs
+    cdef Py_ssize_t* bounds
     with nogil:
-        if threads > 1:
-            fn_region_begin(&region)
-            for p in prange(batch, num_threads=threads, schedule="dynamic"):
-                t0 = fn_main_clock()
-                scratch = <floating*>fn_alloc(scratch_size)
-                if scratch == NULL:
-                    failed = True
-                else:
-                    gemm_any_mt(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda,
-                                pb + b_index[p] * b_step, ldb, False, pc + p * c_step, N, scratch, 1)
-                fn_free(scratch)
-                fn_add_busy(&region.busy, t0)
-            fn_region_end(&region)
-        else:
+        if threads == 1 and inner > 1:
+            # a small batch: one product after another, each split over the threads
             scratch = <floating*>fn_alloc(scratch_size)
             if scratch == NULL:
                 failed = True
@@ -103,6 +151,24 @@ def _bmm_loop(const floating[:, :, ::1] a, const floating[:, :, ::1] b,
                     gemm_any_mt(trans_a, trans_b, M, N, K, pa + a_index[p] * a_step, lda,
                                 pb + b_index[p] * b_step, ldb, False, pc + p * c_step, N, scratch, inner)
             fn_free(scratch)
+        else:
+            pieces = _list_chunks(batch, threads)
+            As = <const floating**>fn_alloc(3 * batch * sizeof(void*) + (pieces + 1) * sizeof(Py_ssize_t))
+            if As == NULL:
+                failed = True
+            else:
+                Bs = As + batch
+                Cs = <floating**>(Bs + batch)
+                bounds = <Py_ssize_t*>(Cs + batch)
+                for p in range(batch):
+                    As[p] = pa + a_index[p] * a_step
+                    Bs[p] = pb + b_index[p] * b_step
+                    Cs[p] = pc + p * c_step
+                for i in range(pieces + 1):
+                    bounds[i] = batch * i // pieces
+                _run_list(trans_a, trans_b, M, N, K, As, lda, Bs, ldb, Cs, N, NULL, bounds, pieces, threads,
+                          scratch_size, &failed)
+            fn_free(As)
     if failed:
         raise MemoryError("bmm: cannot allocate the scratch of a product")
 
@@ -150,7 +216,7 @@ def _grad_loop(const floating[:, :, ::1] dc, const floating[:, :, ::1] other,
                bint dc_first, bint trans_dc, bint trans_other, int M, int N, int K):
     """grad[i] = sum over entries p of group i (in order) of op(dc[p]) @ op(other[other_index[p]])
     (or op(other) @ op(dc) when not dc_first); (M, N) is grad[i]'s shape, K the inner size."""
-    cdef Py_ssize_t groups = grad.shape[0], i, q, p, r
+    cdef Py_ssize_t groups = grad.shape[0], i, q, p, r, count = order.shape[0]
     cdef Py_ssize_t dc_step = dc.shape[1] * dc.shape[2]
     cdef Py_ssize_t other_step = other.shape[1] * other.shape[2]
     cdef Py_ssize_t grad_step = <Py_ssize_t>M * N
@@ -158,42 +224,61 @@ def _grad_loop(const floating[:, :, ::1] dc, const floating[:, :, ::1] other,
     cdef const floating* pdc = &dc[0, 0, 0]
     cdef const floating* po = &other[0, 0, 0]
     cdef floating* pg = &grad[0, 0, 0]
-    cdef floating* out
-    cdef const floating* first
-    cdef const floating* second
     cdef floating* scratch
     cdef bint failed = False
-    # groups split over the threads, or a single group's products over them
-    cdef int threads = _outer_threads(groups), inner = _inner_threads(threads)
+    # groups split over the threads (pieces of whole groups), or a single group's
+    # products over them
+    cdef int threads = _outer_threads(groups), inner = _inner_threads(threads), pieces, j
     # the product is first @ second: op(dc) @ op(other), or op(other) @ op(dc)
     cdef bint ta = trans_dc if dc_first else trans_other, tb = trans_other if dc_first else trans_dc
     cdef int ld_first = ld_dc if dc_first else ld_other, ld_second = ld_other if dc_first else ld_dc
     cdef size_t scratch_size = any_scratch(floating is double, M, N, K, ta) * sizeof(floating)
-    cdef fn_region region
-    cdef double t0
+    cdef const floating** firsts
+    cdef const floating** seconds
+    cdef floating** outs
+    cdef unsigned char* accumulate
+    cdef Py_ssize_t* bounds
     with nogil:
-        fn_region_begin(&region)
-        for i in prange(groups, num_threads=threads, schedule="dynamic"):
-            t0 = fn_main_clock()
-            out = pg + i * grad_step
+        for i in range(groups):  # a group of no entries: a zero gradient
             if starts[i] == starts[i + 1]:
                 for r in range(grad_step):
-                    out[r] = 0
-                continue
+                    pg[i * grad_step + r] = 0
+        if threads == 1 and inner > 1:
+            # one group at a time, its products split over the threads
             scratch = <floating*>fn_alloc(scratch_size)
             if scratch == NULL:
                 failed = True
-                continue
-            for q in range(starts[i], starts[i + 1]):
-                p = order[q]
-                first = pdc + p * dc_step if dc_first else po + other_index[p] * other_step
-                second = po + other_index[p] * other_step if dc_first else pdc + p * dc_step
-                gemm_any_mt(ta, tb, M, N, K, first, ld_first, second, ld_second, q != starts[i], out, N,
-                            scratch, inner)
+            else:
+                for i in range(groups):
+                    for q in range(starts[i], starts[i + 1]):
+                        p = order[q]
+                        gemm_any_mt(ta, tb, M, N, K,
+                                    pdc + p * dc_step if dc_first else po + other_index[p] * other_step, ld_first,
+                                    po + other_index[p] * other_step if dc_first else pdc + p * dc_step, ld_second,
+                                    q != starts[i], pg + i * grad_step, N, scratch, inner)
             fn_free(scratch)
-            fn_add_busy(&region.busy, t0)
-        if threads > 1:
-            fn_region_end(&region)
+        else:
+            pieces = _list_chunks(groups, threads)
+            firsts = <const floating**>fn_alloc(3 * count * sizeof(void*) + count + (pieces + 1) * sizeof(Py_ssize_t))
+            if firsts == NULL:
+                failed = True
+            else:
+                seconds = firsts + count
+                outs = <floating**>(seconds + count)
+                bounds = <Py_ssize_t*>(outs + count)
+                accumulate = <unsigned char*>(bounds + pieces + 1)
+                for i in range(groups):
+                    for q in range(starts[i], starts[i + 1]):
+                        p = order[q]
+                        firsts[q] = pdc + p * dc_step if dc_first else po + other_index[p] * other_step
+                        seconds[q] = po + other_index[p] * other_step if dc_first else pdc + p * dc_step
+                        outs[q] = pg + i * grad_step
+                        accumulate[q] = q != starts[i]
+                for j in range(pieces + 1):  # pieces of whole groups: a group sums in order on one thread
+                    bounds[j] = starts[groups * j // pieces]
+                _run_list(ta, tb, M, N, K, firsts, ld_first, seconds, ld_second, outs, N, accumulate, bounds,
+                          pieces, threads, scratch_size, &failed)
+            fn_free(firsts)
     if failed:
         raise MemoryError("bmm_backward: cannot allocate the scratch of a product")
 

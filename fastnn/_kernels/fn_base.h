@@ -102,6 +102,48 @@ FN_UNUSED static inline void fn_free(void *p)
 #endif
 }
 
+/* Cache lines to fetch ahead: up to three regions (a batch's next product's
+ * operands and result) handed out in order, per_tile lines for each tile of the
+ * product before them, which fetches them one or two per step of its reduction. So
+ * the next product's data arrives while this one computes, instead of each product
+ * starting on a cold cache (the hardware prefetchers start anew on every page), and
+ * without a burst of fetches that stalls the tile. Prefetches never fault, so a
+ * region may span gaps between rows. */
+typedef struct {
+    const char *cur[3], *end[3];
+    int region;
+    ptrdiff_t per_tile;
+} fn_ahead;
+
+/* Region r of *q: bytes from p (nothing when p is NULL or bytes <= 0). */
+FN_UNUSED static inline void fn_ahead_set(fn_ahead *q, int r, const void *p, ptrdiff_t bytes)
+{
+    q->cur[r] = (const char *)p;
+    q->end[r] = p != NULL && bytes > 0 ? (const char *)p + bytes : (const char *)p;
+}
+
+/* The next run of at most `most` lines of one region (*lines of them; none when q
+ * is NULL or spent), taken off *q. */
+FN_UNUSED static inline const char *fn_ahead_take(fn_ahead *q, ptrdiff_t most, ptrdiff_t *lines)
+{
+    const char *p;
+    ptrdiff_t n;
+    *lines = 0;
+    if (q == NULL)
+        return NULL;
+    while (q->region < 3 && q->cur[q->region] >= q->end[q->region])
+        q->region++;
+    if (q->region >= 3)
+        return NULL;
+    p = q->cur[q->region];
+    n = (q->end[q->region] - p + 63) / 64;
+    n = n < most ? n : most;
+    n = n < q->per_tile ? n : q->per_tile;
+    q->cur[q->region] = p + 64 * n;
+    *lines = n;
+    return p;
+}
+
 FN_UNUSED static inline int fn_openmp(void)
 {
 #ifdef _OPENMP

@@ -57,6 +57,14 @@ FN_UNUSED static void FN_D(gemm_any_mt, FN_TS)(int trans_a, int trans_b, ptrdiff
     FN_PICK(, gemm_any_mt, FN_TS, (trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, scratch, threads))
 }
 
+FN_UNUSED static void FN_D(gemm_list, FN_TS)(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                                             const FN_T *const *A, ptrdiff_t lda, const FN_T *const *B,
+                                             ptrdiff_t ldb, FN_T *const *C, ptrdiff_t ldc,
+                                             const unsigned char *accumulate, ptrdiff_t count, FN_T *scratch)
+{
+    FN_PICK(, gemm_list, FN_TS, (trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, count, scratch))
+}
+
 FN_UNUSED static void FN_D(transpose_matrix, FN_TS)(ptrdiff_t rows, ptrdiff_t cols, const FN_T *A, ptrdiff_t lda,
                                                     FN_T *At, ptrdiff_t ldt)
 {

@@ -153,23 +153,40 @@ FN_DEFINE_ROW_ACC(row_acc_h, FN_NV / 2)
 #undef FN_TNV
 #undef FN_TILE
 #undef FN_TMR
+/* the tall tile FN(ukr_nn_t): FN_MRT rows (at most 2 FN_MR) on a half-width panel.
+ * A half tile of FN_MR rows leaves registers idle and, on the 16-register tiers, has
+ * too few independent sums to hide the multiply-add latency: there the tall tile has
+ * twice its rows (the full tile's count of accumulators); on AVX-512, 8 rows, which
+ * divide the usual row counts (a 32-row product is four tiles, not five and a bit).
+ * Plain products only (one segment: FN(gemm_panel)), since a convolution's pointer
+ * table holds FN_MR rows per segment. */
+#define FN_TMR FN_MRT
+#define FN_TNV (FN_NV / 2)
+#define FN_TILE(name) FN(name##_t)
+#define FN_TILE_NN_ONLY
+#include "fn_tile.h"
+#undef FN_TILE_NN_ONLY
+#undef FN_TNV
+#undef FN_TILE
+#undef FN_TMR
 
 /* C[0:mr, 0:nr] (+)= ... (see ukr_nn in fn_tile.h) on the tile that fits the rows
  * and the panel: half height when mr <= FN_MR / 2, half width for a panel packed
  * FN_NR / 2 wide (ldbp) or no wider than that. */
 FN_TARGET FN_INLINE void FN(ukr_nn_any)(ptrdiff_t nseg, ptrdiff_t seglen, const FN_T *const *a, ptrdiff_t aoff,
                                         const ptrdiff_t *boff, const FN_T *bp, ptrdiff_t ldbp, const FN_T *init,
-                                        FN_T *c, ptrdiff_t ldc, int mr, int nr, int accumulate)
+                                        FN_T *c, ptrdiff_t ldc, int mr, int nr, int accumulate, const char *pf,
+                                        ptrdiff_t pf_n)
 {
     const int narrow = nr <= FN_NR / 2 || ldbp == FN_NR / 2, low = mr <= FN_MR / 2;
     if (low && narrow)
-        FN(ukr_nn_sh)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate);
+        FN(ukr_nn_sh)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate, pf, pf_n);
     else if (low)
-        FN(ukr_nn_s)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate);
+        FN(ukr_nn_s)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate, pf, pf_n);
     else if (narrow)
-        FN(ukr_nn_h)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate);
+        FN(ukr_nn_h)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate, pf, pf_n);
     else
-        FN(ukr_nn)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate);
+        FN(ukr_nn)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate, pf, pf_n);
 }
 
 /* the same for ukr_tn */
@@ -215,14 +232,16 @@ FN_TARGET FN_INLINE FN(panels) FN(packed_panels)(const FN_T *P, ptrdiff_t K, ptr
 /* C (M, nr) = A (M, K) @ one panel (nr columns, row stride ldbp) (+ bias, a row of nr,
  * when not NULL) (+ C when accumulate); one thread. Rows go in blocks whose A rows
  * stay cached across the reduction's chunks; a panel no wider than half a full one
- * runs on the half tile. */
-FN_TARGET FN_UNUSED static void FN(gemm_panel)(ptrdiff_t M, ptrdiff_t K, const FN_T *A, ptrdiff_t lda,
-                                               const FN_T *bp, ptrdiff_t ldbp, int nr, const FN_T *bias,
-                                               FN_T *C, ptrdiff_t ldc, int accumulate)
+ * runs on the tall tile (the half tile for its last FN_MR rows or fewer). */
+FN_TARGET FN_UNUSED static void FN(gemm_panel_ahead)(ptrdiff_t M, ptrdiff_t K, const FN_T *A, ptrdiff_t lda,
+                                                     const FN_T *bp, ptrdiff_t ldbp, int nr, const FN_T *bias,
+                                                     FN_T *C, ptrdiff_t ldc, int accumulate, fn_ahead *ahead)
 {
     const ptrdiff_t MB = FN_MR * FN_TILES, zero = 0;
+    const int narrow = nr <= FN_NR / 2 || ldbp == FN_NR / 2;
     ptrdiff_t m0, i, k0, r;
-    const FN_T *rows[FN_MR];
+    int mr;
+    const FN_T *rows[FN_MRT > FN_MR ? FN_MRT : FN_MR];
     if (M <= 0 || nr <= 0)
         return;
     if (K <= 0) {
@@ -240,15 +259,31 @@ FN_TARGET FN_UNUSED static void FN(gemm_panel)(ptrdiff_t M, ptrdiff_t K, const F
         for (k0 = 0; k0 < K; k0 += FN_KC) {
             ptrdiff_t kc = K - k0 < FN_KC ? K - k0 : FN_KC;
             const FN_T *init = k0 == 0 ? bias : NULL;
-            for (i = m0; i < m1; i += FN_MR) {
-                int mr = (int)(m1 - i < FN_MR ? m1 - i : FN_MR);
-                for (r = 0; r < FN_MR; r++)
+            for (i = m0; i < m1; i += mr) {
+                /* more rows than a tile on a narrow panel: the tall tile */
+                const int tall = narrow && m1 - i > FN_MR, height = tall ? FN_MRT : FN_MR;
+                mr = (int)(m1 - i < height ? m1 - i : height);
+                for (r = 0; r < height; r++)
                     rows[r] = A + (i + (r < mr ? r : mr - 1)) * lda;
-                FN(ukr_nn_any)(1, kc, rows, k0, &zero, bp + k0 * ldbp, ldbp, init, C + i * ldc, ldc, mr, nr,
-                               accumulate || k0 > 0);
+                ptrdiff_t pf_n;
+                const char *pf = fn_ahead_take(ahead, 2 * kc, &pf_n);
+                if (tall)
+                    FN(ukr_nn_t)(1, kc, rows, k0, &zero, bp + k0 * ldbp, ldbp, init, C + i * ldc, ldc, mr, nr,
+                                 accumulate || k0 > 0, pf, pf_n);
+                else
+                    FN(ukr_nn_any)(1, kc, rows, k0, &zero, bp + k0 * ldbp, ldbp, init, C + i * ldc, ldc, mr,
+                                   nr, accumulate || k0 > 0, pf, pf_n);
             }
         }
     }
+}
+
+/* FN(gemm_panel_ahead) fetching nothing ahead. */
+FN_TARGET FN_UNUSED static void FN(gemm_panel)(ptrdiff_t M, ptrdiff_t K, const FN_T *A, ptrdiff_t lda,
+                                               const FN_T *bp, ptrdiff_t ldbp, int nr, const FN_T *bias,
+                                               FN_T *C, ptrdiff_t ldc, int accumulate)
+{
+    FN(gemm_panel_ahead)(M, K, A, lda, bp, ldbp, nr, bias, C, ldc, accumulate, NULL);
 }
 
 /* C (M, N) = A (M, K) @ B (panels src) (+ bias) (+ C when accumulate) on `threads`
@@ -261,12 +296,13 @@ FN_TARGET FN_UNUSED static void FN(gemm_panel)(ptrdiff_t M, ptrdiff_t K, const F
  * cache; a larger A goes block by block, so a block of A stays cached across the
  * panels. A tile's sums do not depend on the blocks or their order, so neither does
  * the result on the thread count. A single row takes the matrix-vector kernel
- * (packed panels only). */
+ * (packed panels only). ahead (NULL: none): lines to fetch between the tiles, on one
+ * thread only. */
 #define FN_TASK_TILES 8
 #define FN_A_CACHED (512 * 1024)
 FN_TARGET FN_UNUSED static void FN(gemm_src_mt)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A,
                                                 ptrdiff_t lda, const FN(panels) *src, const FN_T *bias, FN_T *C,
-                                                ptrdiff_t ldc, int accumulate, int threads)
+                                                ptrdiff_t ldc, int accumulate, int threads, fn_ahead *ahead)
 {
     const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, full = N / FN_NR, tiles = (M + FN_MR - 1) / FN_MR;
     const ptrdiff_t blocks = (tiles + FN_TASK_TILES - 1) / FN_TASK_TILES;
@@ -275,6 +311,11 @@ FN_TARGET FN_UNUSED static void FN(gemm_src_mt)(ptrdiff_t M, ptrdiff_t N, ptrdif
         return;
     if (panels * blocks < 2)
         threads = 1;
+    if (threads > 1)
+        ahead = NULL;
+    else if (ahead != NULL)  /* spread over the product's tiles */
+        ahead->per_tile = 1 + (ahead->end[0] - ahead->cur[0] + ahead->end[1] - ahead->cur[1] + ahead->end[2]
+                               - ahead->cur[2]) / 64 / (panels * tiles);
     FN_TASKS(panels * blocks,
         ptrdiff_t p = by_panel ? task / blocks : task % panels;
         ptrdiff_t q = by_panel ? task % blocks : task / panels;
@@ -289,8 +330,9 @@ FN_TARGET FN_UNUSED static void FN(gemm_src_mt)(ptrdiff_t M, ptrdiff_t N, ptrdif
         else if (M == 1 && K > 0 && ldbp == FN_NR / 2)
             FN(ukr_row_h)(K, A, bp, bias != NULL ? bias + p * FN_NR : NULL, C + p * FN_NR, width, accumulate);
         else
-            FN(gemm_panel)(r1 - r0, K, A + r0 * lda, lda, bp, ldbp, width, bias != NULL ? bias + p * FN_NR : NULL,
-                           C + r0 * ldc + p * FN_NR, ldc, accumulate);
+            FN(gemm_panel_ahead)(r1 - r0, K, A + r0 * lda, lda, bp, ldbp, width,
+                                 bias != NULL ? bias + p * FN_NR : NULL, C + r0 * ldc + p * FN_NR, ldc, accumulate,
+                                 ahead);
     );
 }
 
@@ -300,7 +342,7 @@ FN_TARGET FN_UNUSED static void FN(gemm_nn_mt)(ptrdiff_t M, ptrdiff_t N, ptrdiff
                                                ptrdiff_t ldc, int accumulate, int threads)
 {
     const FN(panels) src = FN(packed_panels)(P, K, N);
-    FN(gemm_src_mt)(M, N, K, A, lda, &src, bias, C, ldc, accumulate, threads);
+    FN(gemm_src_mt)(M, N, K, A, lda, &src, bias, C, ldc, accumulate, threads, NULL);
 }
 
 /* At (cols, rows) = A (rows, cols)^T, in blocks of VL x VL transposed in registers. */
@@ -397,13 +439,15 @@ FN_UNUSED static inline size_t FN(any_scratch)(ptrdiff_t M, ptrdiff_t N, ptrdiff
  * tiles. op(A) is A (M, K) or, when trans_a, A^T with A (K, M); op(B) likewise
  * (K, N) or B^T. Packing is worth its cost even for a small product: read in
  * place, the rows of a B whose row stride is a power of two fall into a few cache
- * sets and evict each other, which costs a 128^3 product much of its speed. */
-FN_TARGET FN_UNUSED static void FN(gemm_any_mt)(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
-                                                ptrdiff_t K, const FN_T *A, ptrdiff_t lda, const FN_T *B,
-                                                ptrdiff_t ldb, int accumulate, FN_T *C, ptrdiff_t ldc,
-                                                FN_T *scratch, int threads)
+ * sets and evict each other, which costs a 128^3 product much of its speed.
+ * ahead: cache lines to fetch between the tiles (NULL: none; one thread only). */
+FN_TARGET FN_UNUSED static void FN(gemm_any_ahead)(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
+                                                   ptrdiff_t K, const FN_T *A, ptrdiff_t lda, const FN_T *B,
+                                                   ptrdiff_t ldb, int accumulate, FN_T *C, ptrdiff_t ldc,
+                                                   FN_T *scratch, int threads, fn_ahead *ahead)
 {
     const FN_T *P = scratch;
+    FN(panels) src;
     if (trans_b)
         FN(pack_t)(K, N, B, ldb, scratch);
     else if (ldb == N && N == FN(panel_width)(N, 0))
@@ -416,7 +460,53 @@ FN_TARGET FN_UNUSED static void FN(gemm_any_mt)(int trans_a, int trans_b, ptrdif
         A = At;
         lda = K;
     }
-    FN(gemm_nn_mt)(M, N, K, A, lda, P, NULL, C, ldc, accumulate, threads);
+    src = FN(packed_panels)(P, K, N);
+    FN(gemm_src_mt)(M, N, K, A, lda, &src, NULL, C, ldc, accumulate, threads, ahead);
+}
+
+/* FN(gemm_any_ahead) fetching nothing ahead. */
+FN_TARGET FN_UNUSED static void FN(gemm_any_mt)(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N,
+                                                ptrdiff_t K, const FN_T *A, ptrdiff_t lda, const FN_T *B,
+                                                ptrdiff_t ldb, int accumulate, FN_T *C, ptrdiff_t ldc,
+                                                FN_T *scratch, int threads)
+{
+    FN(gemm_any_ahead)(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, scratch, threads, NULL);
+}
+
+#define FN_AHEAD_BYTES (256 * 1024)
+/* Products i = 0 .. count - 1, one after another on one thread: C[i] (M, N) =
+ * op(A[i]) @ op(B[i]) (+ C[i] when accumulate[i]), op and the leading dimensions as
+ * in FN(gemm_any_mt), scratch of FN(any_scratch) elements. While a product runs,
+ * the next one's operands and result are fetched into the cache between its tiles:
+ * a batch of small products otherwise spends much of its time waiting for memory at
+ * the start of each (for 32 x 64 @ 64 x 32 products, a third). Each product sums
+ * exactly as FN(gemm_any_mt) does. */
+FN_TARGET FN_UNUSED static void FN(gemm_list)(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                                              const FN_T *const *A, ptrdiff_t lda, const FN_T *const *B,
+                                              ptrdiff_t ldb, FN_T *const *C, ptrdiff_t ldc,
+                                              const unsigned char *accumulate, ptrdiff_t count, FN_T *scratch)
+{
+    /* the extent of an operand of `rows` rows of `cols` elements, ld apart */
+#define FN_SPAN(rows, cols, ld) ((ptrdiff_t)(((rows) - 1) * (ld) + (cols)) * (ptrdiff_t)sizeof(FN_T))
+    const ptrdiff_t a_bytes = trans_a ? FN_SPAN(K, M, lda) : FN_SPAN(M, K, lda);
+    const ptrdiff_t b_bytes = trans_b ? FN_SPAN(N, K, ldb) : FN_SPAN(K, N, ldb);
+    const ptrdiff_t c_bytes = FN_SPAN(M, N, ldc);
+#undef FN_SPAN
+    /* larger products run long enough for the hardware prefetchers, and their next
+     * operands would evict the running product's from the level-2 cache */
+    const int fetch = a_bytes + b_bytes + c_bytes <= FN_AHEAD_BYTES;
+    ptrdiff_t i;
+    for (i = 0; i < count; i++) {
+        const int next = fetch && i + 1 < count;
+        fn_ahead ahead;
+        ahead.region = 0;
+        ahead.per_tile = 1;
+        fn_ahead_set(&ahead, 0, next ? (const void *)A[i + 1] : NULL, a_bytes);
+        fn_ahead_set(&ahead, 1, next ? (const void *)B[i + 1] : NULL, b_bytes);
+        fn_ahead_set(&ahead, 2, next ? (const void *)C[i + 1] : NULL, c_bytes);
+        FN(gemm_any_ahead)(trans_a, trans_b, M, N, K, A[i], lda, B[i], ldb, accumulate != NULL && accumulate[i],
+                           C[i], ldc, scratch, 1, &ahead);
+    }
 }
 
 /* Size of the per-thread scratch of FN(conv_forward), in pointers. */
@@ -483,7 +573,7 @@ FN_TARGET FN_UNUSED static void FN(conv_forward)(const fn_conv_geom *g, const FN
                 int mr = (int)(b1 - first < FN_MR ? b1 - first : FN_MR);
                 FN(ukr_nn_any)(nseg[t], g->Cg, ptrs + t * taps * FN_MR, 0, boff + t * taps, P + p * K * FN_NR,
                                FN(panel_width)(Cog, p), bias != NULL ? bias + p * FN_NR : NULL,
-                               y + first * ldy + p * FN_NR, ldy, mr, nr, 0);
+                               y + first * ldy + p * FN_NR, ldy, mr, nr, 0, NULL, 0);
             }
         }
     }

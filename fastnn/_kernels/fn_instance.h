@@ -1,6 +1,6 @@
 /* One tier's kernels for float and double: fn_kernels.h includes this file once
  * per tier, with the tier's FN_TIER_ID, FN_TIER_NAME, FN_TARGET, FN_VBYTES, FN_MR,
- * FN_NV, FN_LMR and FN_LGV defined, and undefines them after (no include guard). */
+ * FN_NV, FN_MRT, FN_LMR and FN_LGV defined, and undefines them after (no include guard). */
 
 #define FN_T float
 #define FN_TS f
@@ -20,5 +20,6 @@
 #undef FN_VBYTES
 #undef FN_MR
 #undef FN_NV
+#undef FN_MRT
 #undef FN_LMR
 #undef FN_LGV

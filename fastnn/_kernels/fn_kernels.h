@@ -10,9 +10,9 @@
  * with the tier's parameters:
  *
  *   tier     vector    GEMM tile (rows x vectors)   LSTM tile       target attribute
- *   avx512   64 bytes  6 x 4                        6 x 4 gates     avx512f/vl/dq/bw, fma
- *   avx2     32 bytes  6 x 2                        6 x 2 gates x2  avx2, fma
- *   generic  16 bytes  6 x 2                        6 x 2 gates x2  none (SSE2, NEON, ...)
+ *   avx512   64 bytes  6 x 4 (tall: 8 x 2)          6 x 4 gates     avx512f/vl/dq/bw, fma
+ *   avx2     32 bytes  6 x 2 (tall: 12 x 1)         6 x 2 gates x2  avx2, fma
+ *   generic  16 bytes  6 x 2 (tall: 12 x 1)         6 x 2 gates x2  none (SSE2, NEON, ...)
  *
  * so that a tile's accumulators fill most of the tier's vector registers (32 for
  * AVX-512, 16 otherwise) and leave room for the right operand's vectors. A function
@@ -68,6 +68,7 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #define FN_VBYTES 64
 #define FN_MR 6
 #define FN_NV 4
+#define FN_MRT 8
 #define FN_LMR 6
 #define FN_LGV 4
 #include "fn_instance.h"
@@ -78,6 +79,7 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #define FN_VBYTES 32
 #define FN_MR 6
 #define FN_NV 2
+#define FN_MRT 12
 #define FN_LMR 6
 #define FN_LGV 2
 #include "fn_instance.h"
@@ -89,6 +91,7 @@ FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)
 #define FN_VBYTES 16
 #define FN_MR 6
 #define FN_NV 2
+#define FN_MRT 12
 #define FN_LMR 6
 #define FN_LGV 2
 #include "fn_instance.h"

@@ -24,7 +24,7 @@ FN_TARGET FN_INLINE void FN_TILE(tile_store)(FN_V acc[FN_TMR][FN_TNV], FN_T *c, 
                                              int nr, int accumulate)
 {
     int r, v;
-#pragma GCC unroll 6
+#pragma GCC unroll 12
     for (r = 0; r < FN_TMR; r++) {
         FN_T *cr = c + (ptrdiff_t)r * ldc;
         if (r >= mr)
@@ -52,7 +52,7 @@ FN_TARGET FN_INLINE void FN_TILE(tile_store)(FN_V acc[FN_TMR][FN_TNV], FN_T *c, 
 #define FN_TILE_STEP(acc, ar, k, b) \
     do { \
         int r_, v_; \
-        _Pragma("GCC unroll 6") \
+        _Pragma("GCC unroll 12") \
         for (r_ = 0; r_ < FN_TMR; r_++) { \
             const FN_V av_ = FN(bc)(ar[r_][k]); \
             _Pragma("GCC unroll 4") \
@@ -65,11 +65,13 @@ FN_TARGET FN_INLINE void FN_TILE(tile_store)(FN_V acc[FN_TMR][FN_TNV], FN_T *c, 
  * sum_{k < seglen} a[s * FN_TMR + i][aoff + k] * bp[(boff[s] + k) * ldbp + j].
  * a holds FN_MR row pointers per segment (rows >= mr repeat a valid one); bp is a
  * panel of FN_TNR readable columns (zero past nr when nr < FN_TNR), row stride
- * ldbp; init is NULL (zeros) or a row of nr elements. */
+ * ldbp; init is NULL (zeros) or a row of nr elements. pf_n cache lines from pf (none
+ * when pf_n is 0) are fetched into the level-2 cache along the first segment's
+ * reduction, two a step (fn_ahead_take). */
 FN_TARGET FN_UNUSED static void FN_TILE(ukr_nn)(ptrdiff_t nseg, ptrdiff_t seglen, const FN_T *const *a,
                                                 ptrdiff_t aoff, const ptrdiff_t *boff, const FN_T *bp,
                                                 ptrdiff_t ldbp, const FN_T *init, FN_T *c, ptrdiff_t ldc,
-                                                int mr, int nr, int accumulate)
+                                                int mr, int nr, int accumulate, const char *pf, ptrdiff_t pf_n)
 {
     FN_V acc[FN_TMR][FN_TNV], iv[FN_TNV];
     ptrdiff_t s, k;
@@ -83,7 +85,7 @@ FN_TARGET FN_UNUSED static void FN_TILE(ukr_nn)(ptrdiff_t nseg, ptrdiff_t seglen
     else
         for (v = 0; v < FN_TNV; v++)
             iv[v] = FN(bc)(0);
-#pragma GCC unroll 6
+#pragma GCC unroll 12
     for (r = 0; r < FN_TMR; r++)
 #pragma GCC unroll 4
         for (v = 0; v < FN_TNV; v++)
@@ -91,20 +93,26 @@ FN_TARGET FN_UNUSED static void FN_TILE(ukr_nn)(ptrdiff_t nseg, ptrdiff_t seglen
     for (s = 0; s < nseg; s++) {
         const FN_T *ar[FN_TMR];
         const FN_T *b = bp + boff[s] * ldbp;
-#pragma GCC unroll 6
+#pragma GCC unroll 12
         for (r = 0; r < FN_TMR; r++)
             ar[r] = a[s * FN_MR + r] + aoff;
         for (k = 0; k < seglen; k++, b += ldbp) {
             FN_V bv[FN_TNV];
+            if (2 * k < pf_n) {  /* lines fetched ahead for what runs next: two a step */
+                __builtin_prefetch(pf + 128 * k, 0, 2);
+                __builtin_prefetch(pf + 128 * k + 64, 0, 2);
+            }
 #pragma GCC unroll 4
             for (v = 0; v < FN_TNV; v++)
                 bv[v] = FN(ld)(b + v * FN_VL);
             FN_TILE_STEP(acc, ar, k, bv);
         }
+        pf_n = 0;
     }
     FN_TILE(tile_store)(acc, c, ldc, mr, nr, accumulate);
 }
 
+#ifndef FN_TILE_NN_ONLY
 /* C[0:mr, 0:nr] += sum over runs q of sum_{r < len[q]} A_r[i] * B_r[j], with
  * A_r = ar[q] + aoff + r * sa and B_r = br[q] + boff + r * sb: a tile of a
  * transposed product A^T B whose operands are read along the reduction. Only
@@ -119,7 +127,7 @@ FN_TARGET FN_UNUSED static void FN_TILE(ukr_tn)(ptrdiff_t nrun, const FN_T *cons
     int r, v;
     for (r = 0; r < FN_TMR; r++)
         off[r] = r < mr ? r : mr - 1;
-#pragma GCC unroll 6
+#pragma GCC unroll 12
     for (r = 0; r < FN_TMR; r++)
 #pragma GCC unroll 4
         for (v = 0; v < FN_TNV; v++)
@@ -127,7 +135,7 @@ FN_TARGET FN_UNUSED static void FN_TILE(ukr_tn)(ptrdiff_t nrun, const FN_T *cons
     for (q = 0; q < nrun; q++) {
         const FN_T *ap = ar[q] + aoff, *b = br[q] + boff;
         const FN_T *rows[FN_TMR];
-#pragma GCC unroll 6
+#pragma GCC unroll 12
         for (r = 0; r < FN_TMR; r++)
             rows[r] = ap + off[r];
         if (nr == FN_TNR) {
@@ -149,6 +157,8 @@ FN_TARGET FN_UNUSED static void FN_TILE(ukr_tn)(ptrdiff_t nrun, const FN_T *cons
     FN_TILE(tile_store)(acc, c, ldc, mr, nr, 1);
 }
 
+
+#endif
 
 #if FN_TMR == FN_MR  /* (the row kernel has no height) */
 /* One row of C (+)= init + a (K) @ a packed panel of FN_TNR columns (init: NULL or a

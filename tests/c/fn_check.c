@@ -26,6 +26,8 @@
  *   gemm_nn_mt: M 0..100, N around NR / 2 and NR, K 0, 1, 7, 33 and 2100 (chunks
  *     of the reduction, A past the cached size, the one-row kernel), bias or not,
  *     accumulate 0 / 1, threads 1 and 2.
+ *   gemm_list: products with repeated operands, accumulating pairs, narrow panels,
+ *     one row, K = 0, M = 0, none, too large to fetch ahead: bitwise gemm_any_mt's.
  *   gemm_any_mt: the four trans_a / trans_b forms, rows with gaps or tight (a B of
  *     one full or half panel used in place), scratch of any_scratch's size (nothing
  *     written past it), M = 0, K = 0.
@@ -749,6 +751,92 @@ static void check_gemm_any(void)
     run_gemm_any(0, 0, 100, NR / 2, 65, 1, 1);
     run_gemm_any(1, 1, 100, 2 * NR + 1, 65, 0, 0);
     run_gemm_any(0, 0, 100, NR + NR / 2, 65, 1, 0);
+}
+
+/* gemm_list over `count` products: operand i is A[i % na] and B[i % nb] (so some
+ * repeat, as broadcast batch entries do), result C[i / 2] when `pairs` (two products
+ * summed into one result, the second accumulating: a backward's group), else C[i]
+ * (accumulating into it when i is odd). Each product must equal gemm_any_mt's, run
+ * in the same order, bitwise; nothing past the results or the scratch is written. */
+static void run_gemm_list(int ta, int tb, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, ptrdiff_t count, int pairs)
+{
+    const char *fn = "gemm_list";
+    const ptrdiff_t na = 3, nb = 2, lda = (ta ? M : K) + 1, ldb = (tb ? K : N) + 2, ldc = N + 1;
+    const ptrdiff_t asz = (ta ? K : M) * lda, bsz = (tb ? N : K) * ldb, csz = M * ldc;
+    const ptrdiff_t nc = pairs ? (count + 1) / 2 : count;
+    const ptrdiff_t nscr = (ptrdiff_t)CALL(any_scratch, M, N, K, ta);
+    Buf A = bnew(na * asz), B = bnew(nb * bsz), C = bnew(nc * csz), W = bnew(nscr), R = bnew(nscr);
+    Buf Cr;
+    Snap sA, sB, sC, sW;
+    void **pa = (void **)xmalloc((size_t)(count + 1) * sizeof(void *));
+    void **pb = (void **)xmalloc((size_t)(count + 1) * sizeof(void *));
+    void **pc = (void **)xmalloc((size_t)(count + 1) * sizeof(void *));
+    unsigned char *acc = (unsigned char *)xmalloc((size_t)count + 1);
+    ptrdiff_t i;
+    snprintf(g_ctx, sizeof g_ctx, "trans_a=%d trans_b=%d M=%ld N=%ld K=%ld count=%ld pairs=%d", ta, tb, (long)M,
+             (long)N, (long)K, (long)count, pairs);
+    fill(A, 0, 1, 1, na * asz, -1, 1);
+    fill(B, 0, 1, 1, nb * bsz, -1, 1);
+    fill(C, 0, 1, 1, nc * csz, -1, 1);
+    for (i = 0; i < count; i++) {
+        pa[i] = at(A, (i % na) * asz);
+        pb[i] = at(B, (i % nb) * bsz);
+        pc[i] = at(C, (pairs ? i / 2 : i) * csz);
+        acc[i] = (unsigned char)(i % 2);
+    }
+    Cr = buf_copy(C);
+    sA = snap(A);
+    sB = snap(B);
+    sC = snap(C);
+    sW = snap(W);
+    /* the expected: gemm_any_mt product by product, in order */
+    for (i = 0; i < count; i++)
+        CALL(gemm_any_mt, ta, tb, M, N, K, at(A, (i % na) * asz), lda, at(B, (i % nb) * bsz), ldb, acc[i],
+             at(Cr, (pairs ? i / 2 : i) * csz), ldc, R.p, 1);
+    if (g_dbl)
+        fn_gemm_list_d(ta, tb, M, N, K, (const double *const *)pa, lda, (const double *const *)pb, ldb,
+                       (double *const *)pc, ldc, acc, count, (double *)W.p);
+    else
+        fn_gemm_list_f(ta, tb, M, N, K, (const float *const *)pa, lda, (const float *const *)pb, ldb,
+                       (float *const *)pc, ldc, acc, count, (float *)W.p);
+    /* the whole of C, the gaps between rows included (gemm_any_mt leaves them) */
+    same(fn, "C equals gemm_any_mt's", C, Cr, 0, nc * csz > 0 ? nc * csz : 1, 1, nc * csz);
+    guards(fn, "C within its results", C, sC);
+    guards("any_scratch", "gemm_list within the scratch", W, sW);
+    untouched(fn, "A", A, sA);
+    untouched(fn, "B", B, sB);
+    sfree(&sA);
+    sfree(&sB);
+    sfree(&sC);
+    sfree(&sW);
+    free(pa);
+    free(pb);
+    free(pc);
+    free(acc);
+    bfree(&A);
+    bfree(&B);
+    bfree(&C);
+    bfree(&Cr);
+    bfree(&W);
+    bfree(&R);
+}
+
+static void check_gemm_list(void)
+{
+    const ptrdiff_t NR = fn_panel_width(g_dbl);
+    int ta, tb;
+    for (ta = 0; ta < 2; ta++)
+        for (tb = 0; tb < 2; tb++) {
+            /* narrow panels (the tall tile and its remainders), full and partial ones */
+            run_gemm_list(ta, tb, 32, NR / 2, 19, 5, 0);
+            run_gemm_list(ta, tb, 13, NR + 3, 7, 4, 1);
+            run_gemm_list(ta, tb, 25, NR / 2 - 1, 33, 6, 1);
+        }
+    run_gemm_list(0, 0, 1, NR, 9, 3, 0);    /* one row: the matrix-vector kernel */
+    run_gemm_list(0, 0, 7, 5, 0, 3, 0);     /* K = 0 */
+    run_gemm_list(0, 0, 0, 5, 4, 2, 0);     /* M = 0 */
+    run_gemm_list(0, 0, 6, 4, 3, 0, 0);     /* no products */
+    run_gemm_list(0, 0, 140, 2 * NR + 1, 70, 2, 0);   /* too large to fetch ahead */
 }
 
 /* C (M, N1 + N2) (+)= A^T [B1 | B2]; two = 0: gemm_tn_mt (N2 must be 0) */
@@ -2770,6 +2858,7 @@ int main(int argc, char **argv)
             check_pack();
             check_gemm_nn();
             check_gemm_any();
+            check_gemm_list();
             check_gemm_tn();
             check_transpose();
             check_conv();
