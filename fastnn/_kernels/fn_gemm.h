@@ -207,10 +207,12 @@ FN_TARGET FN_INLINE void FN(ukr_tn_any)(ptrdiff_t nrun, const FN_T *const *ar, c
 
 /* Where the panels of a right operand B (K, N) lie: panel p (columns p FN_NR ..)
  * at B + p * step, k rows ld apart, except the last, partial one (when N is not a
- * multiple of FN_NR), at tail with rows tail_ld apart. */
+ * multiple of FN_NR), at tail with rows tail_ld apart. raw (NULL: none): the full
+ * panels are still to be packed there (B writable, ld FN_NR) from raw + p FN_NR,
+ * rows raw_ld apart, by the first tile that multiplies each (one thread only). */
 typedef struct {
-    const FN_T *B, *tail;
-    ptrdiff_t step, ld, tail_ld;
+    const FN_T *B, *tail, *raw;
+    ptrdiff_t step, ld, tail_ld, raw_ld;
 } FN(panels);
 
 /* The panels of FN(pack)'s P. */
@@ -222,7 +224,52 @@ FN_TARGET FN_INLINE FN(panels) FN(packed_panels)(const FN_T *P, ptrdiff_t K, ptr
     src.ld = FN_NR;
     src.tail = P + N / FN_NR * src.step;
     src.tail_ld = FN(panel_width)(N, N / FN_NR);
+    src.raw = NULL;
+    src.raw_ld = 0;
     return src;
+}
+
+/* FN(ukr_nn)'s full tile over one segment of kc steps, its full-width panel read in
+ * place from src (rows ldsrc apart) and written packed to P (rows FN_NR apart) as it
+ * goes: a product's first tile on a panel packs the panel, its loads and stores
+ * hidden among the multiply-adds, where packing before the product cost a 128^3
+ * product a tenth of its time. Sums exactly as FN(ukr_nn). */
+FN_TARGET FN_UNUSED static void FN(ukr_nn_packing)(ptrdiff_t kc, const FN_T *const *a, ptrdiff_t aoff,
+                                                   const FN_T *src, ptrdiff_t ldsrc, FN_T *P, const FN_T *init,
+                                                   FN_T *c, ptrdiff_t ldc, int mr, int accumulate)
+{
+    FN_V acc[FN_MR][FN_NV], iv[FN_NV];
+    const FN_T *ar[FN_MR];
+    ptrdiff_t k;
+    int r, v;
+    if (init != NULL)
+        FN(load_row)(init, FN_NR, iv);
+    else
+        for (v = 0; v < FN_NV; v++)
+            iv[v] = FN(bc)(0);
+#pragma GCC unroll 6
+    for (r = 0; r < FN_MR; r++) {
+        ar[r] = a[r] + aoff;
+#pragma GCC unroll 4
+        for (v = 0; v < FN_NV; v++)
+            acc[r][v] = iv[v];
+    }
+    for (k = 0; k < kc; k++, src += ldsrc, P += FN_NR) {
+        FN_V bv[FN_NV];
+#pragma GCC unroll 4
+        for (v = 0; v < FN_NV; v++) {
+            bv[v] = FN(ld)(src + v * FN_VL);
+            FN(st)(P + v * FN_VL, bv[v]);
+        }
+#pragma GCC unroll 6
+        for (r = 0; r < FN_MR; r++) {
+            const FN_V av = FN(bc)(ar[r][k]);
+#pragma GCC unroll 4
+            for (v = 0; v < FN_NV; v++)
+                acc[r][v] = FN(fma)(av, bv[v], acc[r][v]);
+        }
+    }
+    FN(tile_store)(acc, c, ldc, mr, FN_NR, accumulate);
 }
 
 /* Long reductions are cut so that a tile's share of the panel stays in the level-2
@@ -235,7 +282,8 @@ FN_TARGET FN_INLINE FN(panels) FN(packed_panels)(const FN_T *P, ptrdiff_t K, ptr
  * runs on the tall tile (the half tile for its last FN_MR rows or fewer). */
 FN_TARGET FN_UNUSED static void FN(gemm_panel_ahead)(ptrdiff_t M, ptrdiff_t K, const FN_T *A, ptrdiff_t lda,
                                                      const FN_T *bp, ptrdiff_t ldbp, int nr, const FN_T *bias,
-                                                     FN_T *C, ptrdiff_t ldc, int accumulate, fn_ahead *ahead)
+                                                     FN_T *C, ptrdiff_t ldc, int accumulate, const FN_T *raw,
+                                                     ptrdiff_t ldraw, fn_ahead *ahead)
 {
     const ptrdiff_t MB = FN_MR * FN_TILES, zero = 0;
     const int narrow = nr <= FN_NR / 2 || ldbp == FN_NR / 2;
@@ -267,7 +315,14 @@ FN_TARGET FN_UNUSED static void FN(gemm_panel_ahead)(ptrdiff_t M, ptrdiff_t K, c
                     rows[r] = A + (i + (r < mr ? r : mr - 1)) * lda;
                 ptrdiff_t pf_n;
                 const char *pf = fn_ahead_take(ahead, 2 * kc, &pf_n);
-                if (tall)
+                if (raw != NULL && m0 == 0 && i == 0 && nr == FN_NR) {
+                    /* the panel's first tile packs it (FN_MR rows whatever mr) */
+                    mr = (int)(m1 - i < FN_MR ? m1 - i : FN_MR);
+                    for (r = 0; r < FN_MR; r++)
+                        rows[r] = A + (i + (r < mr ? r : mr - 1)) * lda;
+                    FN(ukr_nn_packing)(kc, rows, k0, raw + k0 * ldraw, ldraw, (FN_T *)bp + k0 * ldbp, init,
+                                       C + i * ldc, ldc, mr, accumulate || k0 > 0);
+                } else if (tall)
                     FN(ukr_nn_t)(1, kc, rows, k0, &zero, bp + k0 * ldbp, ldbp, init, C + i * ldc, ldc, mr, nr,
                                  accumulate || k0 > 0, pf, pf_n);
                 else
@@ -283,7 +338,7 @@ FN_TARGET FN_UNUSED static void FN(gemm_panel)(ptrdiff_t M, ptrdiff_t K, const F
                                                const FN_T *bp, ptrdiff_t ldbp, int nr, const FN_T *bias,
                                                FN_T *C, ptrdiff_t ldc, int accumulate)
 {
-    FN(gemm_panel_ahead)(M, K, A, lda, bp, ldbp, nr, bias, C, ldc, accumulate, NULL);
+    FN(gemm_panel_ahead)(M, K, A, lda, bp, ldbp, nr, bias, C, ldc, accumulate, NULL, 0, NULL);
 }
 
 /* C (M, N) = A (M, K) @ B (panels src) (+ bias) (+ C when accumulate) on `threads`
@@ -311,6 +366,8 @@ FN_TARGET FN_UNUSED static void FN(gemm_src_mt)(ptrdiff_t M, ptrdiff_t N, ptrdif
         return;
     if (panels * blocks < 2)
         threads = 1;
+    if (src->raw != NULL)
+        threads = 1;  /* a panel is packed by the first tile that uses it */
     if (threads > 1)
         ahead = NULL;
     else if (ahead != NULL)  /* spread over the product's tiles */
@@ -332,7 +389,7 @@ FN_TARGET FN_UNUSED static void FN(gemm_src_mt)(ptrdiff_t M, ptrdiff_t N, ptrdif
         else
             FN(gemm_panel_ahead)(r1 - r0, K, A + r0 * lda, lda, bp, ldbp, width,
                                  bias != NULL ? bias + p * FN_NR : NULL, C + r0 * ldc + p * FN_NR, ldc, accumulate,
-                                 ahead);
+                                 src->raw != NULL && p < full && q == 0 ? src->raw + p * FN_NR : NULL, src->raw_ld, ahead);
     );
 }
 
@@ -447,12 +504,18 @@ FN_TARGET FN_UNUSED static void FN(gemm_any_ahead)(int trans_a, int trans_b, ptr
                                                    FN_T *scratch, int threads, fn_ahead *ahead)
 {
     const FN_T *P = scratch;
+    const ptrdiff_t full = N / FN_NR;
+    /* on one thread, the full panels of a B used as it lies are packed by their first
+     * tiles (FN(ukr_nn_packing)); only a partial last panel here */
+    const int lazy = !trans_b && threads <= 1 && full > 0 && M > 1 && K > 0 && !(ldb == N && N == FN_NR);
     FN(panels) src;
     if (trans_b)
         FN(pack_t)(K, N, B, ldb, scratch);
     else if (ldb == N && N == FN(panel_width)(N, 0))
         P = B;  /* one panel whose rows lie one after the other: packed already */
-    else
+    else if (lazy && N > full * FN_NR)
+        FN(pack)(K, N - full * FN_NR, B + full * FN_NR, ldb, 1, scratch + full * K * FN_NR);
+    else if (!lazy)
         FN(pack)(K, N, B, ldb, 1, scratch);
     if (trans_a) {
         FN_T *At = scratch + FN(packed_size)(K, N);
@@ -461,6 +524,10 @@ FN_TARGET FN_UNUSED static void FN(gemm_any_ahead)(int trans_a, int trans_b, ptr
         lda = K;
     }
     src = FN(packed_panels)(P, K, N);
+    if (lazy) {
+        src.raw = B;
+        src.raw_ld = ldb;
+    }
     FN(gemm_src_mt)(M, N, K, A, lda, &src, NULL, C, ldc, accumulate, threads, ahead);
 }
 
@@ -473,7 +540,6 @@ FN_TARGET FN_UNUSED static void FN(gemm_any_mt)(int trans_a, int trans_b, ptrdif
     FN(gemm_any_ahead)(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, scratch, threads, NULL);
 }
 
-#define FN_AHEAD_BYTES (256 * 1024)
 /* Products i = 0 .. count - 1, one after another on one thread: C[i] (M, N) =
  * op(A[i]) @ op(B[i]) (+ C[i] when accumulate[i]), op and the leading dimensions as
  * in FN(gemm_any_mt), scratch of FN(any_scratch) elements. While a product runs,
@@ -493,8 +559,9 @@ FN_TARGET FN_UNUSED static void FN(gemm_list)(int trans_a, int trans_b, ptrdiff_
     const ptrdiff_t c_bytes = FN_SPAN(M, N, ldc);
 #undef FN_SPAN
     /* larger products run long enough for the hardware prefetchers, and their next
-     * operands would evict the running product's from the level-2 cache */
-    const int fetch = a_bytes + b_bytes + c_bytes <= FN_AHEAD_BYTES;
+     * operands would evict the running product's from the level-2 cache: fetch
+     * while this product's data and the next one's fit in half of it */
+    const int fetch = a_bytes + b_bytes + c_bytes <= fn_l2_bytes() / 4;
     ptrdiff_t i;
     for (i = 0; i < count; i++) {
         const int next = fetch && i + 1 < count;
