@@ -219,35 +219,54 @@ FN_TARGET FN_UNUSED static void FN(lstm_rows)(const FN_LSTM_IO *io, const FN_T *
     }
 }
 
-/* acc (FN_LGV vectors) += a (len) @ the panel's rows at b (FN_LNR apart): two
- * interleaved chains keep twice the FMAs in flight. Returns b past the rows. */
-FN_TARGET FN_INLINE const FN_T *FN(lstm_row_acc)(ptrdiff_t len, const FN_T *a, const FN_T *b, FN_V acc[FN_LGV])
+/* The matrix-vector kernel of a batch of one row keeps 8 vectors of sums in flight
+ * (two FMA units of 4 cycles' latency need 8 independent chains to stay busy): the
+ * panel's 4 * FN_LUV vectors FN_LRV at a time, each summed in FN_LRC interleaved
+ * chains. AVX-512 (4 vectors a panel): 4 vectors in 2 chains; AVX2 and the 16-byte
+ * tiers (8 and 16 vectors a panel): 8 vectors in one chain each, so a pass reads
+ * whole lines of the panel, and the h_prev element broadcast for them serves 8 FMAs
+ * instead of 2. */
+#define FN_LRV (4 * FN_LUV < 8 ? 4 * FN_LUV : 8)
+#define FN_LRC (8 / FN_LRV)
+
+/* acc (FN_LRV vectors) += a (len) @ the panel's rows at b (FN_LNR apart), in FN_LRC
+ * interleaved chains (one: the terms in order of k). Returns b past the rows. */
+FN_TARGET FN_INLINE const FN_T *FN(lstm_row_acc)(ptrdiff_t len, const FN_T *a, const FN_T *b, FN_V acc[FN_LRV])
 {
-    FN_V d[FN_LGV];
     ptrdiff_t k = 0;
     int v;
-    for (v = 0; v < FN_LGV; v++)
+#if FN_LRC == 1
+    for (; k < len; k++, b += FN_LNR) {
+        const FN_V a0 = FN(bc)(a[k]);
+        _Pragma("GCC unroll 8")
+        for (v = 0; v < FN_LRV; v++)
+            acc[v] = FN(fma)(a0, FN(ld)(b + v * FN_VL), acc[v]);
+    }
+#else
+    FN_V d[FN_LRV];
+    for (v = 0; v < FN_LRV; v++)
         d[v] = FN(bc)(0);
     for (; k + 1 < len; k += 2, b += 2 * FN_LNR) {
         const FN_V a0 = FN(bc)(a[k]), a1 = FN(bc)(a[k + 1]);
         _Pragma("GCC unroll 4")
-        for (v = 0; v < FN_LGV; v++) {
+        for (v = 0; v < FN_LRV; v++) {
             acc[v] = FN(fma)(a0, FN(ld)(b + v * FN_VL), acc[v]);
             d[v] = FN(fma)(a1, FN(ld)(b + FN_LNR + v * FN_VL), d[v]);
         }
     }
     if (k < len) {
         const FN_V a0 = FN(bc)(a[k]);
-        for (v = 0; v < FN_LGV; v++)
+        for (v = 0; v < FN_LRV; v++)
             acc[v] = FN(fma)(a0, FN(ld)(b + v * FN_VL), acc[v]);
         b += FN_LNR;
     }
-    for (v = 0; v < FN_LGV; v++)
+    for (v = 0; v < FN_LRV; v++)
         acc[v] += d[v];
+#endif
     return b;
 }
 
-/* A batch of one row: the matrix-vector product of the panel, FN_LGV vectors at a
+/* A batch of one row: the matrix-vector product of the panel, FN_LRV vectors at a
  * time, started from b (x given) or zero. */
 FN_TARGET FN_UNUSED static void FN(lstm_row)(const FN_LSTM_IO *io, const FN_T *P, ptrdiff_t p)
 {
@@ -258,7 +277,7 @@ FN_TARGET FN_UNUSED static void FN(lstm_row)(const FN_LSTM_IO *io, const FN_T *P
     int q;
     FN(lstm_init)(io, u0, units, sums);
     FN(lstm_prefetch)(io, 0, u0);
-    for (q = 0; q < 4 * FN_LUV; q += FN_LGV) {
+    for (q = 0; q < 4 * FN_LUV; q += FN_LRV) {
         const FN_T *b = FN(lstm_row_acc)(n_a, io->h_prev, bp + q * FN_VL, sums + q);
         if (n_x > 0)
             FN(lstm_row_acc)(n_x, io->x, b, sums + q);
@@ -326,6 +345,8 @@ FN_TARGET FN_UNUSED static void FN(lstm_steps)(ptrdiff_t T, ptrdiff_t m, ptrdiff
 }
 
 #undef FN_LSTM_TILE
+#undef FN_LRV
+#undef FN_LRC
 #undef FN_LUV
 #undef FN_LU
 #undef FN_LNR
