@@ -12,7 +12,10 @@
  * so large outputs can go past the caches. A tile is FN_LMR rows by FN_LGV vectors
  * of the panel, taken in turn across it (6 by 4 on AVX-512: all four gates at
  * once; 6 by 2, four times, on the 16-register tiers: the shape of their GEMM tile,
- * faster than 3 rows by 4 although it reads the rows again).
+ * faster than 3 rows by 4 although it reads the rows again). A batch of one row,
+ * and on the 16-register tiers the rows of a partial tile, take matrix-vector
+ * kernels instead (FN(lstm_row), FN(lstm_pair)): 8 FMA chains each, where a tile
+ * of one to five real rows would keep fewer busy or multiply rows that do not exist.
  *
  * The input part x_t @ W_x^T + b is either in gx already (the input projection of
  * all steps, one GEMM before the time loop) or computed here in the same tile, the
