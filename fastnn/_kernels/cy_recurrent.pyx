@@ -62,6 +62,9 @@ include "_module.pxi"
 # one step at a time, which costs more than the one large product saves; at batch 1
 # the projection is the faster (a step reads twice the weights otherwise).
 cdef Py_ssize_t _LSTM_X_IN_STEP_ROWS = 12
+# packed weights of at most this many bytes share the forward state's block (one
+# request to the buffer cache instead of two; lstm_forward)
+cdef Py_ssize_t _LSTM_PACKED_WITH_STATE = 1048576
 # gate values of more than this many bytes in all go past the caches (no later
 # step reads them; the backward pass, much later, finds them in memory either way)
 cdef double _LSTM_STREAM_BYTES = 4194304.0
@@ -489,11 +492,11 @@ def _lstm_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
 
 def lstm_forward(x, h0, c0, W, b):
     # At batch 1 a whole sequence takes about 100 microseconds, and each Python-level
-    # step here is a noticeable part of it: so one block from the buffer cache holds
-    # the state and, after it, the packed weights, and the kernel gets the arrays'
-    # data directly. The packed weights then live as long as the state (the forward
-    # cache): a tenth of the block or less from a batch of 12 up (x in the step),
-    # up to half of it at batch 1 (128 KiB of 300 on the benchmark's L2).
+    # step here is a noticeable part of it: so the kernel gets the arrays' data
+    # directly, and packed weights of up to _LSTM_PACKED_WITH_STATE bytes come in the
+    # same block of the buffer cache as the state, after it (they then live as long
+    # as the forward cache: 128 KiB next to 176 KiB of state on the benchmark's L2);
+    # larger ones get a block of their own, free again after the call.
     cdef Py_ssize_t T = x.shape[0], m = x.shape[1], n_x = x.shape[2], n_a = h0.shape[1]
     cdef Py_ssize_t step = m * n_a, gsize = T * 4 * step, hsize = (T + 1) * step
     cdef bint single = x.dtype == np.float32
@@ -506,21 +509,26 @@ def lstm_forward(x, h0, c0, W, b):
     cdef void* bp
     cdef char* pg
     cdef Py_ssize_t size = 4 if single else 8
-    block = _empty(start + _lstm_packed_size(not single, n_x, n_a, x_in_step), dtype=x.dtype)
+    cdef Py_ssize_t psize = _lstm_packed_size(not single, n_x, n_a, x_in_step)
+    cdef bint with_state = psize * size <= _LSTM_PACKED_WITH_STATE
+    cdef char* pk
+    block = _empty(start + psize if with_state else state, dtype=x.dtype)
+    packed = None if with_state else _empty(max(1, psize), dtype=x.dtype)
     g = block[:gsize].reshape(T, m, 4 * n_a)
     hs = block[gsize:gsize + hsize].reshape(T + 1, m, n_a)
     cs = block[gsize + hsize:gsize + 2 * hsize].reshape(T + 1, m, n_a)
     tanh_c = block[gsize + 2 * hsize:state].reshape(T, m, n_a)
     xp, wp, bp, pg = _data(x), _data(W), _data(b), <char*>_data(block)
+    pk = pg + start * size if with_state else <char*>_data(packed)
     memcpy(pg + gsize * size, _data(h0), step * size)
     memcpy(pg + (gsize + hsize) * size, _data(c0), step * size)
     with nogil:
         if single:
             _lstm_forward(T, m, n_x, n_a, <const float*>xp, <const float*>wp, <const float*>bp, <float*>pg,
-                          <float*>pg + start, x_in_step)
+                          <float*>pk, x_in_step)
         else:
             _lstm_forward(T, m, n_x, n_a, <const double*>xp, <const double*>wp, <const double*>bp, <double*>pg,
-                          <double*>pg + start, x_in_step)
+                          <double*>pk, x_in_step)
     return hs[1:], cs[T], (x, W, g, hs, cs, tanh_c)
 
 
