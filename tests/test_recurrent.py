@@ -315,6 +315,31 @@ def test_sequence_h0_none_means_zeros(backend, rng):
     np.testing.assert_array_equal(out_none[1], out_zero[1])
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 7])
+def test_lstm_small_batches_match_reference(backend, m, dtype, rng):
+    """Batches of a few rows take the compiled backends' matrix-vector kernels (one
+    row, pairs of rows, a partial tile); 37 units leave a partial panel on every tier.
+    Each row of the batch must match the reference, and a row's result must not
+    depend on the rows beside it."""
+    need(backend, "lstm_forward", "lstm_backward")
+    T, n_x, n_a = 4, 9, 37
+    a = make_seq("lstm", T, m, n_x, n_a, dtype, rng)
+    (h, c_last), cache = seq_forward("lstm", None, a, backend)
+    want = naive_seq("lstm", None, a)
+    assert_close(h, want[0], dtype, "h")
+    assert_close(c_last, want[1], dtype, "c_last")
+    dh = randn(rng, h.shape, dtype)
+    grads = seq_backward("lstm", [dh], cache)
+    _, cache_ref = seq_forward("lstm", None, a, module=fastnn.reference)
+    for name, g in seq_backward("lstm", [dh], cache_ref, module=fastnn.reference).items():
+        assert_close(grads[name], g, dtype, f"d{name}")
+    # the last row on its own
+    last = dict(x=a["x"][:, -1:], h0=a["h0"][-1:], c0=a["c0"][-1:], W=a["W"], b=a["b"])
+    (h1, _), _ = seq_forward("lstm", None, last, backend)
+    assert_close(h1[:, 0], h[:, -1], dtype, "the last row alone")
+
+
 # --------------------------------------------------------------------------- odd inputs and dtypes
 
 def as_float(v):

@@ -62,6 +62,9 @@ include "_module.pxi"
 # one step at a time, which costs more than the one large product saves; at batch 1
 # the projection is the faster (a step reads twice the weights otherwise).
 cdef Py_ssize_t _LSTM_X_IN_STEP_ROWS = 12
+# packed weights of at most this many bytes share the forward state's block (one
+# request to the buffer cache instead of two; lstm_forward)
+cdef Py_ssize_t _LSTM_PACKED_WITH_STATE = 1048576
 # gate values of more than this many bytes in all go past the caches (no later
 # step reads them; the backward pass, much later, finds them in memory either way)
 cdef double _LSTM_STREAM_BYTES = 4194304.0
@@ -423,37 +426,33 @@ cdef void _lstm_steps(int T, int m, int n_x, int n_a, const floating* x, const f
         fn_lstm_steps_d(T, m, n_x, n_a, x, b, pg, ph, pc, ptc, pk, x_in_step, stream, threads)
 
 
-def _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const floating[::1] b,
-                  floating[::1] block, floating[::1] packed):
-    """block holds g, hs, cs and tanh_c one after the other (lstm_forward's
-    _carve_block; one argument instead of four: at batch 1 each typed argument costs
-    a noticeable part of the call); hs[0], cs[0] hold h0, c0 on entry. On exit
+cdef void _lstm_forward(int T, int m, int n_x, int n_a, const floating* x, const floating* W, const floating* b,
+                        floating* pg, floating* pk, bint x_in_step) noexcept nogil:
+    """The forward pass in the state at pg: g, hs, cs and tanh_c one after the other
+    (lstm_forward's block), hs[0], cs[0] holding h0, c0 on entry. On exit
     hs[t + 1], cs[t + 1] = h<t>, c<t>, g[t] = [Γf, Γu, c~, Γo] and
-    tanh_c[t] = tanh(c<t>) of every step. packed is room for the packed W^T (or
-    W_h^T) and, after it, W_x^T."""
+    tanh_c[t] = tanh(c<t>) of every step. pk is room for the packed W^T (or W_h^T)
+    and, after it, W_x^T (_lstm_packed_size)."""
     cdef bint dbl = floating is double
-    cdef int T = <int>x.shape[0], m = <int>x.shape[1], n_x = <int>x.shape[2], n_a = <int>(W.shape[0] // 4)
     cdef Py_ssize_t step = <Py_ssize_t>m * n_a, gstep = 4 * step
-    cdef bint x_in_step = m >= _LSTM_X_IN_STEP_ROWS
     cdef size_t steps_size = lstm_packed_size(dbl, n_a, n_a + n_x if x_in_step else n_a)
-    if block.shape[0] != T * gstep + (3 * T + 2) * step:
-        raise ValueError("_lstm_forward: the state block does not match the shapes")
-    if <size_t>packed.shape[0] < steps_size + packed_size(dbl, n_x, 4 * n_a):
-        raise ValueError("_lstm_forward: the packed-weight buffer is too small")
-    cdef floating* pg = &block[0]
     cdef floating* ph = pg + T * gstep
     cdef floating* pc = ph + (T + 1) * step
     cdef floating* ptc = pc + (T + 1) * step
-    cdef const floating* pW = &W[0, 0]
     cdef bint serial = _serial(T, m, 4, n_a, n_x)
-    cdef floating* pk = &packed[0]
     cdef bint stream = x_in_step and <double>T * gstep * sizeof(floating) >= _LSTM_STREAM_BYTES
-    with nogil:
-        lstm_pack(n_a, n_a + n_x if x_in_step else n_a, pW, n_a + n_x, pk)
-        if not x_in_step:
-            _input_projection(&x[0, 0, 0], pW, &b[0], T * m, n_x, n_a, 4 * n_a, pg, pk + steps_size, serial)
-        _lstm_steps(T, m, n_x, n_a, &x[0, 0, 0], &b[0], pg, ph, pc, ptc, pk, x_in_step, stream,
-                    _threads(serial))
+    lstm_pack(n_a, n_a + n_x if x_in_step else n_a, W, n_a + n_x, pk)
+    if not x_in_step:
+        _input_projection(x, W, b, T * m, n_x, n_a, 4 * n_a, pg, pk + steps_size, serial)
+    _lstm_steps(T, m, n_x, n_a, x, b, pg, ph, pc, ptc, pk, x_in_step, stream, _threads(serial))
+
+
+cdef size_t _lstm_packed_size(bint dbl, Py_ssize_t n_x, Py_ssize_t n_a, bint x_in_step) noexcept nogil:
+    """Elements of the packed weights of _lstm_forward: W^T whole (x in the step), or
+    W_h^T and W_x^T."""
+    if x_in_step:
+        return lstm_packed_size(dbl, n_a, n_a + n_x)
+    return lstm_packed_size(dbl, n_a, n_a) + packed_size(dbl, n_x, 4 * n_a)
 
 
 def _lstm_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
@@ -492,16 +491,44 @@ def _lstm_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
 
 
 def lstm_forward(x, h0, c0, W, b):
-    T, m, n_x = x.shape
-    n_a = h0.shape[1]
-    dbl = x.dtype == np.float64
-    block, (g, hs, cs, tanh_c) = _carve_block(_dtype_of(x), (T, m, 4 * n_a), (T + 1, m, n_a),
-                                              (T + 1, m, n_a), (T, m, n_a))
-    hs[0] = h0
-    cs[0] = c0
-    # the packed W^T (or W_h^T) and W_x^T in one buffer, W_x^T after the step's weights
-    packed = _packed(x, lstm_packed_size(dbl, n_a, n_a + n_x) + packed_size(dbl, n_x, 4 * n_a))
-    _lstm_forward(x, W, b, block, packed)
+    # At batch 1 a whole sequence takes about 100 microseconds, and each Python-level
+    # step here is a noticeable part of it: so the kernel gets the arrays' data
+    # directly, and packed weights of up to _LSTM_PACKED_WITH_STATE bytes come in the
+    # same block of the buffer cache as the state, after it (they then live as long
+    # as the forward cache: 128 KiB next to 176 KiB of state on the benchmark's L2);
+    # larger ones get a block of their own, free again after the call.
+    cdef Py_ssize_t T = x.shape[0], m = x.shape[1], n_x = x.shape[2], n_a = h0.shape[1]
+    cdef Py_ssize_t step = m * n_a, gsize = T * 4 * step, hsize = (T + 1) * step
+    cdef bint single = x.dtype == np.float32
+    cdef bint x_in_step = m >= _LSTM_X_IN_STEP_ROWS
+    cdef Py_ssize_t state = gsize + 2 * hsize + T * step
+    # the packed weights start on a cache line (the buffer cache's block does)
+    cdef Py_ssize_t start = (state + 15) // 16 * 16
+    cdef void* xp
+    cdef void* wp
+    cdef void* bp
+    cdef char* pg
+    cdef Py_ssize_t size = 4 if single else 8
+    cdef Py_ssize_t psize = _lstm_packed_size(not single, n_x, n_a, x_in_step)
+    cdef bint with_state = psize * size <= _LSTM_PACKED_WITH_STATE
+    cdef char* pk
+    block = _empty(start + psize if with_state else state, dtype=x.dtype)
+    packed = None if with_state else _empty(max(1, psize), dtype=x.dtype)
+    g = block[:gsize].reshape(T, m, 4 * n_a)
+    hs = block[gsize:gsize + hsize].reshape(T + 1, m, n_a)
+    cs = block[gsize + hsize:gsize + 2 * hsize].reshape(T + 1, m, n_a)
+    tanh_c = block[gsize + 2 * hsize:state].reshape(T, m, n_a)
+    xp, wp, bp, pg = _data(x), _data(W), _data(b), <char*>_data(block)
+    pk = pg + start * size if with_state else <char*>_data(packed)
+    memcpy(pg + gsize * size, _data(h0), step * size)
+    memcpy(pg + (gsize + hsize) * size, _data(c0), step * size)
+    with nogil:
+        if single:
+            _lstm_forward(T, m, n_x, n_a, <const float*>xp, <const float*>wp, <const float*>bp, <float*>pg,
+                          <float*>pk, x_in_step)
+        else:
+            _lstm_forward(T, m, n_x, n_a, <const double*>xp, <const double*>wp, <const double*>bp, <double*>pg,
+                          <double*>pk, x_in_step)
     return hs[1:], cs[T], (x, W, g, hs, cs, tanh_c)
 
 

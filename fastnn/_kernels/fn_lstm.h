@@ -12,7 +12,10 @@
  * so large outputs can go past the caches. A tile is FN_LMR rows by FN_LGV vectors
  * of the panel, taken in turn across it (6 by 4 on AVX-512: all four gates at
  * once; 6 by 2, four times, on the 16-register tiers: the shape of their GEMM tile,
- * faster than 3 rows by 4 although it reads the rows again).
+ * faster than 3 rows by 4 although it reads the rows again). A batch of one row,
+ * and on the 16-register tiers the rows of a partial tile, take matrix-vector
+ * kernels instead (FN(lstm_row), FN(lstm_pair)): 8 FMA chains each, where a tile
+ * of one to five real rows would keep fewer busy or multiply rows that do not exist.
  *
  * The input part x_t @ W_x^T + b is either in gx already (the input projection of
  * all steps, one GEMM before the time loop) or computed here in the same tile, the
@@ -199,6 +202,137 @@ FN_TARGET FN_INLINE void FN(lstm_init)(const FN_LSTM_IO *io, ptrdiff_t u0, int u
         }
 }
 
+/* The matrix-vector kernel of a batch of one row keeps 8 vectors of sums in flight
+ * (two FMA units of 4 cycles' latency need 8 independent chains to stay busy): the
+ * panel's 4 * FN_LUV vectors FN_LRV at a time, each summed in FN_LRC interleaved
+ * chains. AVX-512 (4 vectors a panel): 4 vectors in 2 chains; AVX2 and the 16-byte
+ * tiers (8 and 16 vectors a panel): 8 vectors in one chain each, so a pass reads
+ * whole lines of the panel, and the h_prev element broadcast for them serves 8 FMAs
+ * instead of 2. */
+#define FN_LRV (4 * FN_LUV < 8 ? 4 * FN_LUV : 8)
+#define FN_LRC (8 / FN_LRV)
+
+/* acc (FN_LRV vectors) += a (len) @ the panel's rows at b (FN_LNR apart), in FN_LRC
+ * interleaved chains (one: the terms in order of k). Returns b past the rows. */
+FN_TARGET FN_INLINE const FN_T *FN(lstm_row_acc)(ptrdiff_t len, const FN_T *a, const FN_T *b, FN_V acc[FN_LRV])
+{
+    ptrdiff_t k = 0;
+    int v;
+#if FN_LRC == 1
+    for (; k < len; k++, b += FN_LNR) {
+        const FN_V a0 = FN(bc)(a[k]);
+        _Pragma("GCC unroll 8")
+        for (v = 0; v < FN_LRV; v++)
+            acc[v] = FN(fma)(a0, FN(ld)(b + v * FN_VL), acc[v]);
+    }
+#else
+    FN_V d[FN_LRV];
+    for (v = 0; v < FN_LRV; v++)
+        d[v] = FN(bc)(0);
+    for (; k + 1 < len; k += 2, b += 2 * FN_LNR) {
+        const FN_V a0 = FN(bc)(a[k]), a1 = FN(bc)(a[k + 1]);
+        _Pragma("GCC unroll 4")
+        for (v = 0; v < FN_LRV; v++) {
+            acc[v] = FN(fma)(a0, FN(ld)(b + v * FN_VL), acc[v]);
+            d[v] = FN(fma)(a1, FN(ld)(b + FN_LNR + v * FN_VL), d[v]);
+        }
+    }
+    if (k < len) {
+        const FN_V a0 = FN(bc)(a[k]);
+        for (v = 0; v < FN_LRV; v++)
+            acc[v] = FN(fma)(a0, FN(ld)(b + v * FN_VL), acc[v]);
+        b += FN_LNR;
+    }
+    for (v = 0; v < FN_LRV; v++)
+        acc[v] += d[v];
+#endif
+    return b;
+}
+
+/* Row i of panel p alone: the matrix-vector product of the panel, FN_LRV vectors at
+ * a time, from the initial sums init (lstm_init's), then its cells. */
+FN_TARGET FN_INLINE void FN(lstm_row_at)(const FN_LSTM_IO *io, const FN_T *P, ptrdiff_t p, ptrdiff_t i,
+                                         const FN_V init[4 * FN_LUV])
+{
+    const ptrdiff_t n_a = io->n_a, n_x = io->x != NULL ? io->n_x : 0, u0 = p * FN_LU;
+    const FN_T *bp = P + p * (n_a + n_x) * FN_LNR;
+    const int units = (int)(n_a - u0 < FN_LU ? n_a - u0 : FN_LU);
+    FN_V sums[4 * FN_LUV];
+    int q;
+    FN(lstm_prefetch)(io, i, u0);
+    for (q = 0; q < 4 * FN_LUV; q++)
+        sums[q] = init[q];
+    for (q = 0; q < 4 * FN_LUV; q += FN_LRV) {
+        const FN_T *b = FN(lstm_row_acc)(n_a, io->h_prev + i * n_a, bp + q * FN_VL, sums + q);
+        if (n_x > 0)
+            FN(lstm_row_acc)(n_x, io->x + i * n_x, b, sums + q);
+    }
+    FN(lstm_row_cell)(io, i, u0, units, sums);
+}
+
+/* A batch of one row: the same from b (x given) or zero. */
+FN_TARGET FN_UNUSED static void FN(lstm_row)(const FN_LSTM_IO *io, const FN_T *P, ptrdiff_t p)
+{
+    const ptrdiff_t n_a = io->n_a, n_x = io->x != NULL ? io->n_x : 0, u0 = p * FN_LU;
+    const FN_T *bp = P + p * (n_a + n_x) * FN_LNR;
+    const int units = (int)(n_a - u0 < FN_LU ? n_a - u0 : FN_LU);
+    FN_V sums[4 * FN_LUV];
+    int q;
+    FN(lstm_init)(io, u0, units, sums);
+    FN(lstm_prefetch)(io, 0, u0);
+    for (q = 0; q < 4 * FN_LUV; q += FN_LRV) {
+        const FN_T *b = FN(lstm_row_acc)(n_a, io->h_prev, bp + q * FN_VL, sums + q);
+        if (n_x > 0)
+            FN(lstm_row_acc)(n_x, io->x, b, sums + q);
+    }
+    FN(lstm_row_cell)(io, 0, u0, units, sums);
+}
+
+/* The same for two rows (16-register tiers): FN_LRV / 2 vectors of the panel at a
+ * time in one chain each, for both rows, so 8 chains again and each vector loaded
+ * once for the two. Returns b past the rows. */
+#define FN_LPV (FN_LRV / 2)
+FN_TARGET FN_INLINE const FN_T *FN(lstm_pair_acc)(ptrdiff_t len, const FN_T *a0, const FN_T *a1, const FN_T *b,
+                                                  FN_V acc0[FN_LPV], FN_V acc1[FN_LPV])
+{
+    ptrdiff_t k;
+    int v;
+    for (k = 0; k < len; k++, b += FN_LNR) {
+        const FN_V x0 = FN(bc)(a0[k]), x1 = FN(bc)(a1[k]);
+        _Pragma("GCC unroll 4")
+        for (v = 0; v < FN_LPV; v++) {
+            const FN_V bv = FN(ld)(b + v * FN_VL);
+            acc0[v] = FN(fma)(x0, bv, acc0[v]);
+            acc1[v] = FN(fma)(x1, bv, acc1[v]);
+        }
+    }
+    return b;
+}
+
+/* Rows i and i + 1 of panel p (init: the initial sums, lstm_init's), then their cells. */
+FN_TARGET FN_INLINE void FN(lstm_pair)(const FN_LSTM_IO *io, const FN_T *P, ptrdiff_t p, ptrdiff_t i,
+                                       const FN_V init[4 * FN_LUV])
+{
+    const ptrdiff_t n_a = io->n_a, n_x = io->x != NULL ? io->n_x : 0, u0 = p * FN_LU;
+    const FN_T *bp = P + p * (n_a + n_x) * FN_LNR;
+    const int units = (int)(n_a - u0 < FN_LU ? n_a - u0 : FN_LU);
+    FN_V s0[4 * FN_LUV], s1[4 * FN_LUV];
+    int q;
+    FN(lstm_prefetch)(io, i, u0);
+    FN(lstm_prefetch)(io, i + 1, u0);
+    for (q = 0; q < 4 * FN_LUV; q++)
+        s0[q] = s1[q] = init[q];
+    for (q = 0; q < 4 * FN_LUV; q += FN_LPV) {
+        const FN_T *b = FN(lstm_pair_acc)(n_a, io->h_prev + i * n_a, io->h_prev + (i + 1) * n_a, bp + q * FN_VL,
+                                          s0 + q, s1 + q);
+        if (n_x > 0)
+            FN(lstm_pair_acc)(n_x, io->x + i * n_x, io->x + (i + 1) * n_x, b, s0 + q, s1 + q);
+    }
+    FN(lstm_row_cell)(io, i, u0, units, s0);
+    FN(lstm_row_cell)(io, i + 1, u0, units, s1);
+}
+
+
 /* Rows r0 .. r1 of the units of panel p, in tiles of FN_LMR rows (a last tile of at
  * most half that many rows does only the work of half a tile). */
 FN_TARGET FN_UNUSED static void FN(lstm_rows)(const FN_LSTM_IO *io, const FN_T *P, ptrdiff_t p, ptrdiff_t r0,
@@ -212,58 +346,24 @@ FN_TARGET FN_UNUSED static void FN(lstm_rows)(const FN_LSTM_IO *io, const FN_T *
     FN(lstm_init)(io, u0, units, init);
     for (i = r0; i < r1; i += FN_LMR) {
         const int mr = (int)(r1 - i < FN_LMR ? r1 - i : FN_LMR);
+#if FN_LRC == 1
+        /* a partial tile: its rows in pairs, then the odd one alone (the tile's
+         * FN_LGV vectors by FN_LMR / 2 rows keep only 6 FMA chains in flight, and
+         * would multiply rows that do not exist) */
+        if (mr < FN_LMR) {
+            int r;
+            for (r = 0; r + 1 < mr; r += 2)
+                FN(lstm_pair)(io, P, p, i + r, init);
+            if (r < mr)
+                FN(lstm_row_at)(io, P, p, i + r, init);
+            continue;
+        }
+#endif
         if (mr > FN_LMR / 2)
             FN_LSTM_TILE(FN_LMR);
         else
             FN_LSTM_TILE(FN_LMR / 2);
     }
-}
-
-/* acc (FN_LGV vectors) += a (len) @ the panel's rows at b (FN_LNR apart): two
- * interleaved chains keep twice the FMAs in flight. Returns b past the rows. */
-FN_TARGET FN_INLINE const FN_T *FN(lstm_row_acc)(ptrdiff_t len, const FN_T *a, const FN_T *b, FN_V acc[FN_LGV])
-{
-    FN_V d[FN_LGV];
-    ptrdiff_t k = 0;
-    int v;
-    for (v = 0; v < FN_LGV; v++)
-        d[v] = FN(bc)(0);
-    for (; k + 1 < len; k += 2, b += 2 * FN_LNR) {
-        const FN_V a0 = FN(bc)(a[k]), a1 = FN(bc)(a[k + 1]);
-        _Pragma("GCC unroll 4")
-        for (v = 0; v < FN_LGV; v++) {
-            acc[v] = FN(fma)(a0, FN(ld)(b + v * FN_VL), acc[v]);
-            d[v] = FN(fma)(a1, FN(ld)(b + FN_LNR + v * FN_VL), d[v]);
-        }
-    }
-    if (k < len) {
-        const FN_V a0 = FN(bc)(a[k]);
-        for (v = 0; v < FN_LGV; v++)
-            acc[v] = FN(fma)(a0, FN(ld)(b + v * FN_VL), acc[v]);
-        b += FN_LNR;
-    }
-    for (v = 0; v < FN_LGV; v++)
-        acc[v] += d[v];
-    return b;
-}
-
-/* A batch of one row: the matrix-vector product of the panel, FN_LGV vectors at a
- * time, started from b (x given) or zero. */
-FN_TARGET FN_UNUSED static void FN(lstm_row)(const FN_LSTM_IO *io, const FN_T *P, ptrdiff_t p)
-{
-    const ptrdiff_t n_a = io->n_a, n_x = io->x != NULL ? io->n_x : 0, u0 = p * FN_LU;
-    const FN_T *bp = P + p * (n_a + n_x) * FN_LNR;
-    const int units = (int)(n_a - u0 < FN_LU ? n_a - u0 : FN_LU);
-    FN_V sums[4 * FN_LUV];
-    int q;
-    FN(lstm_init)(io, u0, units, sums);
-    FN(lstm_prefetch)(io, 0, u0);
-    for (q = 0; q < 4 * FN_LUV; q += FN_LGV) {
-        const FN_T *b = FN(lstm_row_acc)(n_a, io->h_prev, bp + q * FN_VL, sums + q);
-        if (n_x > 0)
-            FN(lstm_row_acc)(n_x, io->x, b, sums + q);
-    }
-    FN(lstm_row_cell)(io, 0, u0, units, sums);
 }
 
 /* One LSTM step over m rows on `threads` threads: g (m, 4 n_a) gets the gate values
@@ -326,6 +426,9 @@ FN_TARGET FN_UNUSED static void FN(lstm_steps)(ptrdiff_t T, ptrdiff_t m, ptrdiff
 }
 
 #undef FN_LSTM_TILE
+#undef FN_LRV
+#undef FN_LRC
+#undef FN_LPV
 #undef FN_LUV
 #undef FN_LU
 #undef FN_LNR
