@@ -347,7 +347,15 @@ def test_bad_predict_and_data_parallel_arguments(client):
         fd.DataParallel(model, client).fit(X, y, epochs=1)
 
 
-def test_the_embedded_default_is_a_local_cluster_of_one_thread_workers():
+def _mmapped_megabyte():
+    """Whether glibc serves a fresh 1 MiB array with its own mmap (the IS_MMAPPED bit
+    of the chunk's size word, just before the pointer malloc returned)."""
+    import ctypes
+    a = np.empty(1 << 20, np.uint8)
+    return bool(ctypes.c_size_t.from_address(a.ctypes.data - ctypes.sizeof(ctypes.c_size_t)).value & 2)
+
+
+def test_the_embedded_default_is_a_local_cluster_of_one_thread_workers(client):
     try:
         c = fd.get_client("test")
         workers = c.scheduler_info()["workers"]
@@ -356,6 +364,13 @@ def test_the_embedded_default_is_a_local_cluster_of_one_thread_workers():
         assert {w["nthreads"] for w in workers.values()} == {1}
         assert set(c.run(fastnn.get_num_threads).values()) == {1}
         assert fd.get_client("test") is c  # kept for the process
+        if os.uname().sysname == "Linux" and os.confstr("CS_GNU_LIBC_VERSION"):
+            # a plain Dask worker runs under MALLOC_TRIM_THRESHOLD_ (its Nanny's), which
+            # fixes glibc's mmap threshold at 128 KiB: every activation array is an mmap;
+            # the embedded cluster's workers serve them from the heap again
+            assert set(client.run(_mmapped_megabyte).values()) == {True}
+            assert set(c.run(_mmapped_megabyte).values()) == {False}
+            assert set(c.gather(c.map(lambda i: _mmapped_megabyte(), range(4), pure=False))) == {False}
     finally:
         fd.shutdown()
 

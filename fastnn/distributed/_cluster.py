@@ -37,7 +37,7 @@ def local_cluster(n_workers=None, *, threads=1, **kwargs):
     caller closes both."""
     require_dask("fastnn.distributed.local_cluster")
     from distributed import Client, LocalCluster
-    from ._plugin import OneThreadPerWorker
+    from ._plugin import MallocThresholds, OneThreadPerWorker
     n = _cores() if n_workers is None else int(n_workers)
     if n < 1:
         raise ValueError(f"fastnn.distributed.local_cluster: n_workers must be >= 1, got {n_workers!r}")
@@ -49,6 +49,7 @@ def local_cluster(n_workers=None, *, threads=1, **kwargs):
     client = Client(cluster)
     try:
         client.register_plugin(OneThreadPerWorker(threads))
+        client.register_plugin(MallocThresholds())
     except Exception:
         client.close()
         cluster.close()
