@@ -215,6 +215,30 @@ def test_data_parallel_shards_are_weighted_by_size(client):
         np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
 
 
+def test_data_parallel_fits_again_on_the_data_it_is_given(client):
+    # one epoch per fit (the replicas and the scattered data are kept between fits on the
+    # same data); the data changed in place, then for other arrays: each fit trains on
+    # what it is given, as Model.fit does
+    X, y = _data(60, seed=6)
+    single, parallel = _twin_models(seed=4)
+    opt1, opt2 = optim.Adam(single.network.params, 1e-2), optim.Adam(parallel.network.params, 1e-2)
+    dp = fd.DataParallel(parallel, client)
+    pools = []
+    for step in range(4):
+        if step == 2:
+            X *= -1.0  # in place: the same array object, other contents
+        if step == 3:
+            X, y = _data(50, seed=7)
+        single.fit(X, y, epochs=1, batch_size=16, optimizer=opt1, rng=step, progress=False)
+        dp.fit(X, y, epochs=1, batch_size=16, optimizer=opt2, rng=step, progress=False)
+        pools.append(dp._pool)
+        for k, v in single.network.params.items():
+            np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
+    assert pools[0] is pools[1] and pools[2] is not pools[1] and pools[3] is not pools[2]
+    dp.close()
+    assert dp._pool is None and pools[3].futures == [] and pools[3].data is None
+
+
 def test_predict_equals_model_predict(client):
     import dask.array as da
     X, y = _data(150, seed=3)
@@ -288,9 +312,11 @@ def test_a_worker_killed_mid_epoch_loses_nothing(client):
     single.fit(X, y, epochs=1, batch_size=20, optimizer=optim.SGD(single.network.params, 0.2), rng=2,
                progress=False)
     killer = _KillAtBatch(client, 2)
-    fd.DataParallel(parallel, client).fit(X, y, epochs=1, batch_size=20, rng=2, progress=False,
-                                          optimizer=optim.SGD(parallel.network.params, 0.2), callbacks=[killer])
+    dp = fd.DataParallel(parallel, client)
+    dp.fit(X, y, epochs=1, batch_size=20, rng=2, progress=False, optimizer=optim.SGD(parallel.network.params, 0.2),
+           callbacks=[killer])
     assert killer.killed
+    assert dp.replaced == 1  # the dead worker's replica was made again elsewhere and its shard redone
     for k, v in single.network.params.items():
         np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
     client.wait_for_workers(2, timeout=60)
