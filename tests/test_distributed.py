@@ -58,6 +58,24 @@ def client():
     cluster.close()
 
 
+@pytest.fixture
+def direct_client(client):
+    """A second client of the same cluster that talks to the workers directly (as the
+    embedded cluster's does; the first one goes through the scheduler, Dask's default).
+    Closed after the test: while a second client is open in this process, results of
+    the first one's tasks reached as_completed seconds late (all at once), and the
+    search kill test found no trial left running to kill."""
+    from distributed import Client
+    c = Client(client.scheduler.address, direct_to_workers=True)
+    yield c
+    c.close()
+
+
+@pytest.fixture(params=["through-scheduler", "direct"])
+def any_client(request, client):
+    return client if request.param == "through-scheduler" else request.getfixturevalue("direct_client")
+
+
 @pytest.fixture(scope="module")
 def data():
     X, y = _data()
@@ -181,7 +199,8 @@ def _twin_models(seed=5):
 
 @pytest.mark.parametrize("batch_size, make_opt", [(25, lambda p: optim.SGD(p, 0.1, momentum=0.9)),
                                                   (32, lambda p: optim.Adam(p, 1e-2))])
-def test_data_parallel_equals_single_process_training(client, batch_size, make_opt):
+def test_data_parallel_equals_single_process_training(any_client, batch_size, make_opt):
+    client = any_client
     X, y = _data(110, seed=1)
     single, parallel = _twin_models()
     for k, v in single.network.params.items():
@@ -278,8 +297,11 @@ def test_a_worker_killed_mid_search_loses_nothing(client, data, tmp_path, serial
         if not killed:
             _kill_a_busy_worker(client, killed)
 
+    # 40 epochs: a trial of this small network trains in ~0.1 s, so the others are still
+    # running when the first one's record reaches the callback (at 6 epochs, ~15 ms each,
+    # all six could be done by then, and nothing was left to kill)
     results = tmp_path / "trials.jsonl"
-    out = fd.search(build_trial, SPACE, data, n_trials=6, epochs=6, client=client, results=results, seed=3,
+    out = fd.search(build_trial, SPACE, data, n_trials=6, epochs=40, client=client, results=results, seed=3,
                     progress=False, callback=kill_once)
     assert len(killed) == 1  # a worker died while running a trial
     assert killed[0][0] not in client.scheduler_info()["workers"] or killed[0][1] not in _worker_pids(
@@ -287,7 +309,7 @@ def test_a_worker_killed_mid_search_loses_nothing(client, data, tmp_path, serial
     assert [r["trial"] for r in out.trials] == list(range(6))
     assert len(results.read_text().splitlines()) == 6
     for record in out.trials:  # every trial's result is what a serial run gives
-        _, metrics = _serial(record["params"], record["trial_seed"], data, epochs=6)
+        _, metrics = _serial(record["params"], record["trial_seed"], data, epochs=40)
         np.testing.assert_allclose(record["metrics"]["val_loss"], metrics["loss"], rtol=1e-5)
     client.wait_for_workers(2, timeout=60)
 
@@ -305,7 +327,8 @@ class _KillAtBatch(Callback):
             self.killed.append(worker)
 
 
-def test_a_worker_killed_mid_epoch_loses_nothing(client):
+def test_a_worker_killed_mid_epoch_loses_nothing(any_client):
+    client = any_client
     client.wait_for_workers(2, timeout=60)
     X, y = _data(120, seed=4)
     single, parallel = _twin_models(seed=3)
@@ -411,6 +434,22 @@ def test_address_reaches_the_same_cluster_as_client(client, data):
     assert [r["params"] for r in by_address.trials] == [r["params"] for r in by_client.trials]
     for a, b in zip(by_address.trials, by_client.trials):
         np.testing.assert_allclose(a["metrics"]["val_loss"], b["metrics"]["val_loss"], rtol=1e-5)
+
+
+def test_data_parallel_by_address_and_on_the_embedded_cluster(client):
+    X, y = _data(64, seed=9)
+    single, by_address = _twin_models(seed=6)
+    _, embedded = _twin_models(seed=6)
+    single.fit(X, y, epochs=2, batch_size=16, optimizer=optim.Adam(single.network.params, 1e-2), rng=1,
+               progress=False)
+    try:
+        for model, where in ((by_address, {"address": client.scheduler.address}), (embedded, {})):
+            fd.DataParallel(model, **where).fit(X, y, epochs=2, batch_size=16, rng=1, progress=False,
+                                                optimizer=optim.Adam(model.network.params, 1e-2))
+            for k, v in single.network.params.items():
+                np.testing.assert_allclose(model.network.params[k], v, rtol=2e-5, atol=2e-6)
+    finally:
+        fd.shutdown()
 
 
 def _demo_network(seed=0):
