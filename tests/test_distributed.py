@@ -345,6 +345,43 @@ def test_a_worker_killed_mid_epoch_loses_nothing(any_client):
     client.wait_for_workers(2, timeout=60)
 
 
+class _KillWorker(Callback):
+    def __init__(self, pid, batch):
+        super().__init__()
+        self.pid, self.batch, self.killed = pid, batch, False
+
+    def on_batch_begin(self, batch, logs=None):
+        if batch == self.batch and not self.killed:
+            os.kill(self.pid, signal.SIGKILL)
+            self.killed = True
+
+
+def test_a_worker_killed_with_the_only_copy_of_the_data_loses_nothing(client):
+    # Dask's active memory manager drops the extra replicas of scattered data no task
+    # waits for (every 2 s): the actors hold the arrays, but the scheduler keeps one
+    # worker's copy. Killing that worker must not lose the data.
+    client.wait_for_workers(2, timeout=60)
+    X, y = _data(120, seed=5)
+    single, parallel = _twin_models(seed=2)
+    dp = fd.DataParallel(parallel, client)
+    opt1, opt2 = optim.SGD(single.network.params, 0.2), optim.SGD(parallel.network.params, 0.2)
+    single.fit(X, y, epochs=2, batch_size=20, optimizer=opt1, rng=3, progress=False)
+    dp.fit(X, y, epochs=1, batch_size=20, optimizer=opt2, rng=3, progress=False)
+    client.amm.run_once()
+    deadline = time.monotonic() + 10
+    while max(len(w) for w in client.who_has(dp._pool.data).values()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    copies = client.who_has(dp._pool.data)
+    assert [len(copies[f.key]) for f in dp._pool.data] == [1, 1]  # one copy of X and of y left
+    killer = _KillWorker(_worker_pids(client)[copies[dp._pool.data[0].key][0]], 1)  # X's only copy
+    dp.fit(X, y, epochs=2, initial_epoch=1, batch_size=20, optimizer=opt2, progress=False, callbacks=[killer])
+    assert killer.killed and dp.replaced >= 1
+    for k, v in single.network.params.items():
+        np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
+    dp.close()
+    client.wait_for_workers(2, timeout=60)
+
+
 # ---------------------------------------------------------------- bad arguments (no cluster needed)
 
 @pytest.mark.parametrize("space, match", [

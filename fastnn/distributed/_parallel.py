@@ -21,6 +21,7 @@ from . import _cluster
 __all__ = ["DataParallel"]
 
 _ALIGN = 64
+_POLL = 0.5  # seconds between checks that a busy actor's worker is still there
 
 
 class _Layout:
@@ -254,7 +255,8 @@ class DataParallel:
 
 class _Pool:
     """The actors of one fit (one per worker, in worker address order) and the data
-    they were given."""
+    they were given (the driver's arrays are kept, to scatter again if the workers
+    holding them are lost)."""
 
     def __init__(self, client, fn, key, X, y):
         self.client, self.fn, self.key = client, fn, key
@@ -276,12 +278,16 @@ class _Pool:
         if not workers:
             c.wait_for_workers(1)
             workers = sorted(c.scheduler_info()["workers"])
-        self.data = c.scatter([self.X, self.y], broadcast=True, hash=False)
-        self.X = self.y = None
+        self._scatter()
         futures = [self._submit(w) for w in workers]
         self.futures = futures
         self.actors = [f.result() for f in futures]
         self.where = list(workers)
+
+    def _scatter(self):
+        old, self.data = self.data, self.client.scatter([self.X, self.y], broadcast=True, hash=False)
+        for f in old or ():
+            f.release()
 
     def _submit(self, worker):
         self.made += 1
@@ -302,10 +308,19 @@ class _Pool:
                 except Exception as e:  # the actor's future erred: its worker was lost
                     errors[j] = e
             for j, call in calls:
-                try:
-                    outs[j] = call.result()
-                except Exception as e:
-                    errors[j] = e
+                while True:
+                    try:
+                        outs[j] = call.result(timeout=_POLL)
+                        break
+                    except TimeoutError:
+                        # a call through the scheduler to a dead worker fails only after
+                        # the connect timeout (30 s by default); the scheduler knows sooner
+                        if not self._alive(j):
+                            errors[j] = OSError(f"the worker {self.where[j]} of replica {j} is gone")
+                            break
+                    except Exception as e:
+                        errors[j] = e
+                        break
             if not errors:
                 return outs
             for j, e in sorted(errors.items()):
@@ -339,19 +354,35 @@ class _Pool:
         for i, w in enumerate(self.where):
             if i not in lost and w in use:
                 use[w] += 1
-        for j in lost:
-            self.futures[j].release()
-            target = min(live, key=lambda w: use[w])
-            use[target] += 1
-            self.futures[j] = self._submit(target)
-            self.where[j] = target
-        for j in lost:
-            self.actors[j] = self.futures[j].result()
+        for attempt in range(3):
+            # Dask's active memory manager keeps one replica of scattered data that no
+            # task waits for, so the dead worker may have held the only copy: then the
+            # new actors' creation fails with lost dependencies, and the data goes out again
+            if attempt or any(f.status != "finished" for f in self.data):
+                self._scatter()
+            for j in lost:
+                self.futures[j].release()
+                target = min(live, key=lambda w: use[w])
+                use[target] += 1
+                self.futures[j] = self._submit(target)
+                self.where[j] = target
+            try:
+                for j in lost:
+                    self.actors[j] = self.futures[j].result()
+                break
+            except Exception:
+                if attempt == 2:
+                    raise
+                use = {w: 0 for w in live}
+                for i, w in enumerate(self.where):
+                    if i not in lost and w in use:
+                        use[w] += 1
         self.replaced += len(lost)
 
     def close(self):
         futures, data = self.futures, self.data or ()
         self.futures, self.actors, self.data, self.where = [], [], None, []
+        self.X = self.y = None
         for f in [*futures, *data]:
             try:
                 f.release()
