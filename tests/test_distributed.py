@@ -58,6 +58,24 @@ def client():
     cluster.close()
 
 
+@pytest.fixture
+def direct_client(client):
+    """A second client of the same cluster that talks to the workers directly (as the
+    embedded cluster's does; the first one goes through the scheduler, Dask's default).
+    Closed after the test: while a second client is open in this process, results of
+    the first one's tasks reached as_completed seconds late (all at once), and the
+    search kill test found no trial left running to kill."""
+    from distributed import Client
+    c = Client(client.scheduler.address, direct_to_workers=True)
+    yield c
+    c.close()
+
+
+@pytest.fixture(params=["through-scheduler", "direct"])
+def any_client(request, client):
+    return client if request.param == "through-scheduler" else request.getfixturevalue("direct_client")
+
+
 @pytest.fixture(scope="module")
 def data():
     X, y = _data()
@@ -181,7 +199,8 @@ def _twin_models(seed=5):
 
 @pytest.mark.parametrize("batch_size, make_opt", [(25, lambda p: optim.SGD(p, 0.1, momentum=0.9)),
                                                   (32, lambda p: optim.Adam(p, 1e-2))])
-def test_data_parallel_equals_single_process_training(client, batch_size, make_opt):
+def test_data_parallel_equals_single_process_training(any_client, batch_size, make_opt):
+    client = any_client
     X, y = _data(110, seed=1)
     single, parallel = _twin_models()
     for k, v in single.network.params.items():
@@ -213,6 +232,30 @@ def test_data_parallel_shards_are_weighted_by_size(client):
                                           optimizer=optim.SGD(parallel.network.params, 0.5), progress=False)
     for k, v in single.network.params.items():
         np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
+
+
+def test_data_parallel_fits_again_on_the_data_it_is_given(client):
+    # one epoch per fit (the replicas and the scattered data are kept between fits on the
+    # same data); the data changed in place, then for other arrays: each fit trains on
+    # what it is given, as Model.fit does
+    X, y = _data(60, seed=6)
+    single, parallel = _twin_models(seed=4)
+    opt1, opt2 = optim.Adam(single.network.params, 1e-2), optim.Adam(parallel.network.params, 1e-2)
+    dp = fd.DataParallel(parallel, client)
+    pools = []
+    for step in range(4):
+        if step == 2:
+            X *= -1.0  # in place: the same array object, other contents
+        if step == 3:
+            X, y = _data(50, seed=7)
+        single.fit(X, y, epochs=1, batch_size=16, optimizer=opt1, rng=step, progress=False)
+        dp.fit(X, y, epochs=1, batch_size=16, optimizer=opt2, rng=step, progress=False)
+        pools.append(dp._pool)
+        for k, v in single.network.params.items():
+            np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
+    assert pools[0] is pools[1] and pools[2] is not pools[1] and pools[3] is not pools[2]
+    dp.close()
+    assert dp._pool is None and pools[3].futures == [] and pools[3].data is None
 
 
 def test_predict_equals_model_predict(client):
@@ -254,8 +297,11 @@ def test_a_worker_killed_mid_search_loses_nothing(client, data, tmp_path, serial
         if not killed:
             _kill_a_busy_worker(client, killed)
 
+    # 40 epochs: a trial of this small network trains in ~0.1 s, so the others are still
+    # running when the first one's record reaches the callback (at 6 epochs, ~15 ms each,
+    # all six could be done by then, and nothing was left to kill)
     results = tmp_path / "trials.jsonl"
-    out = fd.search(build_trial, SPACE, data, n_trials=6, epochs=6, client=client, results=results, seed=3,
+    out = fd.search(build_trial, SPACE, data, n_trials=6, epochs=40, client=client, results=results, seed=3,
                     progress=False, callback=kill_once)
     assert len(killed) == 1  # a worker died while running a trial
     assert killed[0][0] not in client.scheduler_info()["workers"] or killed[0][1] not in _worker_pids(
@@ -263,7 +309,7 @@ def test_a_worker_killed_mid_search_loses_nothing(client, data, tmp_path, serial
     assert [r["trial"] for r in out.trials] == list(range(6))
     assert len(results.read_text().splitlines()) == 6
     for record in out.trials:  # every trial's result is what a serial run gives
-        _, metrics = _serial(record["params"], record["trial_seed"], data, epochs=6)
+        _, metrics = _serial(record["params"], record["trial_seed"], data, epochs=40)
         np.testing.assert_allclose(record["metrics"]["val_loss"], metrics["loss"], rtol=1e-5)
     client.wait_for_workers(2, timeout=60)
 
@@ -281,18 +327,58 @@ class _KillAtBatch(Callback):
             self.killed.append(worker)
 
 
-def test_a_worker_killed_mid_epoch_loses_nothing(client):
+def test_a_worker_killed_mid_epoch_loses_nothing(any_client):
+    client = any_client
     client.wait_for_workers(2, timeout=60)
     X, y = _data(120, seed=4)
     single, parallel = _twin_models(seed=3)
     single.fit(X, y, epochs=1, batch_size=20, optimizer=optim.SGD(single.network.params, 0.2), rng=2,
                progress=False)
     killer = _KillAtBatch(client, 2)
-    fd.DataParallel(parallel, client).fit(X, y, epochs=1, batch_size=20, rng=2, progress=False,
-                                          optimizer=optim.SGD(parallel.network.params, 0.2), callbacks=[killer])
+    dp = fd.DataParallel(parallel, client)
+    dp.fit(X, y, epochs=1, batch_size=20, rng=2, progress=False, optimizer=optim.SGD(parallel.network.params, 0.2),
+           callbacks=[killer])
     assert killer.killed
+    assert dp.replaced == 1  # the dead worker's replica was made again elsewhere and its shard redone
     for k, v in single.network.params.items():
         np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
+    client.wait_for_workers(2, timeout=60)
+
+
+class _KillWorker(Callback):
+    def __init__(self, pid, batch):
+        super().__init__()
+        self.pid, self.batch, self.killed = pid, batch, False
+
+    def on_batch_begin(self, batch, logs=None):
+        if batch == self.batch and not self.killed:
+            os.kill(self.pid, signal.SIGKILL)
+            self.killed = True
+
+
+def test_a_worker_killed_with_the_only_copy_of_the_data_loses_nothing(client):
+    # Dask's active memory manager drops the extra replicas of scattered data no task
+    # waits for (every 2 s): the actors hold the arrays, but the scheduler keeps one
+    # worker's copy. Killing that worker must not lose the data.
+    client.wait_for_workers(2, timeout=60)
+    X, y = _data(120, seed=5)
+    single, parallel = _twin_models(seed=2)
+    dp = fd.DataParallel(parallel, client)
+    opt1, opt2 = optim.SGD(single.network.params, 0.2), optim.SGD(parallel.network.params, 0.2)
+    single.fit(X, y, epochs=2, batch_size=20, optimizer=opt1, rng=3, progress=False)
+    dp.fit(X, y, epochs=1, batch_size=20, optimizer=opt2, rng=3, progress=False)
+    client.amm.run_once()
+    deadline = time.monotonic() + 10
+    while max(len(w) for w in client.who_has(dp._pool.data).values()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    copies = client.who_has(dp._pool.data)
+    assert [len(copies[f.key]) for f in dp._pool.data] == [1, 1]  # one copy of X and of y left
+    killer = _KillWorker(_worker_pids(client)[copies[dp._pool.data[0].key][0]], 1)  # X's only copy
+    dp.fit(X, y, epochs=2, initial_epoch=1, batch_size=20, optimizer=opt2, progress=False, callbacks=[killer])
+    assert killer.killed and dp.replaced >= 1
+    for k, v in single.network.params.items():
+        np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
+    dp.close()
     client.wait_for_workers(2, timeout=60)
 
 
@@ -347,7 +433,15 @@ def test_bad_predict_and_data_parallel_arguments(client):
         fd.DataParallel(model, client).fit(X, y, epochs=1)
 
 
-def test_the_embedded_default_is_a_local_cluster_of_one_thread_workers():
+def _mmapped_megabyte():
+    """Whether glibc serves a fresh 1 MiB array with its own mmap (the IS_MMAPPED bit
+    of the chunk's size word, just before the pointer malloc returned)."""
+    import ctypes
+    a = np.empty(1 << 20, np.uint8)
+    return bool(ctypes.c_size_t.from_address(a.ctypes.data - ctypes.sizeof(ctypes.c_size_t)).value & 2)
+
+
+def test_the_embedded_default_is_a_local_cluster_of_one_thread_workers(client):
     try:
         c = fd.get_client("test")
         workers = c.scheduler_info()["workers"]
@@ -356,6 +450,13 @@ def test_the_embedded_default_is_a_local_cluster_of_one_thread_workers():
         assert {w["nthreads"] for w in workers.values()} == {1}
         assert set(c.run(fastnn.get_num_threads).values()) == {1}
         assert fd.get_client("test") is c  # kept for the process
+        if os.uname().sysname == "Linux" and os.confstr("CS_GNU_LIBC_VERSION"):
+            # a plain Dask worker runs under MALLOC_TRIM_THRESHOLD_ (its Nanny's), which
+            # fixes glibc's mmap threshold at 128 KiB: every activation array is an mmap;
+            # the embedded cluster's workers serve them from the heap again
+            assert set(client.run(_mmapped_megabyte).values()) == {True}
+            assert set(c.run(_mmapped_megabyte).values()) == {False}
+            assert set(c.gather(c.map(lambda i: _mmapped_megabyte(), range(4), pure=False))) == {False}
     finally:
         fd.shutdown()
 
@@ -370,6 +471,22 @@ def test_address_reaches_the_same_cluster_as_client(client, data):
     assert [r["params"] for r in by_address.trials] == [r["params"] for r in by_client.trials]
     for a, b in zip(by_address.trials, by_client.trials):
         np.testing.assert_allclose(a["metrics"]["val_loss"], b["metrics"]["val_loss"], rtol=1e-5)
+
+
+def test_data_parallel_by_address_and_on_the_embedded_cluster(client):
+    X, y = _data(64, seed=9)
+    single, by_address = _twin_models(seed=6)
+    _, embedded = _twin_models(seed=6)
+    single.fit(X, y, epochs=2, batch_size=16, optimizer=optim.Adam(single.network.params, 1e-2), rng=1,
+               progress=False)
+    try:
+        for model, where in ((by_address, {"address": client.scheduler.address}), (embedded, {})):
+            fd.DataParallel(model, **where).fit(X, y, epochs=2, batch_size=16, rng=1, progress=False,
+                                                optimizer=optim.Adam(model.network.params, 1e-2))
+            for k, v in single.network.params.items():
+                np.testing.assert_allclose(model.network.params[k], v, rtol=2e-5, atol=2e-6)
+    finally:
+        fd.shutdown()
 
 
 def _demo_network(seed=0):

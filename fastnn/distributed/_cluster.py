@@ -37,7 +37,7 @@ def local_cluster(n_workers=None, *, threads=1, **kwargs):
     caller closes both."""
     require_dask("fastnn.distributed.local_cluster")
     from distributed import Client, LocalCluster
-    from ._plugin import OneThreadPerWorker
+    from ._plugin import MallocThresholds, OneThreadPerWorker
     n = _cores() if n_workers is None else int(n_workers)
     if n < 1:
         raise ValueError(f"fastnn.distributed.local_cluster: n_workers must be >= 1, got {n_workers!r}")
@@ -46,9 +46,10 @@ def local_cluster(n_workers=None, *, threads=1, **kwargs):
                    silence_logs=logging.ERROR, env=env)
     options.update(kwargs)
     cluster = LocalCluster(**options)
-    client = Client(cluster)
+    client = Client(cluster, direct_to_workers=True)  # DataParallel's actor calls skip the scheduler
     try:
         client.register_plugin(OneThreadPerWorker(threads))
+        client.register_plugin(MallocThresholds())
     except Exception:
         client.close()
         cluster.close()
