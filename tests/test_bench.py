@@ -1338,3 +1338,23 @@ def test_end_to_end_pytorch_mirror_is_the_same_network(case_id):
     check = e2e.loss_check(small, torch, steps=3)
     assert len(check["fastnn"]) == 3 and check["max_abs_diff"] < 1e-9, check
     assert check["fastnn"][0] > 0 and check["fastnn"][2] != check["fastnn"][0]  # the steps trained
+
+
+def test_set_threads_holds_blas_to_the_count():
+    """The roofline's GEMM and the plain-NumPy baselines run on the benchmark's thread
+    count: fastnn itself leaves BLAS alone outside its own calls, so the benchmark
+    must set it (a 1-thread roofline on every core would inflate the baselines)."""
+    from fastnn._kernels._threads import _blas_libraries
+    from fastnn.bench import set_threads
+    libraries = _blas_libraries()
+    if not libraries:
+        pytest.skip("threadpoolctl sees no BLAS library")
+    before = [lib.num_threads for lib in libraries]
+    threads = fastnn.get_num_threads()
+    try:
+        set_threads(1)
+        assert [lib.num_threads for lib in libraries] == [1] * len(libraries)
+    finally:
+        fastnn.set_num_threads(threads)
+        for lib, n in zip(libraries, before):
+            lib.set_num_threads(n)

@@ -373,7 +373,12 @@ def load_torch():
 
 
 def set_threads(n, torch=None):
-    """n threads for fastnn (OpenMP, Numba, BLAS) and, when given, for PyTorch."""
+    """n threads for fastnn (OpenMP, Numba), for the BLAS libraries of NumPy and SciPy
+    (the roofline's GEMM and the plain-NumPy baselines: fastnn itself only holds
+    them to its count during its own calls) and, when given, for PyTorch."""
+    from .._kernels._threads import _blas_libraries
     fastnn.set_num_threads(n)
+    for lib in _blas_libraries():
+        lib.set_num_threads(n)
     if torch is not None:
         torch.set_num_threads(n)
