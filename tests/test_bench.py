@@ -373,6 +373,24 @@ def test_measure_runs_the_before_hooks_untimed():
     assert calls.count("setup") == 1 + 3
 
 
+def test_measure_settles_between_implementations(monkeypatch):
+    """settle_s: an untimed pause before a sample that follows another implementation's
+    (its threads may still spin), none between the passes of one implementation."""
+    clock, calls = FakeClock(), []
+    monkeypatch.setattr(timing.time, "sleep", lambda s: calls.append(("sleep", s)))
+    plan = timing.Plan(repeat=2, min_repeat=2, warmup=1, min_sample_s=0.0, budget_s=100.0)
+    funcs = {("x", "fwd"): costing(clock, 0.1, calls, "x"), ("x", "bwd"): costing(clock, 0.1, calls, "x"),
+             ("y", "fwd"): costing(clock, 0.2, calls, "y")}
+    out = timing.measure(funcs, plan, clock=clock, settle_s=0.03)
+    assert out[("y", "fwd")]["median_s"] == pytest.approx(0.2)  # the pause is not timed
+    rounds = calls[6:]  # after the warm-up and calibration calls
+    assert rounds == [("sleep", 0.03), "x", "x", ("sleep", 0.03), "y",
+                      ("sleep", 0.03), "x", ("sleep", 0.03), "y", ("sleep", 0.03), "x"]
+    calls.clear()
+    timing.measure(funcs, plan, clock=clock)
+    assert not [c for c in calls if isinstance(c, tuple)]
+
+
 def test_measure_respects_the_budget_and_min_repeat():
     clock, calls = FakeClock(), []
     plan = timing.Plan(repeat=7, min_repeat=2, warmup=0, min_sample_s=0.0, budget_s=1.0)
@@ -623,8 +641,8 @@ class FakeBusy:
 
 
 def _fake_measure(record, spinner=None):
-    def measure(funcs, plan, clock=None, before=None):
-        record.append({"labels": list(funcs), "plan": plan, "before": before or {},
+    def measure(funcs, plan, clock=None, before=None, settle_s=0.0):
+        record.append({"labels": list(funcs), "plan": plan, "before": before or {}, "settle_s": settle_s,
                        "busy": spinner.active if spinner else None})
         for hook in (before or {}).values():
             hook()

@@ -238,22 +238,14 @@ FN_TARGET FN_UNUSED static void FN(ukr_nn_packing)(ptrdiff_t kc, const FN_T *con
                                                    const FN_T *src, ptrdiff_t ldsrc, FN_T *P, const FN_T *init,
                                                    FN_T *c, ptrdiff_t ldc, int mr, int accumulate)
 {
-    FN_V acc[FN_MR][FN_NV], iv[FN_NV];
+    FN_V acc[FN_MR][FN_NV];
     const FN_T *ar[FN_MR];
     ptrdiff_t k;
     int r, v;
-    if (init != NULL)
-        FN(load_row)(init, FN_NR, iv);
-    else
-        for (v = 0; v < FN_NV; v++)
-            iv[v] = FN(bc)(0);
+    FN(tile_init)(init, FN_NR, acc);
 #pragma GCC unroll 6
-    for (r = 0; r < FN_MR; r++) {
+    for (r = 0; r < FN_MR; r++)
         ar[r] = a[r] + aoff;
-#pragma GCC unroll 4
-        for (v = 0; v < FN_NV; v++)
-            acc[r][v] = iv[v];
-    }
     for (k = 0; k < kc; k++, src += ldsrc, P += FN_NR) {
         FN_V bv[FN_NV];
 #pragma GCC unroll 4

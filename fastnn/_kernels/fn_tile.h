@@ -47,6 +47,23 @@ FN_TARGET FN_INLINE void FN_TILE(tile_store)(FN_V acc[FN_TMR][FN_TNV], FN_T *c, 
     }
 }
 
+/* every row of the tile's accumulators = init's first nr columns (zeros when NULL) */
+FN_TARGET FN_INLINE void FN_TILE(tile_init)(const FN_T *init, int nr, FN_V acc[FN_TMR][FN_TNV])
+{
+    FN_V iv[FN_TNV];
+    int r, v;
+    if (init != NULL)
+        FN_TILE(load_row)(init, nr, iv);
+    else
+        for (v = 0; v < FN_TNV; v++)
+            iv[v] = FN(bc)(0);
+#pragma GCC unroll 12
+    for (r = 0; r < FN_TMR; r++)
+#pragma GCC unroll 4
+        for (v = 0; v < FN_TNV; v++)
+            acc[r][v] = iv[v];
+}
+
 /* one reduction step of the tile: row r gets a_r[k] times the vectors b */
 #undef FN_TILE_STEP
 #define FN_TILE_STEP(acc, ar, k, b) \
@@ -73,23 +90,14 @@ FN_TARGET FN_UNUSED static void FN_TILE(ukr_nn)(ptrdiff_t nseg, ptrdiff_t seglen
                                                 ptrdiff_t ldbp, const FN_T *init, FN_T *c, ptrdiff_t ldc,
                                                 int mr, int nr, int accumulate, const char *pf, ptrdiff_t pf_n)
 {
-    FN_V acc[FN_TMR][FN_TNV], iv[FN_TNV];
+    FN_V acc[FN_TMR][FN_TNV];
     ptrdiff_t s, k;
     int r, v;
     /* the tile of C is read or written only at the end: fetch it while the FMAs run */
     for (r = 0; r < mr; r++)
         for (v = 0; v < FN_TNV; v++)
             __builtin_prefetch(c + r * ldc + v * FN_VL, 1, 3);
-    if (init != NULL)
-        FN_TILE(load_row)(init, nr, iv);
-    else
-        for (v = 0; v < FN_TNV; v++)
-            iv[v] = FN(bc)(0);
-#pragma GCC unroll 12
-    for (r = 0; r < FN_TMR; r++)
-#pragma GCC unroll 4
-        for (v = 0; v < FN_TNV; v++)
-            acc[r][v] = iv[v];
+    FN_TILE(tile_init)(init, nr, acc);
     for (s = 0; s < nseg; s++) {
         const FN_T *ar[FN_TMR];
         const FN_T *b = bp + boff[s] * ldbp;

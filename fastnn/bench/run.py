@@ -117,6 +117,11 @@ def run(config, progress=None, torch=None):
     return report
 
 
+# With several threads, a pause between the samples of different implementations
+# (timing.measure's settle_s): longer than libgomp's default spin after a region.
+SETTLE_S = 0.03
+
+
 def measure_case(case, dtype, config, progress, torch):
     """Timings of one case in one dtype at every thread count: each fast backend,
     PyTorch and NumPy where they take part."""
@@ -136,7 +141,7 @@ def measure_case(case, dtype, config, progress, torch):
         # threading layer, started by its first call, resets PyTorch's OpenMP count
         before = {(TORCH, pass_): (lambda n=n: torch.set_num_threads(n)) for pass_ in PASSES} if torch else {}
         timed = measure({(name, pass_): work[pass_] for name, work in impls.items() for pass_ in PASSES},
-                        config.plan, before=before)
+                        config.plan, before=before, settle_s=SETTLE_S if n > 1 else 0.0)
         for (impl, pass_), entry in timed.items():
             timings.append({"case": case.id, "dtype": dtype, "pass": pass_, "threads": n, "impl": impl, **entry})
         progress.advance()

@@ -43,12 +43,24 @@ def failure(exc):
     return {"error": message}
 
 
-def measure(funcs, plan, clock=time.perf_counter, before=None):
+def _impl(label):
+    """The implementation a label times (labels may be (implementation, pass) pairs)."""
+    return label[0] if isinstance(label, tuple) else label
+
+
+def measure(funcs, plan, clock=time.perf_counter, before=None, settle_s=0.0):
     """Time callables side by side: warm each up, then run rounds in which each takes
     its turn (the order rotating every round) and keep the median per call.
 
     ``before`` maps a label to a callable run, untimed, before that label's warm-up and
     before each of its samples (e.g. setting its thread count).
+
+    ``settle_s``: an untimed pause before a sample whose implementation differs from
+    the previous sample's. With several threads, a runtime's worker threads keep
+    spinning for a while after its last parallel region (libgomp's, PyTorch's,
+    Numba's): the next implementation's threads would wait for the cores they hold
+    (and fastnn, taking that for a busy machine, runs on one thread for a while), so
+    a sample would time the previous implementation's leftovers.
 
     Returns {label: {"median_s", "samples_s", "number"}} or, for a callable that
     raised, {label: {"skipped": why}} / {label: {"error": why}}.
@@ -70,6 +82,7 @@ def measure(funcs, plan, clock=time.perf_counter, before=None):
         number = min(max(1, math.ceil(plan.min_sample_s / once)), 100_000)
         rounds = max(plan.min_repeat, min(plan.repeat, int(plan.budget_s / (once * number))))
         live[label] = (func, number, rounds, [])
+    previous = None
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -80,6 +93,9 @@ def measure(funcs, plan, clock=time.perf_counter, before=None):
             for label in labels[shift:] + labels[:shift]:
                 func, number, _, samples = live[label]
                 try:
+                    if settle_s > 0 and _impl(label) != previous:
+                        time.sleep(settle_s)
+                    previous = _impl(label)
                     if label in before:
                         before[label]()
                     start = clock()
