@@ -118,8 +118,10 @@ def run(config, progress=None, torch=None):
 
 
 # With several threads, a pause between the samples of different implementations
-# (timing.measure's settle_s): longer than libgomp's default spin after a region.
-SETTLE_S = 0.03
+# (timing.measure's settle_s): longer than the spin of the pools in the process after
+# their last call (libgomp's, a few milliseconds; OpenBLAS's, ~2^28 cycles, 0.1 s).
+# Alone, B1 ran 1.8x faster on 2 threads than on 1; right after np.matmul, no faster.
+SETTLE_S = 0.15
 
 
 def measure_case(case, dtype, config, progress, torch):
