@@ -18,7 +18,7 @@ LAYOUTS = ("NHWC", "NCHW")
 # ---------------------------------------------------------------- arrays and dtypes
 
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_F32, _F64 = _NATIVE_FLOATS
+F32, F64 = _NATIVE_FLOATS
 
 
 def float_dtype(fn, name, arr):
@@ -55,7 +55,7 @@ def as_array_list(fn, names, values, optional=()):
     for name, value in zip(names, values):
         # the common case, without the general checks: NumPy hands out one dtype
         # object per native float type (an equal but distinct one takes the long way)
-        if type(value) is np.ndarray and (value.dtype is _F32 or value.dtype is _F64):
+        if type(value) is np.ndarray and (value.dtype is F32 or value.dtype is F64):
             arrays.append(value)
             dtypes.append(value.dtype)
             continue
