@@ -358,6 +358,18 @@ FN_TARGET FN_UNUSED static void FN(lstm_rows)(const FN_LSTM_IO *io, const FN_T *
                 FN(lstm_row_at)(io, P, p, i + r, init);
             continue;
         }
+#else
+        /* a partial tile of 4 or 5 rows (AVX-512's 6-row tile: a batch of 64 ends in
+         * one) in a tile of its own height: 16 or 20 sums are enough FMA chains, and
+         * the full tile would multiply rows that do not exist */
+        if (mr == 4 && FN_LMR > 4) {
+            FN_LSTM_TILE(4);
+            continue;
+        }
+        if (mr == 5 && FN_LMR > 5) {
+            FN_LSTM_TILE(5);
+            continue;
+        }
 #endif
         if (mr > FN_LMR / 2)
             FN_LSTM_TILE(FN_LMR);
