@@ -39,6 +39,8 @@ cdef extern from "fn_kernels.h":
                             const int8_t* mask, double* dz, int threads) noexcept nogil
     void fn_dense_softmax_f(Py_ssize_t rows, Py_ssize_t n, const float* z, float* p, int threads) noexcept nogil
     void fn_dense_softmax_d(Py_ssize_t rows, Py_ssize_t n, const double* z, double* p, int threads) noexcept nogil
+    void fn_column_sums_mt_f(Py_ssize_t M, Py_ssize_t N, const float* g, float* db, int threads) noexcept nogil
+    void fn_column_sums_mt_d(Py_ssize_t M, Py_ssize_t N, const double* g, double* db, int threads) noexcept nogil
 
 
 # ---- one name for both element types ----
@@ -96,3 +98,11 @@ cdef inline void dense_softmax(Py_ssize_t rows, Py_ssize_t n, const floating* z,
         fn_dense_softmax_f(rows, n, z, p, threads)
     else:
         fn_dense_softmax_d(rows, n, z, p, threads)
+
+
+cdef inline void column_sums_mt(Py_ssize_t M, Py_ssize_t N, const floating* g, floating* db,
+                                int threads) noexcept nogil:
+    if floating is float:
+        fn_column_sums_mt_f(M, N, g, db, threads)
+    else:
+        fn_column_sums_mt_d(M, N, g, db, threads)

@@ -38,6 +38,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
+from ._fn_dense cimport column_sums_mt
 from ._fn cimport (conv1_dw_rows, conv1_rows, conv_dw_scratch, conv_forward, conv_scratch, conv_weight_grad, fn_add_busy, fn_alloc,
                    fn_conv_geom, fn_free, fn_main_clock, fn_panel_width, fn_region, fn_region_begin, fn_region_end,
                    fn_region_threads, gemm_nn_mt, pack, pack_t, packed_size)
@@ -199,34 +200,6 @@ cdef void _col2im_rows(floating* dx, const floating* dcols, const Geometry* g,
     n1 = (r1 - 1) // HoWo + 1
     for q in prange(n0 * g.H, n1 * g.H, nogil=True, schedule="dynamic", num_threads=nthreads):
         _col2im_input_row(dx, dcols, g, q // g.H, q % g.H, r0, r1, c0)
-
-
-cdef void _column_sums(const floating* a, Py_ssize_t rows, Py_ssize_t cols, floating* out,
-                       double[:, ::1] partial, int nthreads) noexcept nogil:
-    """out[c] = sum over rows of a[r, c]; a fixed split of the rows per thread, added in order.
-
-    Accumulates in double so float32 sums over large batches stay accurate.
-    """
-    cdef Py_ssize_t T = partial.shape[0]
-    cdef Py_ssize_t t, r, c, lo, hi
-    cdef double* acc
-    cdef double s
-    for t in prange(T, nogil=True, schedule="static", num_threads=nthreads):
-        acc = &partial[t, 0]
-        for c in range(cols):
-            acc[c] = 0
-        lo = rows * t // T
-        hi = rows * (t + 1) // T
-        for r in range(lo, hi):
-            for c in range(cols):
-                acc[c] += a[r * cols + c]
-    for c in range(cols):
-        s = 0
-        for t in range(T):
-            s = s + partial[t, c]
-        out[c] = <floating>s
-
-
 
 
 # ---------------------------------------------------------------------------
@@ -720,9 +693,8 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
                            &dx[0, 0, 0, 0], g.C, &gt, groups, g.Cg)
     if has_bias:
         db = db_arr
-        partial = np.empty((nthreads, C_out), dtype=np.float64)
         with nogil:
-            _column_sums(&dy[0, 0, 0, 0], rows, C_out, &db[0], partial, nthreads)
+            column_sums_mt(rows, C_out, &dy[0, 0, 0, 0], &db[0], nthreads)
     return dx_arr if need_dx else None, dw_arr, db_arr
 
 

@@ -47,6 +47,7 @@ from .._arena import empty as _empty
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
+from ._fn_dense cimport column_sums_mt
 from ._fn cimport (any_scratch, fn_alloc, fn_free, fn_lstm_steps_d, fn_lstm_steps_f, gemm_any_mt, gemm_nn_mt,
                    gemm_tn2_mt, gru_backward_out_rows, gru_backward_reset_rows, gru_gates_rows, gru_output_rows,
                    lstm_backward_rows, lstm_pack, lstm_packed_size, pack, pack_t, packed_size, rnn_backward_rows,
@@ -136,16 +137,6 @@ cdef void _fill_rows(floating* out, const floating* row, Py_ssize_t rows, Py_ssi
         memcpy(out + r * n, row, n * sizeof(floating))
 
 
-cdef void _column_sums(const floating* a, Py_ssize_t rows, Py_ssize_t n, floating* out) noexcept nogil:
-    cdef Py_ssize_t r, j
-    cdef const floating* row
-    memset(out, 0, n * sizeof(floating))
-    for r in range(rows):
-        row = a + r * n
-        for j in range(n):
-            out[j] += row[j]
-
-
 cdef void _input_projection(const floating* x, const floating* W, const floating* b,
                             int rows, int n_x, int n_a, int width, floating* z,
                             floating* packed, bint serial) noexcept nogil:
@@ -174,7 +165,7 @@ cdef int _weight_gradients(const floating* dz, const floating* h_stack, const fl
         if not gemm_tn2_mt(width, n_x, 0, rows, dz, width, x, n_x, x, n_x, dW + n_a, ld, False,
                            _threads(serial)):
             return 0
-    _column_sums(dz, rows, width, db)
+    column_sums_mt(rows, width, dz, db, _threads(serial))
     return _gemm_any(serial, False, False, rows, n_x, width, dz, width, W + n_a, ld, False, dx, n_x)
 
 

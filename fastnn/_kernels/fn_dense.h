@@ -387,6 +387,53 @@ FN_UNUSED static inline int FN(dense_dw_direct)(ptrdiff_t M, ptrdiff_t N)
     return (double)M * (double)N * sizeof(FN_T) <= FN_DENSE_X_CACHED;
 }
 
+/* db (N) = the column sums of g (M rows of N): each column summed in chunks of
+ * FN_DENSE_DB_ROWS rows in row order, the chunks' sums added in chunk order, as
+ * FN(dense_linear_backward) does, so the bits do not depend on the thread count;
+ * tasks of FN_COLSUM_V vectors of columns, the sums in registers (no scratch). A
+ * bias gradient: a convolution's over its output pixels, a recurrent layer's over
+ * its steps and batch. */
+#define FN_COLSUM_V 4
+FN_TARGET FN_UNUSED static void FN(column_sums_mt)(ptrdiff_t M, ptrdiff_t N, const FN_T *g, FN_T *db, int threads)
+{
+    const ptrdiff_t cols = FN_COLSUM_V * FN_VL, tasks = (N + cols - 1) / cols;
+    if (N <= 0)
+        return;
+    if (M <= 0) {
+        memset(db, 0, (size_t)N * sizeof(FN_T));
+        return;
+    }
+    if ((double)M * (double)N < (double)FN_DENSE_ELEMS_MT)
+        threads = 1;
+    FN_TASKS(tasks,
+        const ptrdiff_t j0 = task * cols;
+        FN_V total[FN_COLSUM_V], part[FN_COLSUM_V];
+        int lanes[FN_COLSUM_V], v;
+        ptrdiff_t r0, r;
+        for (v = 0; v < FN_COLSUM_V; v++) {
+            const ptrdiff_t left = N - j0 - v * FN_VL;
+            lanes[v] = (int)(left <= 0 ? 0 : (left < FN_VL ? left : FN_VL));
+            total[v] = FN(bc)(0);
+        }
+        for (r0 = 0; r0 < M; r0 += FN_DENSE_DB_ROWS) {
+            const ptrdiff_t r1 = r0 + FN_DENSE_DB_ROWS < M ? r0 + FN_DENSE_DB_ROWS : M;
+            for (v = 0; v < FN_COLSUM_V; v++)
+                part[v] = lanes[v] > 0 ? FN_DGET(g + r0 * N + j0 + v * FN_VL, lanes[v]) : FN(bc)(0);
+            for (r = r0 + 1; r < r1; r++) {
+                const FN_T *row = g + r * N + j0;
+                for (v = 0; v < FN_COLSUM_V; v++)
+                    if (lanes[v] > 0)
+                        part[v] = part[v] + FN_DGET(row + v * FN_VL, lanes[v]);
+            }
+            for (v = 0; v < FN_COLSUM_V; v++)
+                total[v] = r0 == 0 ? part[v] : total[v] + part[v];
+        }
+        for (v = 0; v < FN_COLSUM_V; v++)
+            if (lanes[v] > 0)
+                FN_DPUT(db + j0 + v * FN_VL, lanes[v], total[v]);
+    );
+}
+
 /* The backward pass of FN(dense_linear_forward): dz = dy * act'(.) (M, N) from keep
  * or mask, or dy itself for FN_ACT_IDENTITY (dz may be NULL then); dx (M, K) =
  * dz @ w; dw (N, K) = dz^T @ x; db (N) = column sums of dz when db is not NULL.

@@ -49,3 +49,8 @@ FN_UNUSED static void FN_D(dense_softmax, FN_TS)(ptrdiff_t rows, ptrdiff_t n, co
 {
     FN_PICK(, dense_softmax, FN_TS, (rows, n, z, p, threads))
 }
+
+FN_UNUSED static void FN_D(column_sums_mt, FN_TS)(ptrdiff_t M, ptrdiff_t N, const FN_T *g, FN_T *db, int threads)
+{
+    FN_PICK(, column_sums_mt, FN_TS, (M, N, g, db, threads))
+}
