@@ -48,12 +48,15 @@ include "_module.pxi"
 
 
 # Output pixels per forward task; the size of a weight-gradient chunk's slice of dy;
-# the parts of the batch whose weight gradients are summed separately (at most this
-# many, and at most _DW_PARTIAL_BYTES of partial sums): they let the threads share a
-# small batch's rows, and depend on the sizes only.
+# the parts of the batch whose weight gradients are summed separately: as many as
+# make _DW_TASKS tasks with the blocks of output columns (C4's 256 columns, four
+# blocks: 2 parts; C2's 64: 8), at most _DW_PARTIAL_BYTES of partial sums. They let
+# the threads share a small batch's rows, and depend on the sizes only; each part
+# more is a zeroed copy of dw to add up (six of C4's 2.4 MB took a tenth of its
+# backward).
 cdef Py_ssize_t _BLOCK_PIXELS = 96
 cdef Py_ssize_t _DW_CHUNK_BYTES = 256 * 1024
-cdef Py_ssize_t _DW_PARTS = 8
+cdef Py_ssize_t _DW_TASKS = 8
 cdef Py_ssize_t _DW_PARTIAL_BYTES = 16 * 2**20
 # Chunks of the strided dx's columns aim at this size, so that a chunk is still in
 # cache when col2im reads it back.
@@ -308,7 +311,7 @@ cdef void _weight_grad_tasks(const fn_conv_geom* g, const floating* x, const flo
 cdef object _weight_grad(const floating* x, const floating* dy, const Geometry* geo,
                          Py_ssize_t groups, Py_ssize_t C_out):
     """dw as a (kh * kw * Cg, C_out) array: partial sums over parts of the batch (as
-    many as _DW_PARTIAL_BYTES of them hold, at most _DW_PARTS) added in order."""
+    many as _DW_PARTIAL_BYTES of them hold, as many as make _DW_TASKS tasks) added in order."""
     cdef bint dbl = floating is double
     cdef fn_conv_geom g = _fn_geometry(geo)
     cdef Py_ssize_t K = g.kh * g.kw * g.Cg
@@ -317,9 +320,11 @@ cdef object _weight_grad(const floating* x, const floating* dy, const Geometry* 
     # rows per chunk: a chunk's share of dy stays cached while the taps go over it
     cdef Py_ssize_t chunk = max(1, _DW_CHUNK_BYTES // max(1, g.Wo * C_out * item))
     cdef Py_ssize_t n_chunks = (rows + chunk - 1) // chunk
-    cdef Py_ssize_t n_parts = max(1, min(_DW_PARTS, n_chunks, _DW_PARTIAL_BYTES // max(1, K * C_out * item)))
     cdef Py_ssize_t width = 64
-    cdef Py_ssize_t tasks = n_parts * groups * ((C_out // groups + width - 1) // width)
+    cdef Py_ssize_t col_tasks = groups * ((C_out // groups + width - 1) // width)
+    cdef Py_ssize_t n_parts = max(1, min((_DW_TASKS + col_tasks - 1) // col_tasks, n_chunks,
+                                         _DW_PARTIAL_BYTES // max(1, K * C_out * item)))
+    cdef Py_ssize_t tasks = n_parts * col_tasks
     cdef int nthreads = <int>max(1, min(_threads(), tasks))
     cdef Py_ssize_t t
     cdef Py_ssize_t sstride = <Py_ssize_t>conv_dw_scratch(dbl, chunk)
