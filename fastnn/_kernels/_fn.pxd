@@ -66,6 +66,10 @@ cdef extern from "fn_kernels.h":
                    double* P) noexcept nogil
     void fn_pack_t_f(Py_ssize_t K, Py_ssize_t N, const float* S, Py_ssize_t ls, float* P) noexcept nogil
     void fn_pack_t_d(Py_ssize_t K, Py_ssize_t N, const double* S, Py_ssize_t ls, double* P) noexcept nogil
+    void fn_transpose_matrix_f(Py_ssize_t rows, Py_ssize_t cols, const float* A, Py_ssize_t lda, float* At,
+                               Py_ssize_t ldt) noexcept nogil
+    void fn_transpose_matrix_d(Py_ssize_t rows, Py_ssize_t cols, const double* A, Py_ssize_t lda, double* At,
+                               Py_ssize_t ldt) noexcept nogil
     void fn_gemm_nn_mt_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
                          const float* P, const float* bias, float* C, Py_ssize_t ldc, int accumulate,
                          int threads) noexcept nogil
@@ -188,6 +192,14 @@ cdef inline void pack_t(Py_ssize_t K, Py_ssize_t N, const floating* S, Py_ssize_
         fn_pack_t_f(K, N, S, ls, P)
     else:
         fn_pack_t_d(K, N, S, ls, P)
+
+
+cdef inline void transpose_matrix(Py_ssize_t rows, Py_ssize_t cols, const floating* A, Py_ssize_t lda,
+                                  floating* At, Py_ssize_t ldt) noexcept nogil:
+    if floating is float:
+        fn_transpose_matrix_f(rows, cols, A, lda, At, ldt)
+    else:
+        fn_transpose_matrix_d(rows, cols, A, lda, At, ldt)
 
 
 cdef inline void gemm_nn_mt(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t lda,

@@ -41,7 +41,8 @@ from libc.string cimport memcpy, memset
 from ._fn_dense cimport column_sums_mt
 from ._fn cimport (conv1_dw_rows, conv1_rows, conv_dw_scratch, conv_forward, conv_scratch, conv_weight_grad, fn_add_busy, fn_alloc,
                    fn_conv_geom, fn_free, fn_main_clock, fn_panel_width, fn_region, fn_region_begin, fn_region_end,
-                   fn_region_threads, gemm_nn_mt, pack, pack_t, packed_size)
+                   fn_region_threads, gemm_nn_mt, pack, pack_t, packed_size,
+                   transpose_matrix)
 
 
 include "_module.pxi"
@@ -306,6 +307,21 @@ cdef void _weight_grad_tasks(const fn_conv_geom* g, const floating* x, const flo
         fn_add_busy(&region.busy, t0)
     if nthreads > 1:
         fn_region_end(&region)
+
+
+cdef object _flipped_weights(const floating* w, const Geometry* g, Py_ssize_t groups, Py_ssize_t Cog):
+    """wflip[gi, (i * kw + j) * Cog + co, ci] = w[kh - 1 - i, kw - 1 - j, ci, gi * Cog + co]:
+    the weights of the stride-1 dx as a convolution of dy, a (Cg, Cog) block
+    transposed per tap and group."""
+    cdef Py_ssize_t taps = g.kh * g.kw, C_out = groups * Cog, t, gi
+    out = np.empty((groups, taps * Cog, g.Cg), dtype=np.float64 if floating is double else np.float32)
+    cdef floating[:, :, ::1] f = out
+    with nogil:
+        for gi in range(groups):
+            for t in range(taps):
+                transpose_matrix(g.Cg, Cog, w + (taps - 1 - t) * g.Cg * C_out + gi * Cog, C_out,
+                                 &f[gi, t * Cog, 0], g.Cg)
+    return out
 
 
 cdef object _weight_grad(const floating* x, const floating* dy, const Geometry* geo,
@@ -691,9 +707,7 @@ cdef tuple _conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :
             gt.pt = (g.kh - 1) * g.dh - g.pt
             gt.pl = (g.kw - 1) * g.dw - g.pl
             gt.Cg = Cog
-            wflip = np.ascontiguousarray(
-                np.asarray(w)[::-1, ::-1].reshape(g.kh, g.kw, g.Cg, groups, Cog)
-                .transpose(3, 0, 1, 4, 2).reshape(groups, K_t, g.Cg))
+            wflip = _flipped_weights(&w[0, 0, 0, 0], &g, groups, Cog)
             _implicit_gemm(&dy[0, 0, 0, 0], &wflip[0, 0, 0], K_t * g.Cg, g.Cg, NULL,
                            &dx[0, 0, 0, 0], g.C, &gt, groups, g.Cg)
     if has_bias:
