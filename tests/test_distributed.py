@@ -314,6 +314,73 @@ def test_a_worker_killed_mid_search_loses_nothing(client, data, tmp_path, serial
     client.wait_for_workers(2, timeout=60)
 
 
+def slow_trial(params, seed):
+    """build_trial after a pause: trials long enough that the last one can be caught
+    running (the pause changes no weight: results equal _serial's)."""
+    time.sleep(0.8)
+    return build_trial(params, seed)
+
+
+def _dependencies_who_has(key, dask_scheduler=None):
+    """{dependency key: [workers holding it]} of a task, read from the scheduler."""
+    ts = dask_scheduler.tasks[key]
+    return {d.key: sorted(ws.address for ws in d.who_has or ()) for d in ts.dependencies}
+
+
+def test_a_worker_killed_with_the_only_copy_of_the_search_data_loses_nothing(client, data, tmp_path,
+                                                                           serial_threads):
+    # The data goes to both workers (broadcast), but once the last trial is running no
+    # other task waits for it, and Dask's active memory manager drops the copy on the
+    # idle worker. The worker running the last trial then holds the only copy; killed,
+    # it takes the data with it: the scheduler cannot compute scattered data again and
+    # cancels the trial that needed it.
+    client.wait_for_workers(2, timeout=60)
+    seen, killed = [], []
+
+    def kill_the_only_holder(record):
+        seen.append(record["trial"])
+        if len(seen) != 2:
+            return
+        deadline = time.monotonic() + 5
+        while True:  # the last trial starts as soon as a worker is free
+            busy = {w: keys for w, keys in client.processing().items() if keys}
+            if len(busy) == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert len(busy) == 1 and len(next(iter(busy.values()))) == 1, busy
+        (worker, (key,)), = busy.items()
+        client.amm.run_once()
+        deadline = time.monotonic() + 10
+        while True:
+            holders = client.run_on_scheduler(_dependencies_who_has, key)
+            if all(h == [worker] for h in holders.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert len(holders) == 4 and all(h == [worker] for h in holders.values()), holders  # X, y, X_val, y_val
+        pid = _worker_pids(client)[worker]
+        os.kill(pid, signal.SIGKILL)
+        killed.append((worker, pid))
+
+    results = tmp_path / "trials.jsonl"
+    start = time.monotonic()
+    out = fd.search(slow_trial, SPACE, data, n_trials=3, epochs=EPOCHS, client=client, results=results, seed=8,
+                    progress=False, callback=kill_the_only_holder)
+    assert time.monotonic() - start < 30
+    assert len(killed) == 1
+    worker, pid = killed[0]
+    removed = [msg for _, msg in client.get_events(worker) if isinstance(msg, dict)
+               and msg.get("action") == "remove-worker"]
+    assert removed and len(removed[-1]["lost-scattered-tasks"]) == 4  # the data really was lost with it
+    assert out.resubmitted == 1
+    assert [r["trial"] for r in out.trials] == [0, 1, 2]
+    assert sorted(json.loads(line)["trial"] for line in results.read_text().splitlines()) == [0, 1, 2]
+    for record in out.trials:  # every trial's result is what a serial run gives
+        _, metrics = _serial(record["params"], record["trial_seed"], data)
+        np.testing.assert_allclose(record["metrics"]["val_loss"], metrics["loss"], rtol=1e-5)
+        assert record["metrics"]["val_accuracy"] == metrics["accuracy"]
+    client.wait_for_workers(2, timeout=60)
+
+
 class _KillAtBatch(Callback):
     def __init__(self, client, batch):
         super().__init__()
