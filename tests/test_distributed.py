@@ -208,8 +208,9 @@ def test_data_parallel_equals_single_process_training(any_client, batch_size, ma
     X_before = X.copy()
     h1 = single.fit(X, y, epochs=2, batch_size=batch_size, optimizer=make_opt(single.network.params), rng=11,
                     progress=False)
-    h2 = fd.DataParallel(parallel, client).fit(X, y, epochs=2, batch_size=batch_size,
-                                               optimizer=make_opt(parallel.network.params), rng=11, progress=False)
+    dp = fd.DataParallel(parallel, client)
+    h2 = dp.fit(X, y, epochs=2, batch_size=batch_size, optimizer=make_opt(parallel.network.params), rng=11,
+                progress=False)
     np.testing.assert_array_equal(X, X_before)
     moved = 0.0
     for k, v in single.network.params.items():
@@ -219,6 +220,49 @@ def test_data_parallel_equals_single_process_training(any_client, batch_size, ma
     np.testing.assert_allclose(h2.history["loss"], h1.history["loss"], rtol=1e-5)
     assert h2.history["accuracy"] == h1.history["accuracy"]
     assert parallel.epoch == 2 and len(parallel.history.epoch) == 2
+    # a client that talks to the workers directly sends the steps over the driver's own
+    # connections to the actors; one that goes through the scheduler, as Dask actor calls
+    channels = [c is not None for c in dp._pool.channels]
+    assert channels == ([True, True] if client.direct_to_workers else [False, False])
+
+
+def test_a_step_that_raises_on_a_worker_raises_from_fit(any_client):
+    # a label out of range fails in the loss on the worker that gets it, in the third
+    # batch: fit raises the loss's own error (a step that fails on a direct connection is
+    # done again as a Dask actor call, which raises it)
+    X, y = _data(60, seed=3)
+    y = y.copy()
+    y[45] = 7
+    _, model = _twin_models()
+    dp = fd.DataParallel(model, any_client)
+    with pytest.raises(ValueError, match=r"target must be in \[0, 3\)"):
+        dp.fit(X, y, epochs=1, batch_size=20, shuffle=False, optimizer=optim.SGD(model.network.params, 0.1),
+               progress=False)
+    assert model.epoch == 0
+    # the direct connections stay up: the step failed, not the connection
+    assert [c is not None for c in dp._pool.channels] == [bool(any_client.direct_to_workers)] * 2
+    dp.close()
+
+
+def test_a_direct_connection_needs_the_actor_token(direct_client):
+    import socket
+    X, y = _data(40, seed=5)
+    _, model = _twin_models()
+    dp = fd.DataParallel(model, direct_client)
+    dp.fit(X, y, epochs=1, batch_size=20, optimizer=optim.SGD(model.network.params, 0.1), progress=False)
+    actor = dp._pool.actors[0]
+    host, port = actor.open_channel(b"k" * 32).result()
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"x" * 32)  # not the token: the actor closes the connection
+        assert sock.recv(1) == b""
+    with pytest.raises(OSError):  # and listens no more
+        socket.create_connection((host, port), timeout=10).close()
+    # the pool's own connections still work
+    before = {k: v.copy() for k, v in model.network.params.items()}
+    dp.fit(X, y, epochs=1, batch_size=20, optimizer=optim.SGD(model.network.params, 0.1), progress=False)
+    assert any(not np.array_equal(before[k], v) for k, v in model.network.params.items())
+    assert all(c is not None for c in dp._pool.channels)
+    dp.close()
 
 
 def test_data_parallel_shards_are_weighted_by_size(client):
@@ -407,6 +451,8 @@ def test_a_worker_killed_mid_epoch_loses_nothing(any_client):
            callbacks=[killer])
     assert killer.killed
     assert dp.replaced == 1  # the dead worker's replica was made again elsewhere and its shard redone
+    if client.direct_to_workers:  # the new replica has its direct connection too
+        assert all(c is not None for c in dp._pool.channels)
     for k, v in single.network.params.items():
         np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
     client.wait_for_workers(2, timeout=60)
