@@ -308,8 +308,11 @@ class DataParallel:
     of the shards' (as in data-parallel training without synchronised batch norm).
 
     Each fit scatters X and y to every worker once and starts one Dask actor per worker
-    (a replica of the network holding the data); the driver calls the actors directly
-    each step (through the scheduler when the client has direct_to_workers=False).
+    (a replica of the network holding the data). When the client talks to the workers
+    directly (direct_to_workers=True, as the embedded cluster's) over plain TCP, each
+    step goes over a connection of the driver's own to each actor (token-checked, raw
+    bytes); otherwise as a Dask actor call (through the scheduler when the client has
+    direct_to_workers=False).
     A shard's step is a pure function of the parameters and the batch's indices: when a
     worker dies, its actor is made again on a surviving worker (a restarted one when it
     is back) and the lost shard computed again there, so the result is unchanged.
