@@ -469,10 +469,13 @@ class _KillWorker(Callback):
             self.killed = True
 
 
-def test_a_worker_killed_with_the_only_copy_of_the_data_loses_nothing(client):
+def test_a_worker_killed_with_the_only_copy_of_the_data_loses_nothing(any_client):
     # Dask's active memory manager drops the extra replicas of scattered data no task
     # waits for (every 2 s): the actors hold the arrays, but the scheduler keeps one
-    # worker's copy. Killing that worker must not lose the data.
+    # worker's copy. Killing that worker must not lose the data (with the steps as Dask
+    # actor calls, and over direct connections: there the closed connection sends the
+    # step through Dask, which finds the worker gone).
+    client = any_client
     client.wait_for_workers(2, timeout=60)
     X, y = _data(120, seed=5)
     single, parallel = _twin_models(seed=2)
@@ -491,6 +494,7 @@ def test_a_worker_killed_with_the_only_copy_of_the_data_loses_nothing(client):
     assert killer.killed and dp.replaced >= 1
     for k, v in single.network.params.items():
         np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
+    assert [c is not None for c in dp._pool.channels] == [bool(client.direct_to_workers)] * 2
     dp.close()
     client.wait_for_workers(2, timeout=60)
 
