@@ -208,8 +208,9 @@ def test_data_parallel_equals_single_process_training(any_client, batch_size, ma
     X_before = X.copy()
     h1 = single.fit(X, y, epochs=2, batch_size=batch_size, optimizer=make_opt(single.network.params), rng=11,
                     progress=False)
-    h2 = fd.DataParallel(parallel, client).fit(X, y, epochs=2, batch_size=batch_size,
-                                               optimizer=make_opt(parallel.network.params), rng=11, progress=False)
+    dp = fd.DataParallel(parallel, client)
+    h2 = dp.fit(X, y, epochs=2, batch_size=batch_size, optimizer=make_opt(parallel.network.params), rng=11,
+                progress=False)
     np.testing.assert_array_equal(X, X_before)
     moved = 0.0
     for k, v in single.network.params.items():
@@ -219,6 +220,49 @@ def test_data_parallel_equals_single_process_training(any_client, batch_size, ma
     np.testing.assert_allclose(h2.history["loss"], h1.history["loss"], rtol=1e-5)
     assert h2.history["accuracy"] == h1.history["accuracy"]
     assert parallel.epoch == 2 and len(parallel.history.epoch) == 2
+    # a client that talks to the workers directly sends the steps over the driver's own
+    # connections to the actors; one that goes through the scheduler, as Dask actor calls
+    channels = [c is not None for c in dp._pool.channels]
+    assert channels == ([True, True] if client.direct_to_workers else [False, False])
+
+
+def test_a_step_that_raises_on_a_worker_raises_from_fit(any_client):
+    # a label out of range fails in the loss on the worker that gets it, in the third
+    # batch: fit raises the loss's own error (a step that fails on a direct connection is
+    # done again as a Dask actor call, which raises it)
+    X, y = _data(60, seed=3)
+    y = y.copy()
+    y[45] = 7
+    _, model = _twin_models()
+    dp = fd.DataParallel(model, any_client)
+    with pytest.raises(ValueError, match=r"target must be in \[0, 3\)"):
+        dp.fit(X, y, epochs=1, batch_size=20, shuffle=False, optimizer=optim.SGD(model.network.params, 0.1),
+               progress=False)
+    assert model.epoch == 0
+    # the direct connections stay up: the step failed, not the connection
+    assert [c is not None for c in dp._pool.channels] == [bool(any_client.direct_to_workers)] * 2
+    dp.close()
+
+
+def test_a_direct_connection_needs_the_actor_token(direct_client):
+    import socket
+    X, y = _data(40, seed=5)
+    _, model = _twin_models()
+    dp = fd.DataParallel(model, direct_client)
+    dp.fit(X, y, epochs=1, batch_size=20, optimizer=optim.SGD(model.network.params, 0.1), progress=False)
+    actor = dp._pool.actors[0]
+    host, port = actor.open_channel(b"k" * 32).result()
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"x" * 32)  # not the token: the actor closes the connection
+        assert sock.recv(1) == b""
+    with pytest.raises(OSError):  # and listens no more
+        socket.create_connection((host, port), timeout=10).close()
+    # the pool's own connections still work
+    before = {k: v.copy() for k, v in model.network.params.items()}
+    dp.fit(X, y, epochs=1, batch_size=20, optimizer=optim.SGD(model.network.params, 0.1), progress=False)
+    assert any(not np.array_equal(before[k], v) for k, v in model.network.params.items())
+    assert all(c is not None for c in dp._pool.channels)
+    dp.close()
 
 
 def test_data_parallel_shards_are_weighted_by_size(client):
@@ -314,6 +358,73 @@ def test_a_worker_killed_mid_search_loses_nothing(client, data, tmp_path, serial
     client.wait_for_workers(2, timeout=60)
 
 
+def slow_trial(params, seed):
+    """build_trial after a pause: trials long enough that the last one can be caught
+    running (the pause changes no weight: results equal _serial's)."""
+    time.sleep(0.8)
+    return build_trial(params, seed)
+
+
+def _dependencies_who_has(key, dask_scheduler=None):
+    """{dependency key: [workers holding it]} of a task, read from the scheduler."""
+    ts = dask_scheduler.tasks[key]
+    return {d.key: sorted(ws.address for ws in d.who_has or ()) for d in ts.dependencies}
+
+
+def test_a_worker_killed_with_the_only_copy_of_the_search_data_loses_nothing(client, data, tmp_path,
+                                                                           serial_threads):
+    # The data goes to both workers (broadcast), but once the last trial is running no
+    # other task waits for it, and Dask's active memory manager drops the copy on the
+    # idle worker. The worker running the last trial then holds the only copy; killed,
+    # it takes the data with it: the scheduler cannot compute scattered data again and
+    # cancels the trial that needed it.
+    client.wait_for_workers(2, timeout=60)
+    seen, killed = [], []
+
+    def kill_the_only_holder(record):
+        seen.append(record["trial"])
+        if len(seen) != 2:
+            return
+        deadline = time.monotonic() + 5
+        while True:  # the last trial starts as soon as a worker is free
+            busy = {w: keys for w, keys in client.processing().items() if keys}
+            if len(busy) == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert len(busy) == 1 and len(next(iter(busy.values()))) == 1, busy
+        (worker, (key,)), = busy.items()
+        client.amm.run_once()
+        deadline = time.monotonic() + 10
+        while True:
+            holders = client.run_on_scheduler(_dependencies_who_has, key)
+            if all(h == [worker] for h in holders.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert len(holders) == 4 and all(h == [worker] for h in holders.values()), holders  # X, y, X_val, y_val
+        pid = _worker_pids(client)[worker]
+        os.kill(pid, signal.SIGKILL)
+        killed.append((worker, pid))
+
+    results = tmp_path / "trials.jsonl"
+    start = time.monotonic()
+    out = fd.search(slow_trial, SPACE, data, n_trials=3, epochs=EPOCHS, client=client, results=results, seed=8,
+                    progress=False, callback=kill_the_only_holder)
+    assert time.monotonic() - start < 30
+    assert len(killed) == 1
+    worker, pid = killed[0]
+    removed = [msg for _, msg in client.get_events(worker) if isinstance(msg, dict)
+               and msg.get("action") == "remove-worker"]
+    assert removed and len(removed[-1]["lost-scattered-tasks"]) == 4  # the data really was lost with it
+    assert out.resubmitted == 1
+    assert [r["trial"] for r in out.trials] == [0, 1, 2]
+    assert sorted(json.loads(line)["trial"] for line in results.read_text().splitlines()) == [0, 1, 2]
+    for record in out.trials:  # every trial's result is what a serial run gives
+        _, metrics = _serial(record["params"], record["trial_seed"], data)
+        np.testing.assert_allclose(record["metrics"]["val_loss"], metrics["loss"], rtol=1e-5)
+        assert record["metrics"]["val_accuracy"] == metrics["accuracy"]
+    client.wait_for_workers(2, timeout=60)
+
+
 class _KillAtBatch(Callback):
     def __init__(self, client, batch):
         super().__init__()
@@ -340,6 +451,8 @@ def test_a_worker_killed_mid_epoch_loses_nothing(any_client):
            callbacks=[killer])
     assert killer.killed
     assert dp.replaced == 1  # the dead worker's replica was made again elsewhere and its shard redone
+    if client.direct_to_workers:  # the new replica has its direct connection too
+        assert all(c is not None for c in dp._pool.channels)
     for k, v in single.network.params.items():
         np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
     client.wait_for_workers(2, timeout=60)
@@ -356,10 +469,13 @@ class _KillWorker(Callback):
             self.killed = True
 
 
-def test_a_worker_killed_with_the_only_copy_of_the_data_loses_nothing(client):
+def test_a_worker_killed_with_the_only_copy_of_the_data_loses_nothing(any_client):
     # Dask's active memory manager drops the extra replicas of scattered data no task
     # waits for (every 2 s): the actors hold the arrays, but the scheduler keeps one
-    # worker's copy. Killing that worker must not lose the data.
+    # worker's copy. Killing that worker must not lose the data (with the steps as Dask
+    # actor calls, and over direct connections: there the closed connection sends the
+    # step through Dask, which finds the worker gone).
+    client = any_client
     client.wait_for_workers(2, timeout=60)
     X, y = _data(120, seed=5)
     single, parallel = _twin_models(seed=2)
@@ -378,6 +494,7 @@ def test_a_worker_killed_with_the_only_copy_of_the_data_loses_nothing(client):
     assert killer.killed and dp.replaced >= 1
     for k, v in single.network.params.items():
         np.testing.assert_allclose(parallel.network.params[k], v, rtol=2e-5, atol=2e-6)
+    assert [c is not None for c in dp._pool.channels] == [bool(client.direct_to_workers)] * 2
     dp.close()
     client.wait_for_workers(2, timeout=60)
 

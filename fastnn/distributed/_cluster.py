@@ -46,7 +46,7 @@ def local_cluster(n_workers=None, *, threads=1, **kwargs):
                    silence_logs=logging.ERROR, env=env)
     options.update(kwargs)
     cluster = LocalCluster(**options)
-    client = Client(cluster, direct_to_workers=True)  # DataParallel's actor calls skip the scheduler
+    client = Client(cluster, direct_to_workers=True)  # DataParallel's steps go straight to the workers
     try:
         client.register_plugin(OneThreadPerWorker(threads))
         client.register_plugin(MallocThresholds())

@@ -22,9 +22,10 @@ class SearchResult:
     ``best_trial`` (its index), ``best_metrics``, ``trials`` (every finished trial's
     record, by index: trial, params, trial_seed, seed, metrics, time), ``metric`` and
     ``mode`` (how the best was chosen), ``resumed`` (trials read from the results file
-    instead of run)."""
+    instead of run), ``resubmitted`` (trials submitted again because a dying worker took
+    the only copy of the scattered data with it)."""
 
-    def __init__(self, best_model, best_record, trials, metric, mode, resumed):
+    def __init__(self, best_model, best_record, trials, metric, mode, resumed, resubmitted=0):
         self.best_model = best_model
         self.best_trial = best_record["trial"]
         self.best_params = dict(best_record["params"])
@@ -33,6 +34,7 @@ class SearchResult:
         self.metric = metric
         self.mode = mode
         self.resumed = resumed
+        self.resubmitted = resubmitted
 
     def __repr__(self):
         return (f"SearchResult({len(self.trials)} trials, best trial {self.best_trial}: "
@@ -284,7 +286,10 @@ def search(build, space, data, *, n_trials, epochs=1, fit=None, metric=None, mod
     kept next to it as ``<results>.best-trial-<i>.npz``; a search started again with
     the same file skips the trials it holds.
     retries: how many times a trial that raised is run again; a trial on a worker
-    that dies is rerun elsewhere by the scheduler.
+    that dies is rerun elsewhere by the scheduler, and when the dead worker held the
+    only copy of the scattered data (Dask's active memory manager drops the copies no
+    waiting task needs), the data is scattered again and the trial submitted again
+    (same seed, same result; up to 5 times per trial).
     callback: called on the driver with each finished trial's record.
     Returns a SearchResult (best_model is a Model rebuilt from the .npz bytes)."""
     fn = "fastnn.distributed.search"
@@ -345,22 +350,29 @@ def search(build, space, data, *, n_trials, epochs=1, fit=None, metric=None, mod
         todo.append(next(t for t in planned if t[0] == best["trial"]))
 
     records = dict(done)
+    resubmitted = 0
     display = _Progress(display_mode, n_trials, resumed, metric) if display_mode else None
     try:
         if todo:
             c = _cluster.get_client(fn, client, address)
             from distributed import as_completed
-            shared = c.scatter(list(data), broadcast=True, hash=False)
-            token = uuid.uuid4().hex[:8]
-            futures = [c.submit(_task, build, params, tseed, epochs, fit, i, *shared, retries=retries,
-                                pure=False, key=f"fastnn-trial-{i}-{token}")
-                       for i, params, tseed in todo]
+            run = _Submitter(c, build, epochs, fit, retries, data)
             try:
-                for future, out in as_completed(futures, with_results=True):
+                pending = as_completed([run.submit(t) for t in todo], with_results=True, raise_errors=False)
+                for future, out in pending:
+                    t = run.trial_of(future)
+                    if future.status == "error":
+                        typ, exc, tb = out  # the trial raised (after its retries), or Dask gave up on it
+                        raise exc.with_traceback(tb)
+                    if future.status != "finished" or isinstance(out, BaseException):
+                        # cancelled: a worker died with the only copy of the scattered data
+                        # (or of the trial's result); scatter the data again, run the trial again
+                        pending.add(run.again(fn, future, t, out))
+                        continue
                     i = out["trial"]
                     params, tseed = planned[i][1], planned[i][2]
                     model_bytes = out["model"]
-                    future.release()
+                    run.done(future)
                     if i in records:  # the best of an earlier run, trained again for its weights
                         if best is not None and best["trial"] == i:
                             best_bytes = model_bytes
@@ -380,10 +392,8 @@ def search(build, space, data, *, n_trials, epochs=1, fit=None, metric=None, mod
                     if callback is not None:
                         callback(dict(record))
             finally:
-                for f in futures:
-                    f.release()
-                for f in shared:
-                    f.release()
+                resubmitted = run.resubmitted
+                run.close()
     finally:
         if display:
             display.close()
@@ -392,7 +402,71 @@ def search(build, space, data, *, n_trials, epochs=1, fit=None, metric=None, mod
         _save_best(results, best["trial"], best_bytes, None)
     trials_list = [records[i] for i in sorted(records)]
     best_model = _wire.model_from_bytes(best_bytes)
-    return SearchResult(best_model, best, trials_list, metric, mode, resumed)
+    return SearchResult(best_model, best, trials_list, metric, mode, resumed, resubmitted)
+
+
+# Times one trial may be submitted again because the scattered data it needed was lost
+# with a worker, before search gives up (each one needs a worker to die).
+_DATA_LOSSES = 5
+
+
+class _Submitter:
+    """The trial tasks of one search and the data they read. The data is scattered to
+    every worker, but Dask's active memory manager drops the replicas no waiting task
+    needs: once the last trials are running, the only copy may be on the worker that
+    runs one of them. When that worker dies the scheduler forgets the data (it cannot
+    compute it again) and cancels the tasks that needed it; again() scatters the
+    driver's arrays once more (once per loss: trials of an older scattering reuse the
+    new one) and submits the trial again, under a new key, with the same seed."""
+
+    def __init__(self, client, build, epochs, fit, retries, data):
+        self.client, self.build, self.epochs, self.fit, self.retries = client, build, epochs, fit, retries
+        self.arrays = list(data)
+        self.token = uuid.uuid4().hex[:8]
+        self.generation = 0
+        self.shared = client.scatter(self.arrays, broadcast=True, hash=False)
+        self.futures = {}      # key -> (future, trial, generation)
+        self.submissions = {}  # trial index -> times submitted
+        self.resubmitted = 0
+
+    def submit(self, t):
+        i, params, tseed = t
+        n = self.submissions[i] = self.submissions.get(i, 0) + 1
+        key = f"fastnn-trial-{i}-{self.token}" + (f"-{n}" if n > 1 else "")
+        future = self.client.submit(_task, self.build, params, tseed, self.epochs, self.fit, i, *self.shared,
+                                    retries=self.retries, pure=False, key=key)
+        self.futures[future.key] = (future, t, self.generation)
+        return future
+
+    def trial_of(self, future):
+        return self.futures[future.key][1]
+
+    def done(self, future):
+        self.futures.pop(future.key, None)
+        future.release()
+
+    def again(self, fn, future, t, error):
+        _, _, generation = self.futures.pop(future.key)
+        future.release()
+        i = t[0]
+        if self.submissions[i] > _DATA_LOSSES:
+            raise RuntimeError(f"{fn}: trial {i} lost its scattered data {self.submissions[i]} times (a worker "
+                               f"holding the only copy died each time); last: {type(error).__name__}: "
+                               f"{error}") from (error if isinstance(error, BaseException) else None)
+        if generation == self.generation:
+            old, self.shared = self.shared, self.client.scatter(self.arrays, broadcast=True, hash=False)
+            self.generation += 1
+            for f in old:
+                f.release()
+        self.resubmitted += 1
+        return self.submit(t)
+
+    def close(self):
+        for future, _, _ in self.futures.values():
+            future.release()
+        for f in self.shared:
+            f.release()
+        self.futures, self.shared = {}, []
 
 
 def _save_best(results, index, model_bytes, old):
