@@ -153,6 +153,19 @@ FN_DEFINE_ROW_ACC(row_acc_h, FN_NV / 2)
 #undef FN_TNV
 #undef FN_TILE
 #undef FN_TMR
+/* the 4-row tile FN(ukr_nn_q) (FN_MR - 2 rows): a product's last, partial tile of
+ * that many rows (64 rows on 6-row tiles end in one: an LSTM's batch of 64) runs
+ * without multiplying two rows that do not exist; its 16 (AVX-512) or 8 sums are
+ * still enough independent chains for the multiply-add latency. */
+#define FN_TMR (FN_MR - 2)
+#define FN_TNV FN_NV
+#define FN_TILE(name) FN(name##_q)
+#define FN_TILE_NN_ONLY
+#include "fn_tile.h"
+#undef FN_TILE_NN_ONLY
+#undef FN_TNV
+#undef FN_TILE
+#undef FN_TMR
 /* the tall tile FN(ukr_nn_t): FN_MRT rows (at most 2 FN_MR) on a half-width panel.
  * A half tile of FN_MR rows leaves registers idle and, on the 16-register tiers, has
  * too few independent sums to hide the multiply-add latency: there the tall tile has
@@ -171,8 +184,9 @@ FN_DEFINE_ROW_ACC(row_acc_h, FN_NV / 2)
 #undef FN_TMR
 
 /* C[0:mr, 0:nr] (+)= ... (see ukr_nn in fn_tile.h) on the tile that fits the rows
- * and the panel: half height when mr <= FN_MR / 2, half width for a panel packed
- * FN_NR / 2 wide (ldbp) or no wider than that. */
+ * and the panel: half height when mr <= FN_MR / 2, FN_MR - 2 rows when mr is that
+ * (full width), half width for a panel packed FN_NR / 2 wide (ldbp) or no wider than
+ * that. */
 FN_TARGET FN_INLINE void FN(ukr_nn_any)(ptrdiff_t nseg, ptrdiff_t seglen, const FN_T *const *a, ptrdiff_t aoff,
                                         const ptrdiff_t *boff, const FN_T *bp, ptrdiff_t ldbp, const FN_T *init,
                                         FN_T *c, ptrdiff_t ldc, int mr, int nr, int accumulate, const char *pf,
@@ -183,6 +197,8 @@ FN_TARGET FN_INLINE void FN(ukr_nn_any)(ptrdiff_t nseg, ptrdiff_t seglen, const 
         FN(ukr_nn_sh)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate, pf, pf_n);
     else if (low)
         FN(ukr_nn_s)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate, pf, pf_n);
+    else if (mr == FN_MR - 2 && !narrow)
+        FN(ukr_nn_q)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate, pf, pf_n);
     else if (narrow)
         FN(ukr_nn_h)(nseg, seglen, a, aoff, boff, bp, ldbp, init, c, ldc, mr, nr, accumulate, pf, pf_n);
     else
