@@ -9,7 +9,6 @@ from libc.stdint cimport int8_t
 cdef extern from "fn_kernels.h":
     int FN_ACT_LEAKY_RELU
     int FN_ACT_IDENTITY
-    int FN_DENSE_DB_ROWS
 
     size_t fn_dense_slots_size_f(Py_ssize_t K, int threads) noexcept nogil
     size_t fn_dense_slots_size_d(Py_ssize_t K, int threads) noexcept nogil
@@ -23,11 +22,11 @@ cdef extern from "fn_kernels.h":
                                    int8_t* mask, double* slots, int threads) noexcept nogil
     int fn_dense_linear_backward_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* dy, const float* x,
                                    const float* w, const float* keep, const int8_t* mask, int kind, float alpha,
-                                   float* dz, float* dzt, float* slots, float* partial, float* dx, float* dw,
+                                   float* dz, float* dzt, float* slots, float* dx, float* dw,
                                    float* db, int threads) noexcept nogil
     int fn_dense_linear_backward_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* dy, const double* x,
                                    const double* w, const double* keep, const int8_t* mask, int kind,
-                                   double alpha, double* dz, double* dzt, double* slots, double* partial,
+                                   double alpha, double* dz, double* dzt, double* slots,
                                    double* dx, double* dw, double* db, int threads) noexcept nogil
     void fn_dense_act_mt_f(int kind, float alpha, Py_ssize_t n, const float* z, float* y, float* keep,
                            int8_t* mask, int threads) noexcept nogil
@@ -66,13 +65,13 @@ cdef inline void dense_linear_forward(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, 
 cdef inline bint dense_linear_backward(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* dy,
                                        const floating* x, const floating* w, const floating* keep,
                                        const int8_t* mask, int kind, double alpha, floating* dz, floating* dzt,
-                                       floating* slots, floating* partial, floating* dx, floating* dw,
-                                       floating* db, int threads) noexcept nogil:
+                                       floating* slots, floating* dx, floating* dw, floating* db,
+                                       int threads) noexcept nogil:
     if floating is float:
         return fn_dense_linear_backward_f(M, N, K, dy, x, w, keep, mask, kind, <float>alpha, dz, dzt, slots,
-                                          partial, dx, dw, db, threads) != 0
+                                          dx, dw, db, threads) != 0
     else:
-        return fn_dense_linear_backward_d(M, N, K, dy, x, w, keep, mask, kind, alpha, dz, dzt, slots, partial,
+        return fn_dense_linear_backward_d(M, N, K, dy, x, w, keep, mask, kind, alpha, dz, dzt, slots,
                                           dx, dw, db, threads) != 0
 
 

@@ -10,8 +10,8 @@ _fn_dense.pxd):
   writes what the backward pass reads: a byte per value (z > 0) for relu /
   leaky_relu, a copy of y for sigmoid / tanh (so the returned y is never copied),
   nothing for no activation.
-- linear_backward: dz = dy * act'(.) with the column sums of fixed chunks of rows
-  (db adds the chunks in order), then dx = dz @ W and dW = dz^T @ x the same way.
+- linear_backward: dz = dy * act'(.), db the column sums of fixed chunks of rows
+  added in order, then dx = dz @ W and dW = dz^T @ x the same way.
 - activation_forward / activation_backward: the same elementwise code over the
   flat array; softmax: rows in tasks, the maximum subtracted first.
 
@@ -25,7 +25,7 @@ from libc.stdint cimport int8_t
 from .._arena import empty as _empty
 
 from ._fn cimport FN_ACT_RELU, FN_ACT_SIGMOID, FN_ACT_TANH
-from ._fn_dense cimport (FN_ACT_IDENTITY, FN_ACT_LEAKY_RELU, FN_DENSE_DB_ROWS, dense_act_mt, dense_dw_direct,
+from ._fn_dense cimport (FN_ACT_IDENTITY, FN_ACT_LEAKY_RELU, dense_act_mt, dense_dw_direct,
                          dense_grad_mt, dense_linear_backward, dense_linear_forward, dense_slots_size,
                          dense_softmax)
 
@@ -91,7 +91,6 @@ def linear_backward(dy, state):
     cdef bint single = x.dtype == np.float32
     cdef int threads = _threads()
     cdef bint ok = True
-    cdef Py_ssize_t chunks = (M + FN_DENSE_DB_ROWS - 1) // FN_DENSE_DB_ROWS
     cdef void* dyp
     cdef void* xp
     cdef void* wp
@@ -99,7 +98,6 @@ def linear_backward(dy, state):
     cdef void* mp
     cdef void* dzp
     cdef void* dtp
-    cdef void* pkp
     cdef void* sp
     cdef void* dxp
     cdef void* dwp
@@ -110,20 +108,19 @@ def linear_backward(dy, state):
     dz = _empty((M, N), dtype=x.dtype) if kind != FN_ACT_IDENTITY and M * N > 0 else None
     dzt = _empty((N, M), dtype=x.dtype) if K > 0 and dense_dw_direct(not single, M, N) else None
     slots = _empty(<Py_ssize_t>dense_slots_size(not single, max(M, N), threads), dtype=x.dtype)
-    partial = _empty(max(1, chunks * N), dtype=x.dtype) if has_bias else None
     dyp, xp, wp, kp, mp = _data(dy), _data(x), _data(w), _data_or_null(keep), _data_or_null(mask)
-    dzp, dtp, pkp, sp = _data_or_null(dz), _data_or_null(dzt), _data(slots), _data_or_null(partial)
+    dzp, dtp, sp = _data_or_null(dz), _data_or_null(dzt), _data(slots)
     dxp, dwp, dbp = _data(dx), _data(dw), _data_or_null(db)
     with nogil:
         if single:
             ok = dense_linear_backward(M, N, K, <const float*>dyp, <const float*>xp, <const float*>wp,
                                        <const float*>kp, <const int8_t*>mp, kind, a, <float*>dzp, <float*>dtp,
-                                       <float*>pkp, <float*>sp, <float*>dxp, <float*>dwp, <float*>dbp, threads)
+                                       <float*>sp, <float*>dxp, <float*>dwp, <float*>dbp, threads)
         else:
             ok = dense_linear_backward(M, N, K, <const double*>dyp, <const double*>xp, <const double*>wp,
                                        <const double*>kp, <const int8_t*>mp, kind, a, <double*>dzp,
-                                       <double*>dtp, <double*>pkp, <double*>sp, <double*>dxp, <double*>dwp,
-                                       <double*>dbp, threads)
+                                       <double*>dtp, <double*>sp, <double*>dxp, <double*>dwp, <double*>dbp,
+                                       threads)
     if not ok:
         raise MemoryError("linear_backward: cannot allocate the scratch of the weight gradient")
     return dx, dw, db

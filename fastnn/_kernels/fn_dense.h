@@ -14,9 +14,9 @@
  *   slope: a quarter of z's memory, written by the activation's pass); for sigmoid
  *   and tanh a copy of y written by the same pass (s (1 - s), 1 - t^2); nothing for
  *   the identity. The product goes straight into y, activated in place.
- * - linear backward: dz = dy * act'(.) in tasks of whole chunks of
- *   FN_DENSE_DB_ROWS rows, each chunk's column sums kept apart; db adds the chunks'
- *   sums in chunk order (a fixed order: the same bits on any thread count). Then
+ * - linear backward: dz = dy * act'(.) elementwise, db = FN(column_sums_mt) of dz
+ *   (chunks of FN_DENSE_DB_ROWS rows summed apart, then added in chunk order: the
+ *   same bits on any thread count; the bias gradient of every layer). Then
  *   dx = dz @ W and dW = dz^T @ x on FN(dense_gemm), W and x copied panel by panel
  *   as they lie (dz transposed once; fn_gemm.h's gemm_tn2_mt when dz^T would not
  *   stay in the level-2 cache, a choice by the sizes alone).
@@ -388,11 +388,11 @@ FN_UNUSED static inline int FN(dense_dw_direct)(ptrdiff_t M, ptrdiff_t N)
 }
 
 /* db (N) = the column sums of g (M rows of N): each column summed in chunks of
- * FN_DENSE_DB_ROWS rows in row order, the chunks' sums added in chunk order, as
- * FN(dense_linear_backward) does, so the bits do not depend on the thread count;
- * tasks of FN_COLSUM_V vectors of columns, the sums in registers (no scratch). A
- * bias gradient: a convolution's over its output pixels, a recurrent layer's over
- * its steps and batch. */
+ * FN_DENSE_DB_ROWS rows in row order, the chunks' sums added in chunk order, so the
+ * bits do not depend on the thread count; tasks of FN_COLSUM_V vectors of columns,
+ * the sums in registers (no scratch). A bias gradient: a linear layer's over its
+ * batch, a convolution's over its output pixels, a recurrent layer's over its steps
+ * and batch. */
 #define FN_COLSUM_V 4
 FN_TARGET FN_UNUSED static void FN(column_sums_mt)(ptrdiff_t M, ptrdiff_t N, const FN_T *g, FN_T *db, int threads)
 {
@@ -438,18 +438,15 @@ FN_TARGET FN_UNUSED static void FN(column_sums_mt)(ptrdiff_t M, ptrdiff_t N, con
  * or mask, or dy itself for FN_ACT_IDENTITY (dz may be NULL then); dx (M, K) =
  * dz @ w; dw (N, K) = dz^T @ x; db (N) = column sums of dz when db is not NULL.
  * Scratch: slots, FN(dense_slots_size)(max(M, N), threads) elements; dzt, M N
- * elements when FN(dense_dw_direct)(M, N), else unused; partial,
- * ceil(M / FN_DENSE_DB_ROWS) N elements when db is not NULL. Returns 0 when
+ * elements when FN(dense_dw_direct)(M, N), else unused. Returns 0 when
  * gemm_tn2_mt cannot allocate its scratch. */
 FN_TARGET FN_UNUSED static int FN(dense_linear_backward)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *dy,
                                                          const FN_T *x, const FN_T *w, const FN_T *keep,
                                                          const int8_t *mask, int kind, FN_T alpha, FN_T *dz,
-                                                         FN_T *dzt, FN_T *slots, FN_T *partial, FN_T *dx,
-                                                         FN_T *dw, FN_T *db, int threads)
+                                                         FN_T *dzt, FN_T *slots, FN_T *dx, FN_T *dw,
+                                                         FN_T *db, int threads)
 {
-    const ptrdiff_t chunks = (M + FN_DENSE_DB_ROWS - 1) / FN_DENSE_DB_ROWS;
     const FN_T *g = kind == FN_ACT_IDENTITY ? dy : dz;
-    ptrdiff_t per, tasks;
     if (N <= 0) {
         if (M > 0 && K > 0)
             memset(dx, 0, (size_t)M * (size_t)K * sizeof(FN_T));
@@ -464,61 +461,10 @@ FN_TARGET FN_UNUSED static int FN(dense_linear_backward)(ptrdiff_t M, ptrdiff_t 
     }
     if ((double)M * (double)N * (double)(K + 1) < FN_DENSE_SERIAL_MACS)
         threads = 1;
-    /* dz and the chunks' column sums, tasks of whole chunks */
-    if (kind != FN_ACT_IDENTITY || db != NULL) {
-        per = FN_DENSE_ELEMS_TASK / (FN_DENSE_DB_ROWS * N);
-        per = per < 1 ? 1 : per;
-        tasks = (chunks + per - 1) / per;
-        {
-            const int team = (double)M * (double)N < (double)FN_DENSE_ELEMS_MT ? 1 : threads;
-            {
-                const int threads = team;
-                (void)threads;  /* FN_TASKS ignores it without OpenMP */
-                FN_TASKS(tasks,
-                    ptrdiff_t c, c1 = (task + 1) * per < chunks ? (task + 1) * per : chunks;
-                    for (c = task * per; c < c1; c++) {
-                        const ptrdiff_t r0 = c * FN_DENSE_DB_ROWS;
-                        const ptrdiff_t r1 = r0 + FN_DENSE_DB_ROWS < M ? r0 + FN_DENSE_DB_ROWS : M;
-                        ptrdiff_t i, j;
-                        if (kind != FN_ACT_IDENTITY)
-                            FN(dense_grad)(kind, alpha, (r1 - r0) * N, dy + r0 * N,
-                                           keep != NULL ? keep + r0 * N : NULL,
-                                           mask != NULL ? mask + r0 * N : NULL, dz + r0 * N);
-                        if (db != NULL) {
-                            FN_T *s = partial + c * N;
-                            memcpy(s, g + r0 * N, (size_t)N * sizeof(FN_T));
-                            for (i = r0 + 1; i < r1; i++) {
-                                const FN_T *row = g + i * N;
-                                for (j = 0; j < N; j += FN_VL) {
-                                    const int w_ = (int)(N - j < FN_VL ? N - j : FN_VL);
-                                    FN_DPUT(s + j, w_, FN_DGET(s + j, w_) + FN_DGET(row + j, w_));
-                                }
-                            }
-                        }
-                    }
-                );
-            }
-        }
-        if (db != NULL) {
-            /* db: the chunks' sums in chunk order, columns in tasks */
-            const ptrdiff_t cols = 1024, ctasks = (N + cols - 1) / cols;
-            const int team = (double)chunks * (double)N < (double)FN_DENSE_ELEMS_MT ? 1 : threads;
-            {
-                const int threads = team;
-                (void)threads;  /* FN_TASKS ignores it without OpenMP */
-                FN_TASKS(ctasks,
-                    const ptrdiff_t j0 = task * cols, j1 = j0 + cols < N ? j0 + cols : N;
-                    ptrdiff_t c, j;
-                    memcpy(db + j0, partial + j0, (size_t)(j1 - j0) * sizeof(FN_T));
-                    for (c = 1; c < chunks; c++)
-                        for (j = j0; j < j1; j += FN_VL) {
-                            const int w_ = (int)(j1 - j < FN_VL ? j1 - j : FN_VL);
-                            FN_DPUT(db + j, w_, FN_DGET(db + j, w_) + FN_DGET(partial + c * N + j, w_));
-                        }
-                );
-            }
-        }
-    }
+    if (kind != FN_ACT_IDENTITY)
+        FN(dense_grad_mt)(kind, alpha, M * N, dy, keep, mask, dz, threads);
+    if (db != NULL)
+        FN(column_sums_mt)(M, N, g, db, threads);
     if (K <= 0)
         return 1;
     /* dx (M, K) = dz @ w, w (N, K) as it lies */

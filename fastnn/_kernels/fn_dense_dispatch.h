@@ -25,11 +25,11 @@ FN_UNUSED static void FN_D(dense_linear_forward, FN_TS)(ptrdiff_t M, ptrdiff_t N
 FN_UNUSED static int FN_D(dense_linear_backward, FN_TS)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *dy,
                                                         const FN_T *x, const FN_T *w, const FN_T *keep,
                                                         const int8_t *mask, int kind, FN_T alpha, FN_T *dz,
-                                                        FN_T *dzt, FN_T *slots, FN_T *partial, FN_T *dx, FN_T *dw,
-                                                        FN_T *db, int threads)
+                                                        FN_T *dzt, FN_T *slots, FN_T *dx, FN_T *dw, FN_T *db,
+                                                        int threads)
 {
     FN_PICK(return, dense_linear_backward, FN_TS,
-            (M, N, K, dy, x, w, keep, mask, kind, alpha, dz, dzt, slots, partial, dx, dw, db, threads))
+            (M, N, K, dy, x, w, keep, mask, kind, alpha, dz, dzt, slots, dx, dw, db, threads))
     return 0;
 }
 

@@ -54,7 +54,9 @@
  *   dense_linear_forward / _backward (every activation, bias or not, M = 0, K = 0,
  *     more than one chunk of db's rows; keep = y, the mask of z > 0; slots of
  *     dense_slots_size and dz^T when dense_dw_direct, nothing written past them;
- *     threads 1 and 2 bitwise), dense_act_mt, dense_grad_mt, dense_softmax.
+ *     threads 1 and 2 bitwise), dense_act_mt, dense_grad_mt, dense_softmax,
+ *     column_sums_mt (against a double sum; M = 0, partial tasks of columns, many
+ *     chunks of rows; threads 1 and 2 bitwise).
  *   softmax_xent_forward / _backward (indices or probabilities, g per row or one
  *     g0; the three numbers a row; the returned total), sigmoid_xent_forward /
  *     _backward (over several chunks of partial sums), loss_math (log, log1p).
@@ -2104,13 +2106,12 @@ static void run_dense(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int kind, int has_b
     const double alpha = kind == FN_ACT_LEAKY_RELU ? 0.125 : 0.0;
     const int keeps = kind == FN_ACT_SIGMOID || kind == FN_ACT_TANH;
     const int masks = kind == FN_ACT_RELU || kind == FN_ACT_LEAKY_RELU;
-    const ptrdiff_t chunks = (M + FN_DENSE_DB_ROWS - 1) / FN_DENSE_DB_ROWS;
     const size_t nslots = g_dbl ? fn_dense_slots_size_d(K, 2) : fn_dense_slots_size_f(K, 2);
     const size_t bslots = g_dbl ? fn_dense_slots_size_d(M > N ? M : N, 2) : fn_dense_slots_size_f(M > N ? M : N, 2);
     const int direct = g_dbl ? fn_dense_dw_direct_d(M, N) : fn_dense_dw_direct_f(M, N);
     Buf x = bnew(M * K), w = bnew(N * K), b = bnew(N), y = bnew(M * N), keep = bnew(keeps ? M * N : 0);
     Buf slots = bnew((ptrdiff_t)nslots), y2, dy = bnew(M * N), dz = bnew(M * N), dzt = bnew(direct ? N * M : 0);
-    Buf bsl = bnew((ptrdiff_t)bslots), partial = bnew(chunks * N > 0 ? chunks * N : 1);
+    Buf bsl = bnew((ptrdiff_t)bslots);
     Buf dx = bnew(M * K), dw = bnew(N * K), db = bnew(N);
     int8_t *mask = (int8_t *)xmalloc((size_t)(M * N + 1));
     unsigned char *mref = (unsigned char *)xmalloc((size_t)(M * N + 1)), *care = (unsigned char *)xmalloc((size_t)(M * N + 1));
@@ -2174,7 +2175,7 @@ static void run_dense(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int kind, int has_b
         Snap sdzt = snap(dzt);
         ok = CALL(dense_linear_backward, M, N, K, dy.p, x.p, w.p, keeps ? keep.p : NULL, masks ? mask : NULL, kind,
                   alpha, kind != FN_ACT_IDENTITY ? dz.p : NULL, direct && K > 0 ? dzt.p : NULL, bsl.p,
-                  has_bias ? partial.p : NULL, dx.p, dw.p, has_bias ? db.p : NULL, 2);
+                  dx.p, dw.p, has_bias ? db.p : NULL, 2);
         expect_int("dense_linear_backward", "returns 1", ok, 1);
         if (direct && dzt.n > 0)
             guards("dense_dw_direct", "dz^T of N x M when direct", dzt, sdzt);
@@ -2256,7 +2257,7 @@ static void run_dense(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int kind, int has_b
     sfree(&sx);
     sfree(&sw);
     bfree(&x); bfree(&w); bfree(&b); bfree(&y); bfree(&keep); bfree(&slots); bfree(&dy); bfree(&dz);
-    bfree(&dzt); bfree(&bsl); bfree(&partial); bfree(&dx); bfree(&dw); bfree(&db);
+    bfree(&dzt); bfree(&bsl); bfree(&dx); bfree(&dw); bfree(&db);
 }
 
 static void run_dense_softmax(ptrdiff_t rows, ptrdiff_t n)
@@ -2292,6 +2293,40 @@ static void run_dense_softmax(ptrdiff_t rows, ptrdiff_t n)
     bfree(&z); bfree(&p); bfree(&p1);
 }
 
+/* column_sums_mt: db = the column sums of g (M, N) against a sum in double (error
+ * scaled by the sum of magnitudes), nothing written past db's N, the same bits on 1
+ * and 2 threads */
+static void run_column_sums(ptrdiff_t M, ptrdiff_t N)
+{
+    Buf g = bnew(M * N), db = bnew(N), db1;
+    double *ref = (double *)xmalloc((size_t)(N + 1) * sizeof(double));
+    double *sc = (double *)xmalloc((size_t)(N + 1) * sizeof(double));
+    ptrdiff_t i, j;
+    Snap sd;
+    snprintf(g_ctx, sizeof g_ctx, "M=%ld N=%ld", (long)M, (long)N);
+    fill(g, 0, N, M, N, -1, 1);
+    for (j = 0; j < N; j++) {
+        ref[j] = sc[j] = 0;
+        for (i = 0; i < M; i++) {
+            ref[j] += GET(g, i * N + j);
+            sc[j] += fabs(GET(g, i * N + j));
+        }
+    }
+    fill_value(db, 0, N, 1, N, NAN);
+    sd = snap(db);
+    CALL(column_sums_mt, M, N, g.p, db.p, 1);
+    cmp("column_sums_mt", "db", db, 0, N, 1, N, ref, sc, g_tol, g_floor);
+    guards("column_sums_mt", "guard zones", db, sd);
+    db1 = buf_copy(db);
+    restore(db, sd);
+    CALL(column_sums_mt, M, N, g.p, db.p, 2);
+    same("column_sums_mt", "threads=2", db, db1, 0, N, 1, N);
+    free(ref);
+    free(sc);
+    sfree(&sd);
+    bfree(&g); bfree(&db); bfree(&db1);
+}
+
 static void check_dense(void)
 {
     const ptrdiff_t VL = vec_len();
@@ -2306,6 +2341,11 @@ static void check_dense(void)
     run_dense_softmax(3, 1);
     run_dense_softmax(5, VL + 3);
     run_dense_softmax(70, 1000);            /* more than one task */
+    run_column_sums(0, VL + 3);             /* M = 0: zeros */
+    run_column_sums(1, 1);
+    run_column_sums(33, 4 * VL + 5);        /* two chunks of rows, a second, partial task */
+    run_column_sums(700, 2 * VL + 7);       /* many chunks, on 2 threads */
+    run_column_sums(300, 9 * VL + 1);       /* three tasks of columns, on 2 threads */
 }
 
 /* ---- cross-entropy (fn_loss.h) ---- */
