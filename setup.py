@@ -44,7 +44,10 @@ openmp = compiler_accepts_openmp()
 # The C kernels fuse multiply-adds where they say so (fn_simd.h's FN(fma)) and
 # nowhere else: a loop body compiled twice (for the threads and for the calling
 # thread alone) must round the same way in both copies.
-compile_args = ["-O3", "-ffp-contract=off"]
+# -fwrapv as Python's own flags have it: a CFLAGS of one's own replaces those, and
+# GCC 12 then fails on the generic tier's float64 activation kernel (an internal
+# compiler error), which it compiles with -fwrapv.
+compile_args = ["-O3", "-ffp-contract=off", "-fwrapv"]
 link_args = []
 if openmp:
     compile_args.append("-fopenmp")
