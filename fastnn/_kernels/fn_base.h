@@ -393,6 +393,16 @@ FN_UNUSED static int fn_backing_off(void) { return 0; }
     do { ptrdiff_t task; for (task = 0; task < (count); task++) { __VA_ARGS__ } } while (0)
 #endif
 
+/* FN_TASKS over `items` of `bytes` each, grouped by fn_task_items (which may set
+ * `threads` to 1): BODY runs once per item, with the item's index in `item`. */
+#define FN_ITEM_TASKS(items, bytes, ...) \
+    do { \
+        const ptrdiff_t items_ = (items), per_ = fn_task_items(items_, (bytes), &threads); \
+        FN_TASKS((items_ + per_ - 1) / per_, \
+            ptrdiff_t item; \
+            for (item = task * per_; item < items_ && item < (task + 1) * per_; item++) { __VA_ARGS__ }); \
+    } while (0)
+
 /* The geometry of an NHWC convolution (the caller's arguments, normalised). */
 typedef struct {
     ptrdiff_t N, H, W, C;   /* input; C is the pixel stride of x */

@@ -380,11 +380,8 @@ FN_TARGET FN_UNUSED static void FN(pool_max_forward)(const fn_pool_geom *g, cons
 {
     const ptrdiff_t Ho = g->Ho, image = g->H * g->W * g->C, row = g->Wo * g->C;
     const int stream = FN(pool_stream)(y, g->C, (size_t)(g->N * Ho * row) * sizeof(FN_T));
-    const ptrdiff_t rows = g->N * Ho, per = fn_task_items(rows, FN(pool_row_bytes)(g), &threads);
-    FN_TASKS((rows + per - 1) / per,
-        ptrdiff_t r;
-        for (r = task * per; r < rows && r < (task + 1) * per; r++)
-            FN(pool_max_row)(g, x + (r / Ho) * image, r % Ho, y + r * row, arg, r * row, stream);
+    FN_ITEM_TASKS(g->N * Ho, FN(pool_row_bytes)(g),
+        FN(pool_max_row)(g, x + (item / Ho) * image, item % Ho, y + item * row, arg, item * row, stream);
         if (stream)
             FN(sfence)();
     );
@@ -513,11 +510,8 @@ FN_TARGET FN_UNUSED static void FN(pool_avg_forward)(const fn_pool_geom *g, cons
 {
     const ptrdiff_t Ho = g->Ho, image = g->H * g->W * g->C, row = g->Wo * g->C;
     const int stream = FN(pool_stream)(y, g->C, (size_t)(g->N * Ho * row) * sizeof(FN_T));
-    const ptrdiff_t rows = g->N * Ho, per = fn_task_items(rows, FN(pool_row_bytes)(g), &threads);
-    FN_TASKS((rows + per - 1) / per,
-        ptrdiff_t r;
-        for (r = task * per; r < rows && r < (task + 1) * per; r++)
-            FN(pool_avg_row)(g, x + (r / Ho) * image, r % Ho, y + r * row, stream);
+    FN_ITEM_TASKS(g->N * Ho, FN(pool_row_bytes)(g),
+        FN(pool_avg_row)(g, x + (item / Ho) * image, item % Ho, y + item * row, stream);
         if (stream)
             FN(sfence)();
     );
@@ -699,10 +693,6 @@ FN_TARGET FN_UNUSED static int FN(pool_backward)(const fn_pool_geom *g, const FN
 {
     const ptrdiff_t H = g->H, W = g->W, Ho = g->Ho, row = g->W * g->C, orow = g->Wo * g->C;
     const int stream = FN(pool_stream)(dx, g->C, (size_t)(g->N * H * row) * sizeof(FN_T));
-    /* an input row's work: the row and the output rows covering it */
-    const ptrdiff_t rows = g->N * H;
-    const ptrdiff_t per = fn_task_items(rows, (row + (g->kh + g->sh - 1) / g->sh * orow) * (ptrdiff_t)sizeof(FN_T),
-                                        &threads);
     ptrdiff_t *col_start = NULL;
     int32_t *col_ent = NULL;
     if (!fn_pool_cols_disjoint(g)) {
@@ -737,47 +727,45 @@ FN_TARGET FN_UNUSED static int FN(pool_backward)(const fn_pool_geom *g, const FN
             col_start[w] = col_start[w - 1];
         col_start[0] = 0;
     }
-    FN_TASKS((rows + per - 1) / per,
-        ptrdiff_t r;
-        for (r = task * per; r < rows && r < (task + 1) * per; r++) {
-            const ptrdiff_t n = r / H, h = r % H;
-            FN_T *dxr = dx + r * row;
-            if (col_start) {
-                FN(pool_gather_row)(g, col_start, col_ent, dy, arg, n, h, dxr, stream);
-                if (stream)
-                    FN(sfence)();
-            } else {
-                /* the output rows covering row h, in increasing tap row i: the first
-                 * assigns (past the caches when it is the only one), the others add */
-                ptrdiff_t i, count = 0;
-                int first = 1;
-                for (i = 0; i < g->kh; i++) {
-                    const ptrdiff_t t = h + g->ph - i * g->dh;
-                    if (t < 0)
-                        break;
-                    count += t % g->sh == 0 && t / g->sh < Ho;
-                }
-                for (i = 0; i < g->kh; i++) {
-                    const ptrdiff_t t = h + g->ph - i * g->dh;
-                    const int assign = first ? (stream && count == 1 ? 2 : 1) : 0;
-                    ptrdiff_t oh, q;
-                    if (t < 0)
-                        break;
-                    if (t % g->sh != 0 || t / g->sh >= Ho)
-                        continue;
-                    oh = t / g->sh;
-                    q = n * Ho + oh;
-                    if (arg)
-                        FN(pool_max_back_row)(g, dy + q * orow, arg, q * orow, i, dxr, assign);
-                    else
-                        FN(pool_avg_back_row)(g, dy + q * orow, oh, dxr, assign);
-                    first = 0;
-                }
-                if (first)
-                    memset(dxr, 0, (size_t)row * sizeof(FN_T));
-                if (stream && count == 1)
-                    FN(sfence)();
+    /* an input row's work: the row and the output rows covering it */
+    FN_ITEM_TASKS(g->N * H, (row + (g->kh + g->sh - 1) / g->sh * orow) * (ptrdiff_t)sizeof(FN_T),
+        const ptrdiff_t n = item / H, h = item % H;
+        FN_T *dxr = dx + item * row;
+        if (col_start) {
+            FN(pool_gather_row)(g, col_start, col_ent, dy, arg, n, h, dxr, stream);
+            if (stream)
+                FN(sfence)();
+        } else {
+            /* the output rows covering row h, in increasing tap row i: the first
+             * assigns (past the caches when it is the only one), the others add */
+            ptrdiff_t i, count = 0;
+            int first = 1;
+            for (i = 0; i < g->kh; i++) {
+                const ptrdiff_t t = h + g->ph - i * g->dh;
+                if (t < 0)
+                    break;
+                count += t % g->sh == 0 && t / g->sh < Ho;
             }
+            for (i = 0; i < g->kh; i++) {
+                const ptrdiff_t t = h + g->ph - i * g->dh;
+                const int assign = first ? (stream && count == 1 ? 2 : 1) : 0;
+                ptrdiff_t oh, q;
+                if (t < 0)
+                    break;
+                if (t % g->sh != 0 || t / g->sh >= Ho)
+                    continue;
+                oh = t / g->sh;
+                q = n * Ho + oh;
+                if (arg)
+                    FN(pool_max_back_row)(g, dy + q * orow, arg, q * orow, i, dxr, assign);
+                else
+                    FN(pool_avg_back_row)(g, dy + q * orow, oh, dxr, assign);
+                first = 0;
+            }
+            if (first)
+                memset(dxr, 0, (size_t)row * sizeof(FN_T));
+            if (stream && count == 1)
+                FN(sfence)();
         }
     );
     free(col_start);

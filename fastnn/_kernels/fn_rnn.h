@@ -23,8 +23,8 @@
 FN_TARGET FN_UNUSED static void FN(rnn_forward_rows)(ptrdiff_t rows, ptrdiff_t n, FN_T *h, int relu,
                                                      int threads)
 {
-    FN_TASKS(rows,
-        FN_T *hi = h + task * n;
+    FN_ITEM_TASKS(rows, 2 * n * (ptrdiff_t)sizeof(FN_T),
+        FN_T *hi = h + item * n;
         FN_UNITS(n,
             const FN_V z = FN_GET(hi + j, w);
             FN_PUT(hi + j, w, relu ? FN(sel)(z <= FN(bc)(0), FN(bc)(0), z) : FN(tanh)(z));
@@ -36,9 +36,9 @@ FN_TARGET FN_UNUSED static void FN(rnn_forward_rows)(ptrdiff_t rows, ptrdiff_t n
 FN_TARGET FN_UNUSED static void FN(rnn_backward_rows)(ptrdiff_t rows, ptrdiff_t n, const FN_T *h,
                                                       const FN_T *dh, FN_T *dz, int relu, int threads)
 {
-    FN_TASKS(rows,
-        const FN_T *hi = h + task * n, *dhi = dh + task * n;
-        FN_T *dzi = dz + task * n;
+    FN_ITEM_TASKS(rows, 3 * n * (ptrdiff_t)sizeof(FN_T),
+        const FN_T *hi = h + item * n, *dhi = dh + item * n;
+        FN_T *dzi = dz + item * n;
         FN_UNITS(n,
             const FN_V hv = FN_GET(hi + j, w), d = FN_GET(dhi + j, w);
             FN_PUT(dzi + j, w, relu ? FN(sel)(hv > FN(bc)(0), d, FN(bc)(0) * d) : d * (1 - hv * hv));
@@ -52,11 +52,11 @@ FN_TARGET FN_UNUSED static void FN(lstm_backward_rows)(ptrdiff_t rows, ptrdiff_t
                                                        const FN_T *c_prev, const FN_T *tanh_c,
                                                        const FN_T *dh, FN_T *dc, FN_T *dz, int threads)
 {
-    FN_TASKS(rows,
-        const FN_T *gf = g + task * 4 * n, *gu = gf + n, *gc = gu + n, *go = gc + n;
-        const FN_T *cp = c_prev + task * n, *tc = tanh_c + task * n, *dhi = dh + task * n;
-        FN_T *dci = dc + task * n;
-        FN_T *dzf = dz + task * 4 * n, *dzu = dzf + n, *dzc = dzu + n, *dzo = dzc + n;
+    FN_ITEM_TASKS(rows, 13 * n * (ptrdiff_t)sizeof(FN_T),
+        const FN_T *gf = g + item * 4 * n, *gu = gf + n, *gc = gu + n, *go = gc + n;
+        const FN_T *cp = c_prev + item * n, *tc = tanh_c + item * n, *dhi = dh + item * n;
+        FN_T *dci = dc + item * n;
+        FN_T *dzf = dz + item * 4 * n, *dzu = dzf + n, *dzc = dzu + n, *dzo = dzc + n;
         FN_UNITS(n,
             const FN_V f = FN_GET(gf + j, w), u = FN_GET(gu + j, w), cc = FN_GET(gc + j, w);
             const FN_V o = FN_GET(go + j, w), t = FN_GET(tc + j, w), d = FN_GET(dhi + j, w);
@@ -75,10 +75,10 @@ FN_TARGET FN_UNUSED static void FN(lstm_backward_rows)(ptrdiff_t rows, ptrdiff_t
 FN_TARGET FN_UNUSED static void FN(gru_gates_rows)(ptrdiff_t rows, ptrdiff_t n, FN_T *g,
                                                    const FN_T *h_prev, FN_T *rh, int threads)
 {
-    FN_TASKS(rows,
-        FN_T *gu = g + task * 3 * n, *gr = gu + n;
-        const FN_T *hp = h_prev + task * n;
-        FN_T *rhi = rh + task * n;
+    FN_ITEM_TASKS(rows, 6 * n * (ptrdiff_t)sizeof(FN_T),
+        FN_T *gu = g + item * 3 * n, *gr = gu + n;
+        const FN_T *hp = h_prev + item * n;
+        FN_T *rhi = rh + item * n;
         FN_UNITS(n,
             const FN_V r = FN(sigmoid)(FN_GET(gr + j, w));
             FN_PUT(gu + j, w, FN(sigmoid)(FN_GET(gu + j, w)));
@@ -92,10 +92,10 @@ FN_TARGET FN_UNUSED static void FN(gru_gates_rows)(ptrdiff_t rows, ptrdiff_t n, 
 FN_TARGET FN_UNUSED static void FN(gru_output_rows)(ptrdiff_t rows, ptrdiff_t n, FN_T *g,
                                                     const FN_T *h_prev, FN_T *h_next, int threads)
 {
-    FN_TASKS(rows,
-        FN_T *gu = g + task * 3 * n, *gc = gu + 2 * n;
-        const FN_T *hp = h_prev + task * n;
-        FN_T *hn = h_next + task * n;
+    FN_ITEM_TASKS(rows, 5 * n * (ptrdiff_t)sizeof(FN_T),
+        FN_T *gu = g + item * 3 * n, *gc = gu + 2 * n;
+        const FN_T *hp = h_prev + item * n;
+        FN_T *hn = h_next + item * n;
         FN_UNITS(n,
             const FN_V u = FN_GET(gu + j, w), cc = FN(tanh)(FN_GET(gc + j, w));
             FN_PUT(gc + j, w, cc);
@@ -109,10 +109,10 @@ FN_TARGET FN_UNUSED static void FN(gru_backward_out_rows)(ptrdiff_t rows, ptrdif
                                                           const FN_T *h_prev, const FN_T *dh,
                                                           FN_T *dh_prev, FN_T *dz, int threads)
 {
-    FN_TASKS(rows,
-        const FN_T *gu = g + task * 3 * n, *gc = gu + 2 * n;
-        const FN_T *hp = h_prev + task * n, *dhi = dh + task * n;
-        FN_T *dhp = dh_prev + task * n, *dzu = dz + task * 3 * n, *dzc = dzu + 2 * n;
+    FN_ITEM_TASKS(rows, 8 * n * (ptrdiff_t)sizeof(FN_T),
+        const FN_T *gu = g + item * 3 * n, *gc = gu + 2 * n;
+        const FN_T *hp = h_prev + item * n, *dhi = dh + item * n;
+        FN_T *dhp = dh_prev + item * n, *dzu = dz + item * 3 * n, *dzc = dzu + 2 * n;
         FN_UNITS(n,
             const FN_V u = FN_GET(gu + j, w), cc = FN_GET(gc + j, w), d = FN_GET(dhi + j, w);
             FN_PUT(dzc + j, w, d * u * (1 - cc * cc));
@@ -127,10 +127,10 @@ FN_TARGET FN_UNUSED static void FN(gru_backward_reset_rows)(ptrdiff_t rows, ptrd
                                                             const FN_T *h_prev, const FN_T *drh,
                                                             FN_T *dh_prev, FN_T *dz, int threads)
 {
-    FN_TASKS(rows,
-        const FN_T *gr = g + task * 3 * n + n;
-        const FN_T *hp = h_prev + task * n, *drhi = drh + task * n;
-        FN_T *dhp = dh_prev + task * n, *dzr = dz + task * 3 * n + n;
+    FN_ITEM_TASKS(rows, 6 * n * (ptrdiff_t)sizeof(FN_T),
+        const FN_T *gr = g + item * 3 * n + n;
+        const FN_T *hp = h_prev + item * n, *drhi = drh + item * n;
+        FN_T *dhp = dh_prev + item * n, *dzr = dz + item * 3 * n + n;
         FN_UNITS(n,
             const FN_V r = FN_GET(gr + j, w), d = FN_GET(drhi + j, w);
             FN_PUT(dzr + j, w, d * FN_GET(hp + j, w) * r * (1 - r));
