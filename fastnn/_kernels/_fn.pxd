@@ -43,7 +43,7 @@ cdef extern from "fn_kernels.h":
         float* c_next
         float* tanh_c
         float* h_next
-        int reverse, stream
+        int stream
     ctypedef struct fn_lstm_io_d:
         Py_ssize_t n_a, n_x
         const double* h_prev
@@ -56,7 +56,7 @@ cdef extern from "fn_kernels.h":
         double* c_next
         double* tanh_c
         double* h_next
-        int reverse, stream
+        int stream
 
     size_t fn_packed_size_f(Py_ssize_t K, Py_ssize_t N) noexcept nogil
     size_t fn_packed_size_d(Py_ssize_t K, Py_ssize_t N) noexcept nogil

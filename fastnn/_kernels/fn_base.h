@@ -379,6 +379,54 @@ FN_UNUSED static int fn_backing_off(void) { return fn_serial_until > 0.0 && omp_
             for (task = 0; task < (count); task++) { __VA_ARGS__ } \
         } \
     } while (0)
+
+/* FN_TASKS for a region that repeats, step after step, over the same tasks (a
+ * recurrent sequence's panels): thread t of a team of n starts on the tasks
+ * [t count / n, (t + 1) count / n), in order, then helps with the others' tasks not
+ * yet started. The same thread so runs the same tasks step after step, and its
+ * share of the weights and of the state it wrote stays in its own caches (handed out
+ * first come, first served, the panels of a 32 x 128 LSTM step moved between the
+ * cores and its forward ran 12 % slower at 2 threads), while a thread slowed by a
+ * busy core still leaves its remaining tasks to the others. */
+#define FN_AFFINE_MAX 64
+#define FN_AFFINE_PAD 8 /* counters a cache line apart */
+#define FN_AFFINE_TASKS(count, ...) \
+    do { \
+        const ptrdiff_t count_ = (count); \
+        const int team_ = fn_region_threads(threads); \
+        if (team_ > 1 && team_ <= FN_AFFINE_MAX) { \
+            ptrdiff_t next_[FN_AFFINE_MAX * FN_AFFINE_PAD], end_[FN_AFFINE_MAX]; \
+            fn_region region_; \
+            int t_; \
+            for (t_ = 0; t_ < team_; t_++) { \
+                next_[t_ * FN_AFFINE_PAD] = t_ * count_ / team_; \
+                end_[t_] = (t_ + 1) * count_ / team_; \
+            } \
+            fn_region_begin(&region_); \
+            _Pragma("omp parallel num_threads(team_)") \
+            { \
+                const int me_ = omp_get_thread_num(); \
+                int k_; \
+                for (k_ = 0; k_ < team_; k_++) { \
+                    const int owner_ = (me_ + k_) % team_; \
+                    for (;;) { \
+                        const ptrdiff_t task = __atomic_fetch_add(&next_[owner_ * FN_AFFINE_PAD], 1, __ATOMIC_RELAXED); \
+                        if (task >= end_[owner_]) \
+                            break; \
+                        { \
+                            const double t0_ = fn_main_clock(); \
+                            { __VA_ARGS__ } \
+                            fn_add_busy(&region_.busy, t0_); \
+                        } \
+                    } \
+                } \
+            } \
+            fn_region_end(&region_); \
+        } else { \
+            ptrdiff_t task; \
+            for (task = 0; task < count_; task++) { __VA_ARGS__ } \
+        } \
+    } while (0)
 #else
 typedef struct {
     double wall, cpu, busy;
@@ -391,6 +439,7 @@ FN_UNUSED static inline void fn_add_busy(double *busy, double t0) { (void)busy; 
 FN_UNUSED static int fn_backing_off(void) { return 0; }
 #define FN_TASKS(count, ...) \
     do { ptrdiff_t task; for (task = 0; task < (count); task++) { __VA_ARGS__ } } while (0)
+#define FN_AFFINE_TASKS FN_TASKS
 #endif
 
 /* FN_TASKS over `items` of `bytes` each, grouped by fn_task_items (which may set

@@ -45,17 +45,14 @@
  * product includes it (then bias is b and gx is NULL); otherwise gx holds the
  * step's input projection (bias included; it may be g itself, read before g is
  * written) and gx_next the next step's (NULL at the last step), fetched ahead.
- * reverse (the step's parity) runs the panels last to first: the panels of W^T a
- * step used last are the ones still cached when the next step starts (a cyclic
- * order over more than the cache holds would find none of them there). stream
- * writes the gate values and tanh(c), which no later step reads, past the caches
+ * stream writes the gate values and tanh(c), which no later step reads, past the caches
  * (non-temporal stores, for sequences much larger than the level-2 cache). */
 #define FN_DEFINE_LSTM_IO(T, NAME) \
     typedef struct { \
         ptrdiff_t n_a, n_x; \
         const T *h_prev, *c_prev, *x, *bias, *gx, *gx_next; \
         T *g, *c_next, *tanh_c, *h_next; \
-        int reverse, stream; \
+        int stream; \
     } NAME;
 FN_DEFINE_LSTM_IO(float, fn_lstm_io_f)
 FN_DEFINE_LSTM_IO(double, fn_lstm_io_d)

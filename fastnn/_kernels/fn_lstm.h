@@ -393,8 +393,8 @@ FN_TARGET FN_UNUSED static void FN(lstm_step_mt)(ptrdiff_t m, const FN_LSTM_IO *
         return;
     if (panels * blocks < 2)
         threads = 1;
-    FN_TASKS(panels * blocks,
-        ptrdiff_t p = (io->reverse ? panels * blocks - 1 - task : task) / blocks, q = task % blocks;
+    FN_AFFINE_TASKS(panels * blocks,
+        ptrdiff_t p = task / blocks, q = task % blocks;
         ptrdiff_t r0 = q * tiles / blocks * FN_LMR, r1 = (q + 1) * tiles / blocks * FN_LMR;
         if (m == 1)
             FN(lstm_row)(io, P, p);
@@ -432,7 +432,6 @@ FN_TARGET FN_UNUSED static void FN(lstm_steps)(ptrdiff_t T, ptrdiff_t m, ptrdiff
         io.c_next = c + (t + 1) * step;
         io.tanh_c = tanh_c + t * step;
         io.h_next = h + (t + 1) * step;
-        io.reverse = (int)(t & 1);
         FN(lstm_step_mt)(m, &io, P, threads);
     }
 }

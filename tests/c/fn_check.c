@@ -40,7 +40,7 @@
  *     ones, bias or not; scratch of conv_scratch / conv_dw_scratch's size.
  *   lstm_packed_size, lstm_pack (the documented layout), lstm_step_mt: x in the
  *     step (n_x 0 or 5), the input projection gx, gx = g in place; m 0, 1, 2, 4,
- *     7, 13, 50; n_a 0, 1, VL - 1, VL + 3, 2 VL + 1, 32; reverse and stream.
+ *     7, 13, 50; n_a 0, 1, VL - 1, VL + 3, 2 VL + 1, 32; stream.
  *   lstm_steps: T steps against lstm_step_mt called step by step (x in the step and
  *     the projection in g, stream or not, T = 0), bitwise, on 2 threads.
  *   rnn_forward_rows, rnn_backward_rows (tanh, relu; a NaN, ReLU' at 0),
@@ -1310,7 +1310,7 @@ static double sigm(double z) { return 1.0 / (1.0 + exp(-z)); }
 
 /* mode 0: x in the step (K = n_a + n_x, bias b); 1: the input projection gx;
  * 2: gx is g itself */
-static void run_lstm(ptrdiff_t m, ptrdiff_t n_a, ptrdiff_t n_x, int mode, int reverse)
+static void run_lstm(ptrdiff_t m, ptrdiff_t n_a, ptrdiff_t n_x, int mode, int stream)
 {
     const char *fn = "lstm_step_mt";
     /* a panel holds a 64-byte line of units of each gate */
@@ -1327,8 +1327,8 @@ static void run_lstm(ptrdiff_t m, ptrdiff_t n_a, ptrdiff_t n_x, int mode, int re
     fn_lstm_io_f iof;
     fn_lstm_io_d iod;
     ptrdiff_t p, k, gate, j, r, u;
-    snprintf(g_ctx, sizeof g_ctx, "m=%ld n_a=%ld n_x=%ld %s reverse=stream=%d", (long)m, (long)n_a, (long)n_x,
-             mode == 0 ? "x in the step" : (mode == 1 ? "gx" : "gx = g"), reverse);
+    snprintf(g_ctx, sizeof g_ctx, "m=%ld n_a=%ld n_x=%ld %s stream=%d", (long)m, (long)n_a, (long)n_x,
+             mode == 0 ? "x in the step" : (mode == 1 ? "gx" : "gx = g"), stream);
     expect_int("lstm_packed_size", "elements", (long)size, (long)(panels * LNR * K));
     fill(W, 0, ldw, G, n_a + n_x, -1, 1);
     sW = snap(W);
@@ -1445,8 +1445,7 @@ static void run_lstm(ptrdiff_t m, ptrdiff_t n_a, ptrdiff_t n_x, int mode, int re
     iod.tanh_c = (double *)tc.p;
     iof.h_next = (float *)hn.p;
     iod.h_next = (double *)hn.p;
-    iof.reverse = iod.reverse = reverse;
-    iof.stream = iod.stream = reverse;
+    iof.stream = iod.stream = stream;
     if (g_dbl)
         fn_lstm_step_mt_d(m, &iod, (const double *)P.p, 1);
     else
@@ -1526,8 +1525,7 @@ static void run_lstm(ptrdiff_t m, ptrdiff_t n_a, ptrdiff_t n_x, int mode, int re
 }
 
 /* lstm_steps: T steps of lstm_step_mt as documented (each step's blocks of h, c,
- * tanh_c and g, x or the projection in g, gx_next the next step's, the parity as
- * reverse), against the steps called one by one, bitwise, on 2 threads */
+ * tanh_c and g, x or the projection in g, gx_next the next step's), against the steps called one by one, bitwise, on 2 threads */
 static void run_lstm_steps(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, ptrdiff_t n_x, int x_in_step, int stream)
 {
     const char *fn = "lstm_steps";
@@ -1589,7 +1587,6 @@ static void run_lstm_steps(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, ptrdiff_t n_
         iod.tanh_c = (double *)(tp + t * as);
         iof.h_next = (float *)(hp + (t + 1) * as);
         iod.h_next = (double *)(hp + (t + 1) * as);
-        iof.reverse = iod.reverse = (int)(t & 1);
         iof.stream = iod.stream = stream;
         if (g_dbl)
             fn_lstm_step_mt_d(m, &iod, (const double *)P.p, 1);
@@ -1627,14 +1624,14 @@ static void check_lstm(void)
     const ptrdiff_t a_in[] = {1, VL - 1, VL + 3, 2 * VL + 1, 32};
     ptrdiff_t as[5];
     const int na = uniq(a_in, 5, 1, as);
-    int a, b, mode, rev;
+    int a, b, mode, stream;
     for (a = 0; a < 5; a++)
         for (b = 0; b < na; b++)
-            for (rev = 0; rev < 2; rev++) {
-                run_lstm(m_in[a], as[b], 5, 0, rev);
-                run_lstm(m_in[a], as[b], 0, 0, rev);
+            for (stream = 0; stream < 2; stream++) {
+                run_lstm(m_in[a], as[b], 5, 0, stream);
+                run_lstm(m_in[a], as[b], 0, 0, stream);
                 for (mode = 1; mode < 3; mode++)
-                    run_lstm(m_in[a], as[b], 5, mode, rev);
+                    run_lstm(m_in[a], as[b], 5, mode, stream);
             }
     /* more rows than a block of tiles (8 tiles) */
     run_lstm(50, VL + 3, 4, 0, 0);
