@@ -200,36 +200,6 @@ FN_UNUSED static inline int fn_max_threads(void)
  * On a quiet machine the wait is a few microseconds and nothing changes. The Cython drivers' parallel
  * loops whose results do not depend on the thread count take part through
  * fn_region_threads, fn_region_begin, fn_main_clock, fn_add_busy and fn_region_end. */
-/* Items (rows of an output, say) of `bytes` of memory traffic each, grouped into
- * tasks of at least FN_TASK_BYTES: handing out a task costs about as much as moving
- * a few kilobytes, and neighbouring tasks on different threads share the cache
- * lines at their edges. A whole under FN_MT_BYTES runs on one thread (*threads set
- * to 1): waking a second thread and waiting for it costs more than it saves (a
- * LeNet pooling layer of 64 x 10 x 10 x 16, handed out row by row, ran slower on 2
- * threads than on 1).
- * Otherwise tasks stay small enough for 4 per thread. Returns the items per task. */
-#ifndef FN_TASK_BYTES
-#define FN_TASK_BYTES ((ptrdiff_t)16 << 10)
-#endif
-#ifndef FN_MT_BYTES
-#define FN_MT_BYTES ((ptrdiff_t)128 << 10)
-#endif
-FN_UNUSED static inline ptrdiff_t fn_task_items(ptrdiff_t items, ptrdiff_t bytes, int *threads)
-{
-    ptrdiff_t per, cap;
-    if (bytes < 1)
-        bytes = 1;
-    if (items <= 0)
-        return 1;
-    if (items * bytes < FN_MT_BYTES)
-        *threads = 1;
-    per = (FN_TASK_BYTES + bytes - 1) / bytes;
-    cap = *threads > 1 ? items / (4 * (ptrdiff_t)*threads) : items;
-    if (per > cap)
-        per = cap;
-    return per > 1 ? per : 1;
-}
-
 #ifdef _OPENMP
 #define FN_STALL_SECONDS 1e-3
 #define FN_BACKOFF_SECONDS 0.05
@@ -393,8 +363,8 @@ FN_UNUSED static int fn_backing_off(void) { return fn_serial_until > 0.0 && omp_
 #define FN_AFFINE_TASKS(count, ...) \
     do { \
         const ptrdiff_t count_ = (count); \
-        const int team_ = fn_region_threads(threads); \
-        if (team_ > 1 && team_ <= FN_AFFINE_MAX) { \
+        const int asked_ = fn_region_threads(threads), team_ = asked_ < FN_AFFINE_MAX ? asked_ : FN_AFFINE_MAX; \
+        if (team_ > 1) { \
             ptrdiff_t next_[FN_AFFINE_MAX * FN_AFFINE_PAD], end_[FN_AFFINE_MAX]; \
             fn_region region_; \
             int t_; \
@@ -441,6 +411,36 @@ FN_UNUSED static int fn_backing_off(void) { return 0; }
     do { ptrdiff_t task; for (task = 0; task < (count); task++) { __VA_ARGS__ } } while (0)
 #define FN_AFFINE_TASKS FN_TASKS
 #endif
+
+/* Items (rows of an output, say) of `bytes` of memory traffic each, grouped into
+ * tasks of at least FN_TASK_BYTES: handing out a task costs about as much as moving
+ * a few kilobytes, and neighbouring tasks on different threads share the cache
+ * lines at their edges. A whole under FN_MT_BYTES runs on one thread (*threads set
+ * to 1): waking a second thread and waiting for it costs more than it saves (a
+ * LeNet pooling layer of 64 x 10 x 10 x 16, handed out row by row, ran slower on 2
+ * threads than on 1).
+ * Otherwise tasks stay small enough for 4 per thread. Returns the items per task. */
+#ifndef FN_TASK_BYTES
+#define FN_TASK_BYTES ((ptrdiff_t)16 << 10)
+#endif
+#ifndef FN_MT_BYTES
+#define FN_MT_BYTES ((ptrdiff_t)128 << 10)
+#endif
+FN_UNUSED static inline ptrdiff_t fn_task_items(ptrdiff_t items, ptrdiff_t bytes, int *threads)
+{
+    ptrdiff_t per, cap;
+    if (bytes < 1)
+        bytes = 1;
+    if (items <= 0)
+        return 1;
+    if (items * bytes < FN_MT_BYTES)
+        *threads = 1;
+    per = (FN_TASK_BYTES + bytes - 1) / bytes;
+    cap = *threads > 1 ? items / (4 * (ptrdiff_t)*threads) : items;
+    if (per > cap)
+        per = cap;
+    return per > 1 ? per : 1;
+}
 
 /* FN_TASKS over `items` of `bytes` each, grouped by fn_task_items (which may set
  * `threads` to 1): BODY runs once per item, with the item's index in `item`. */
