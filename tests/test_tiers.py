@@ -279,13 +279,22 @@ def test_sequences_against_float64_reference(kind, T, m, n_x, n_a, dtype, tier, 
 @pytest.mark.parametrize("T, m, n_x, n_a", [
     pytest.param(4, 40, 48, 96, id="x-in-the-step"),
     pytest.param(8, 64, 32, 512, id="streamed-gates"),   # 4 MiB of gate values
+    # weights small enough for any level-2 cache and over 2^24 multiply-adds: on 2
+    # threads the batch is split into blocks of rows that run every step alone
+    # (fn_batch_blocks), 29 rows = 4 tiles of 6 and one of 5, 13 = 6 + 6 + 1
+    pytest.param(30, 29, 32, 64, id="batch-split"),
+    pytest.param(60, 13, 32, 64, id="batch-split-one-row-tile"),
 ])
-def test_lstm_threads_agree_and_repeat(T, m, n_x, n_a, tier, rng):
-    x = randn(rng, (T, m, n_x), np.float32)
-    W = randn(rng, (4 * n_a, n_a + n_x), np.float32) * np.float32(0.1)
-    b = randn(rng, (4 * n_a,), np.float32)
-    dh = randn(rng, (T, m, n_a), np.float32)
-    run_on_threads(lambda: run_sequence("lstm", x, None, None, W, b, dh, None, "cython"), (1, 2, 2, 1))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lstm_threads_agree_and_repeat(T, m, n_x, n_a, dtype, tier, rng):
+    x = randn(rng, (T, m, n_x), dtype)
+    W = randn(rng, (4 * n_a, n_a + n_x), dtype) * dtype(0.1)
+    b = randn(rng, (4 * n_a,), dtype)
+    dh = randn(rng, (T, m, n_a), dtype)
+    out = run_on_threads(lambda: run_sequence("lstm", x, None, None, W, b, dh, None, "cython"), (1, 2, 2, 1))
+    # every value is computed by one thread in a fixed order (docs/KERNELS.md)
+    for a, e in zip(out[1], out[2]):
+        np.testing.assert_array_equal(a, e)
 
 
 @pytest.mark.parametrize("T, m, n_x, n_a", [

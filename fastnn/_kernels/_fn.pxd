@@ -148,6 +148,12 @@ cdef extern from "fn_kernels.h":
     void fn_lstm_backward_rows_d(Py_ssize_t rows, Py_ssize_t n, const double* g, const double* c_prev,
                                  const double* tanh_c, const double* dh, double* dc, double* dz,
                                  int threads) noexcept nogil
+    void fn_lstm_backward_steps_f(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, const float* g, const float* c,
+                                  const float* tanh_c, const float* dh, float* dc, float* dz, float* dh_prev,
+                                  const float* P, int row_threads, int threads) noexcept nogil
+    void fn_lstm_backward_steps_d(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, const double* g, const double* c,
+                                  const double* tanh_c, const double* dh, double* dc, double* dz, double* dh_prev,
+                                  const double* P, int row_threads, int threads) noexcept nogil
     void fn_gru_gates_rows_f(Py_ssize_t rows, Py_ssize_t n, float* g, const float* h_prev, float* rh,
                              int threads) noexcept nogil
     void fn_gru_gates_rows_d(Py_ssize_t rows, Py_ssize_t n, double* g, const double* h_prev, double* rh,
@@ -319,6 +325,16 @@ cdef inline void lstm_backward_rows(Py_ssize_t rows, Py_ssize_t n, const floatin
         fn_lstm_backward_rows_f(rows, n, g, c_prev, tanh_c, dh, dc, dz, threads)
     else:
         fn_lstm_backward_rows_d(rows, n, g, c_prev, tanh_c, dh, dc, dz, threads)
+
+
+cdef inline void lstm_backward_steps(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, const floating* g,
+                                     const floating* c, const floating* tanh_c, const floating* dh, floating* dc,
+                                     floating* dz, floating* dh_prev, const floating* P, int row_threads,
+                                     int threads) noexcept nogil:
+    if floating is float:
+        fn_lstm_backward_steps_f(T, m, n_a, g, c, tanh_c, dh, dc, dz, dh_prev, P, row_threads, threads)
+    else:
+        fn_lstm_backward_steps_d(T, m, n_a, g, c, tanh_c, dh, dc, dz, dh_prev, P, row_threads, threads)
 
 
 cdef inline void gru_gates_rows(Py_ssize_t rows, Py_ssize_t n, floating* g, const floating* h_prev, floating* rh,

@@ -50,7 +50,7 @@ from libc.string cimport memcpy, memset
 from ._fn_dense cimport column_sums_mt
 from ._fn cimport (any_scratch, fn_alloc, fn_free, fn_lstm_steps_d, fn_lstm_steps_f, gemm_any_mt, gemm_nn_mt,
                    gemm_tn2_mt, gru_backward_out_rows, gru_backward_reset_rows, gru_gates_rows, gru_output_rows,
-                   lstm_backward_rows, lstm_pack, lstm_packed_size, pack, pack_t, packed_size, rnn_backward_rows,
+                   lstm_backward_steps, lstm_pack, lstm_packed_size, pack, pack_t, packed_size, rnn_backward_rows,
                    rnn_forward_rows)
 
 
@@ -468,14 +468,7 @@ def _lstm_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef bint ok
     with nogil:
         _pack(pW, n_a + n_x, False, 4 * n_a, n_a, &packed[0])
-        memcpy(acc, pdh + (T - 1) * step, step * sizeof(floating))
-        for t in range(T - 1, -1, -1):
-            lstm_backward_rows(m, n_a, pg + t * gstep, pc + t * step, ptc + t * step, acc, pdc, pdz + t * gstep,
-                               threads)
-            if t > 0:
-                memcpy(acc, pdh + (t - 1) * step, step * sizeof(floating))
-            gemm_nn_mt(m, n_a, 4 * n_a, pdz + t * gstep, 4 * n_a, &packed[0], NULL, acc, n_a, t > 0,
-                       _threads(serial))
+        lstm_backward_steps(T, m, n_a, pg, pc, ptc, pdh, pdc, pdz, acc, &packed[0], threads, _threads(serial))
         ok = _weight_gradients(pdz, &hs[0, 0, 0], &x[0, 0, 0], T * m, n_x, n_a, 4, &dW[0, 0], &db[0],
                                &dx[0, 0, 0], pW, serial)
     _check(ok, "lstm_backward")

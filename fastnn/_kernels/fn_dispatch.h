@@ -153,6 +153,14 @@ FN_UNUSED static void FN_D(lstm_backward_rows, FN_TS)(ptrdiff_t rows, ptrdiff_t 
     FN_PICK(, lstm_backward_rows, FN_TS, (rows, n, g, c_prev, tanh_c, dh, dc, dz, threads))
 }
 
+FN_UNUSED static void FN_D(lstm_backward_steps, FN_TS)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, const FN_T *g,
+                                                       const FN_T *c, const FN_T *tanh_c, const FN_T *dh, FN_T *dc,
+                                                       FN_T *dz, FN_T *dh_prev, const FN_T *P, int row_threads,
+                                                       int threads)
+{
+    FN_PICK(, lstm_backward_steps, FN_TS, (T, m, n_a, g, c, tanh_c, dh, dc, dz, dh_prev, P, row_threads, threads))
+}
+
 FN_UNUSED static void FN_D(gru_gates_rows, FN_TS)(ptrdiff_t rows, ptrdiff_t n, FN_T *g, const FN_T *h_prev,
                                                   FN_T *rh, int threads)
 {

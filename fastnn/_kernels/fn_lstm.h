@@ -415,25 +415,50 @@ FN_TARGET FN_UNUSED static void FN(lstm_steps)(ptrdiff_t T, ptrdiff_t m, ptrdiff
                                                FN_T *tanh_c, const FN_T *P, int x_in_step, int stream,
                                                int threads)
 {
-    const ptrdiff_t step = m * n_a, gstep = 4 * step;
+    const ptrdiff_t step = m * n_a, gstep = 4 * step, panels = (n_a + FN_LU - 1) / FN_LU;
+    const ptrdiff_t blocks = m > 1 ? fn_batch_blocks(m, FN_LMR, FN(lstm_packed_size)(n_a, x_in_step ? n_a + n_x : n_a)
+                                                                      * sizeof(FN_T), threads) : 0;
     FN_LSTM_IO io;
     ptrdiff_t t;
     io.n_a = n_a;
     io.n_x = n_x;
     io.bias = b;
     io.stream = stream;
+#define FN_LSTM_AT(io, t) \
+    do { \
+        (io).h_prev = h + (t) * step; \
+        (io).c_prev = c + (t) * step; \
+        (io).x = x_in_step ? x + (t) * m * n_x : NULL; \
+        (io).gx = x_in_step ? NULL : g + (t) * gstep; \
+        (io).gx_next = !x_in_step && (t) + 1 < T ? g + ((t) + 1) * gstep : NULL; \
+        (io).g = g + (t) * gstep; \
+        (io).c_next = c + ((t) + 1) * step; \
+        (io).tanh_c = tanh_c + (t) * step; \
+        (io).h_next = h + ((t) + 1) * step; \
+    } while (0)
+    if (blocks > 0) {
+        /* a block of rows (whole tiles) through every step, panel by panel: one
+         * parallel region for the sequence (fn_batch_blocks) */
+        const ptrdiff_t tiles = (m + FN_LMR - 1) / FN_LMR;
+        FN_AFFINE_TASKS(blocks,
+            const ptrdiff_t r0 = task * tiles / blocks * FN_LMR, r1 = (task + 1) * tiles / blocks * FN_LMR;
+            FN_LSTM_IO own = io;  /* this task's: the region shares io */
+            ptrdiff_t s, p;
+            for (s = 0; s < T; s++) {
+                FN_LSTM_AT(own, s);
+                for (p = 0; p < panels; p++)
+                    FN(lstm_rows)(&own, P, p, r0, r1 < m ? r1 : m);
+            }
+            if (stream)
+                FN(sfence)();
+        );
+        return;
+    }
     for (t = 0; t < T; t++) {
-        io.h_prev = h + t * step;
-        io.c_prev = c + t * step;
-        io.x = x_in_step ? x + t * m * n_x : NULL;
-        io.gx = x_in_step ? NULL : g + t * gstep;
-        io.gx_next = !x_in_step && t + 1 < T ? g + (t + 1) * gstep : NULL;
-        io.g = g + t * gstep;
-        io.c_next = c + (t + 1) * step;
-        io.tanh_c = tanh_c + t * step;
-        io.h_next = h + (t + 1) * step;
+        FN_LSTM_AT(io, t);
         FN(lstm_step_mt)(m, &io, P, threads);
     }
+#undef FN_LSTM_AT
 }
 
 #undef FN_LSTM_TILE

@@ -70,6 +70,62 @@ FN_TARGET FN_UNUSED static void FN(lstm_backward_rows)(ptrdiff_t rows, ptrdiff_t
     );
 }
 
+/* The LSTM's backward time loop, steps T - 1 down to 0 over m rows of n_a units: g,
+ * c (c_prev of step t at c + t * m * n_a: the forward's c_0 .. c_{T-1}), tanh_c and
+ * dh (every step's dLoss/dh from above) as the forward left them, dc holding
+ * dLoss/dc_T on entry and dc_0 on exit, dz getting every step's pre-activation
+ * gradient and dh_prev dLoss/dh_0; P is W_h packed by FN(pack) as the right operand
+ * (K = 4 n_a, N = n_a). Each step is the elementwise pass, then dh_prev = dh_{t-1} +
+ * dz_t @ W_h. Split by batch rows when fn_batch_blocks says so (a block of rows
+ * through every step, no synchronisation between the steps), else each step's pass
+ * over row_threads threads and its product over `threads`. */
+FN_TARGET FN_UNUSED static void FN(lstm_backward_steps)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, const FN_T *g,
+                                                        const FN_T *c, const FN_T *tanh_c, const FN_T *dh,
+                                                        FN_T *dc, FN_T *dz, FN_T *dh_prev, const FN_T *P,
+                                                        int row_threads, int threads)
+{
+    const ptrdiff_t step = m * n_a, gstep = 4 * step, K = 4 * n_a;
+    const ptrdiff_t blocks = fn_batch_blocks(m, FN_MR, FN(packed_size)(K, n_a) * sizeof(FN_T), threads);
+    const FN(panels) src = FN(packed_panels)(P, K, n_a);
+    ptrdiff_t t;
+    if (T <= 0 || m <= 0 || n_a <= 0)
+        return;
+    if (blocks > 0) {
+        const ptrdiff_t tiles = (m + FN_MR - 1) / FN_MR, panels = (n_a + FN_NR - 1) / FN_NR;
+        FN_AFFINE_TASKS(blocks,
+            const ptrdiff_t r0 = task * tiles / blocks * FN_MR, r1 = (task + 1) * tiles / blocks * FN_MR;
+            const ptrdiff_t rows = (r1 < m ? r1 : m) - r0;
+            FN_T *acc = dh_prev + r0 * n_a;
+            ptrdiff_t s, p;
+            memcpy(acc, dh + (T - 1) * step + r0 * n_a, (size_t)(rows * n_a) * sizeof(FN_T));
+            for (s = T - 1; s >= 0; s--) {
+                FN_T *dzs = dz + s * gstep + r0 * K;
+                FN(lstm_backward_rows)(rows, n_a, g + s * gstep + r0 * K, c + s * step + r0 * n_a,
+                                       tanh_c + s * step + r0 * n_a, acc, dc + r0 * n_a, dzs, 1);
+                if (s > 0)
+                    memcpy(acc, dh + (s - 1) * step + r0 * n_a, (size_t)(rows * n_a) * sizeof(FN_T));
+                /* the product by panels, as FN(gemm_src_mt) runs a whole step's
+                 * (never the one-row kernel: its sums differ) */
+                for (p = 0; p < panels; p++) {
+                    const int width = (int)(n_a - p * FN_NR < FN_NR ? n_a - p * FN_NR : FN_NR);
+                    const int full = p < n_a / FN_NR;
+                    FN(gemm_panel)(rows, K, dzs, K, full ? src.B + p * src.step : src.tail,
+                                   full ? src.ld : src.tail_ld, width, NULL, acc + p * FN_NR, n_a, s > 0);
+                }
+            }
+        );
+        return;
+    }
+    memcpy(dh_prev, dh + (T - 1) * step, (size_t)step * sizeof(FN_T));
+    for (t = T - 1; t >= 0; t--) {
+        FN(lstm_backward_rows)(m, n_a, g + t * gstep, c + t * step, tanh_c + t * step, dh_prev, dc, dz + t * gstep,
+                               row_threads);
+        if (t > 0)
+            memcpy(dh_prev, dh + (t - 1) * step, (size_t)step * sizeof(FN_T));
+        FN(gemm_nn_mt)(m, n_a, K, dz + t * gstep, K, P, NULL, dh_prev, n_a, t > 0, threads);
+    }
+}
+
 /* g rows [u, r, c~] of pre-activations: the gates u and r in place, and
  * rh = r * h_prev (the candidate's input) */
 FN_TARGET FN_UNUSED static void FN(gru_gates_rows)(ptrdiff_t rows, ptrdiff_t n, FN_T *g,

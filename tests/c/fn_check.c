@@ -43,6 +43,8 @@
  *     7, 13, 50; n_a 0, 1, VL - 1, VL + 3, 2 VL + 1, 32; stream.
  *   lstm_steps: T steps against lstm_step_mt called step by step (x in the step and
  *     the projection in g, stream or not, T = 0), bitwise, on 2 threads.
+ *   lstm_backward_steps: against lstm_backward_rows and gemm_nn_mt called step by
+ *     step, bitwise, on 1 and 2 threads (split by rows and by steps; T = 0, m = 0).
  *   rnn_forward_rows, rnn_backward_rows (tanh, relu; a NaN, ReLU' at 0),
  *     lstm_backward_rows, gru_gates_rows, gru_output_rows, gru_backward_out_rows,
  *     gru_backward_reset_rows: their formulas, derived here, and that the parts of
@@ -1617,6 +1619,90 @@ static void run_lstm_steps(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, ptrdiff_t n_
     sfree(&sb);
 }
 
+/* lstm_backward_steps: the documented time loop (per step lstm_backward_rows, then
+ * dh_prev = dh_{t-1} + dz_t @ W_h by gemm_nn_mt, both checked on their own), built
+ * here from those two on one thread, against the call on one thread and on two
+ * (split by batch rows where the weights are small, by steps where not), bitwise;
+ * nothing written but dz, dh_prev and dc. */
+static void run_lstm_backward_steps(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a)
+{
+    const char *fn = "lstm_backward_steps";
+    const ptrdiff_t K = 4 * n_a, step = m * n_a, gstep = m * K;
+    Buf W = bnew(K * n_a), P = bnew((ptrdiff_t)CALL(packed_size, K, n_a));
+    Buf g = bnew(T * gstep), c = bnew((T + 1) * step), tc = bnew(T * step), dh = bnew(T * step);
+    Buf dc = bnew(step), dz = bnew(T * gstep), dhp = bnew(step);
+    Buf dc_ref, dz_ref, dhp_ref;
+    Snap sP, sg, sc, stc, sdh;
+    ptrdiff_t t, r;
+    int th;
+    snprintf(g_ctx, sizeof g_ctx, "T=%ld m=%ld n_a=%ld", (long)T, (long)m, (long)n_a);
+    fill(W, 0, n_a, K, n_a, -1, 1);
+    CALL(pack, K, n_a, W.p, n_a, 1, P.p);
+    fill(g, 0, K, T * m, K, 0.01, 0.99);
+    for (r = 0; r < T * m; r++)
+        fill(g, r * K + 2 * n_a, 1, 1, n_a, -0.99, 0.99);  /* c~ = tanh(.) */
+    fill(c, 0, n_a, (T + 1) * m, n_a, -2, 2);
+    fill(tc, 0, n_a, T * m, n_a, -0.99, 0.99);
+    fill(dh, 0, n_a, T * m, n_a, -1, 1);
+    fill(dc, 0, n_a, m, n_a, -1, 1);
+    fill_value(dz, 0, K, T * m, K, NAN);
+    fill_value(dhp, 0, n_a, m, n_a, NAN);
+    dc_ref = buf_copy(dc);
+    dz_ref = buf_copy(dz);
+    dhp_ref = buf_copy(dhp);
+    if (T > 0 && m > 0)
+        memcpy(dhp_ref.p, at(dh, (T - 1) * step), (size_t)step * ES);
+    for (t = T - 1; t >= 0 && m > 0; t--) {
+        CALL(lstm_backward_rows, m, n_a, at(g, t * gstep), at(c, t * step), at(tc, t * step), dhp_ref.p,
+             dc_ref.p, at(dz_ref, t * gstep), 1);
+        if (t > 0)
+            memcpy(dhp_ref.p, at(dh, (t - 1) * step), (size_t)step * ES);
+        CALL(gemm_nn_mt, m, n_a, K, at(dz_ref, t * gstep), K, P.p, NULL, dhp_ref.p, n_a, t > 0, 1);
+    }
+    sP = snap(P);
+    sg = snap(g);
+    sc = snap(c);
+    stc = snap(tc);
+    sdh = snap(dh);
+    for (th = 1; th <= 2; th++) {
+        Buf dc2 = buf_copy(dc), dz2 = buf_copy(dz), dhp2 = buf_copy(dhp);
+        CALL(lstm_backward_steps, T, m, n_a, g.p, c.p, tc.p, dh.p, dc2.p, dz2.p, dhp2.p, P.p, th, th);
+        same(fn, "dz", dz2, dz_ref, 0, K, T * m, K);
+        same(fn, "dh_prev", dhp2, dhp_ref, 0, n_a, m, n_a);
+        same(fn, "dc", dc2, dc_ref, 0, n_a, m, n_a);
+        if (T == 0 || m == 0) {
+            Snap s0 = snap(dz);
+            untouched(fn, "dz (nothing to do)", dz2, s0);
+            sfree(&s0);
+        }
+        bfree(&dc2);
+        bfree(&dz2);
+        bfree(&dhp2);
+    }
+    untouched(fn, "P", P, sP);
+    untouched(fn, "g", g, sg);
+    untouched(fn, "c", c, sc);
+    untouched(fn, "tanh_c", tc, stc);
+    untouched(fn, "dh", dh, sdh);
+    bfree(&W);
+    bfree(&P);
+    bfree(&g);
+    bfree(&c);
+    bfree(&tc);
+    bfree(&dh);
+    bfree(&dc);
+    bfree(&dz);
+    bfree(&dhp);
+    bfree(&dc_ref);
+    bfree(&dz_ref);
+    bfree(&dhp_ref);
+    sfree(&sP);
+    sfree(&sg);
+    sfree(&sc);
+    sfree(&stc);
+    sfree(&sdh);
+}
+
 static void check_lstm(void)
 {
     const ptrdiff_t VL = vec_len();
@@ -1645,6 +1731,15 @@ static void check_lstm(void)
     run_lstm_steps(4, 7, 2 * vec_len() + 1, 5, 0, 1);
     run_lstm_steps(2, 50, 32, 4, 0, 0);
     run_lstm_steps(0, 7, 8, 5, 0, 0);
+    /* the backward time loop: split by rows on two threads (13 = 6 + 6 + 1 rows,
+     * 50), by steps (2 rows: one tile; 512 units: weights larger than half any
+     * level-2 cache), nothing to do */
+    run_lstm_backward_steps(5, 13, vec_len() + 3);
+    run_lstm_backward_steps(3, 50, 2 * vec_len() + 1);
+    run_lstm_backward_steps(4, 2, 9);
+    run_lstm_backward_steps(2, 7, 512);
+    run_lstm_backward_steps(0, 7, 8);
+    run_lstm_backward_steps(3, 0, 8);
 }
 
 /* ======================= the recurrent cells' elementwise passes ======================= */
