@@ -297,6 +297,31 @@ def test_lstm_threads_agree_and_repeat(T, m, n_x, n_a, dtype, tier, rng):
         np.testing.assert_array_equal(a, e)
 
 
+@pytest.mark.parametrize("kind", ["rnn", "gru"])
+@pytest.mark.parametrize("T, m, n_x, n_a", [
+    # over 2^24 multiply-adds and weights small enough for any level-2 cache: split
+    # by batch rows on 2 threads (29 rows = 4 tiles of 6 and one of 5, 13 = 6 + 6 + 1)
+    pytest.param(60, 29, 32, 96, id="batch-split"),
+    pytest.param(160, 13, 32, 96, id="batch-split-one-row-tile"),
+    # weights over half of a 2 MiB level-2 cache: each step split instead
+    pytest.param(3, 40, 16, 600, id="steps-split"),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rnn_gru_threads_agree_and_repeat(kind, T, m, n_x, n_a, dtype, tier, rng):
+    gates = GATES[kind]
+    x = randn(rng, (T, m, n_x), dtype)
+    h0 = randn(rng, (m, n_a), dtype) * 0.5
+    W = randn(rng, (gates * n_a, n_a + n_x), dtype) * dtype((n_a + n_x) ** -0.5)
+    b = randn(rng, (gates * n_a,), dtype) * 0.1
+    dh = randn(rng, (T, m, n_a), dtype)
+    out = run_on_threads(lambda: run_sequence(kind, x, h0, None, W, b, dh, None, "cython"), (1, 2, 2, 1))
+    for a, e in zip(out[1], out[2]):
+        np.testing.assert_array_equal(a, e)
+    want = run_sequence(kind, f64(x), f64(h0), None, f64(W), f64(b), f64(dh), None, "reference")
+    for i, (g, w) in enumerate(zip(out[2], want)):
+        assert_close(g, w, dtype, f"output {i} of the {kind} sequence on 2 threads")
+
+
 @pytest.mark.parametrize("T, m, n_x, n_a", [
     pytest.param(5, 1, 20, 70, id="batch-1-partial-panel"),
     pytest.param(3, 11, 33, 40, id="partial-tiles"),      # 11 rows = 6 + a short tile of 5

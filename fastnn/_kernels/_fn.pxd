@@ -154,6 +154,26 @@ cdef extern from "fn_kernels.h":
     void fn_lstm_backward_steps_d(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, const double* g, const double* c,
                                   const double* tanh_c, const double* dh, double* dc, double* dz, double* dh_prev,
                                   const double* P, int row_threads, int threads) noexcept nogil
+    void fn_rnn_forward_steps_f(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, float* h, const float* P, int relu,
+                                int row_threads, int threads) noexcept nogil
+    void fn_rnn_backward_steps_f(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, const float* h, const float* dh,
+                                 float* dz, float* dh_prev, const float* P, int relu, int row_threads,
+                                 int threads) noexcept nogil
+    void fn_gru_forward_steps_f(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, float* g, float* h, float* rh,
+                                const float* Pg, const float* Pc, int row_threads, int threads) noexcept nogil
+    void fn_gru_backward_steps_f(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, const float* g, const float* h,
+                                 const float* dh, float* dz, float* drh, float* nxt, float* dh_prev, const float* Pg,
+                                 const float* Pc, int row_threads, int threads) noexcept nogil
+    void fn_rnn_forward_steps_d(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, double* h, const double* P, int relu,
+                                int row_threads, int threads) noexcept nogil
+    void fn_rnn_backward_steps_d(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, const double* h, const double* dh,
+                                 double* dz, double* dh_prev, const double* P, int relu, int row_threads,
+                                 int threads) noexcept nogil
+    void fn_gru_forward_steps_d(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, double* g, double* h, double* rh,
+                                const double* Pg, const double* Pc, int row_threads, int threads) noexcept nogil
+    void fn_gru_backward_steps_d(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, const double* g, const double* h,
+                                 const double* dh, double* dz, double* drh, double* nxt, double* dh_prev, const double* Pg,
+                                 const double* Pc, int row_threads, int threads) noexcept nogil
     void fn_gru_gates_rows_f(Py_ssize_t rows, Py_ssize_t n, float* g, const float* h_prev, float* rh,
                              int threads) noexcept nogil
     void fn_gru_gates_rows_d(Py_ssize_t rows, Py_ssize_t n, double* g, const double* h_prev, double* rh,
@@ -335,6 +355,42 @@ cdef inline void lstm_backward_steps(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a,
         fn_lstm_backward_steps_f(T, m, n_a, g, c, tanh_c, dh, dc, dz, dh_prev, P, row_threads, threads)
     else:
         fn_lstm_backward_steps_d(T, m, n_a, g, c, tanh_c, dh, dc, dz, dh_prev, P, row_threads, threads)
+
+
+cdef inline void rnn_forward_steps(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, floating* h, const floating* P,
+                                   int relu, int row_threads, int threads) noexcept nogil:
+    if floating is float:
+        fn_rnn_forward_steps_f(T, m, n_a, h, P, relu, row_threads, threads)
+    else:
+        fn_rnn_forward_steps_d(T, m, n_a, h, P, relu, row_threads, threads)
+
+
+cdef inline void rnn_backward_steps(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, const floating* h,
+                                    const floating* dh, floating* dz, floating* dh_prev, const floating* P,
+                                    int relu, int row_threads, int threads) noexcept nogil:
+    if floating is float:
+        fn_rnn_backward_steps_f(T, m, n_a, h, dh, dz, dh_prev, P, relu, row_threads, threads)
+    else:
+        fn_rnn_backward_steps_d(T, m, n_a, h, dh, dz, dh_prev, P, relu, row_threads, threads)
+
+
+cdef inline void gru_forward_steps(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, floating* g, floating* h,
+                                   floating* rh, const floating* Pg, const floating* Pc, int row_threads,
+                                   int threads) noexcept nogil:
+    if floating is float:
+        fn_gru_forward_steps_f(T, m, n_a, g, h, rh, Pg, Pc, row_threads, threads)
+    else:
+        fn_gru_forward_steps_d(T, m, n_a, g, h, rh, Pg, Pc, row_threads, threads)
+
+
+cdef inline void gru_backward_steps(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, const floating* g,
+                                    const floating* h, const floating* dh, floating* dz, floating* drh,
+                                    floating* nxt, floating* dh_prev, const floating* Pg, const floating* Pc,
+                                    int row_threads, int threads) noexcept nogil:
+    if floating is float:
+        fn_gru_backward_steps_f(T, m, n_a, g, h, dh, dz, drh, nxt, dh_prev, Pg, Pc, row_threads, threads)
+    else:
+        fn_gru_backward_steps_d(T, m, n_a, g, h, dh, dz, drh, nxt, dh_prev, Pg, Pc, row_threads, threads)
 
 
 cdef inline void gru_gates_rows(Py_ssize_t rows, Py_ssize_t n, floating* g, const floating* h_prev, floating* rh,

@@ -32,10 +32,13 @@ of dz.
 
 Threads: calls below _SERIAL_MACS multiply-adds run on one thread throughout (at
 that size waking threads costs more than they save, and on a busy machine a
-parallel region can wait milliseconds for a thread to be scheduled); larger ones
-split each step's tiles (and the elementwise passes' rows) over the threads. Every
-value is computed by one thread in a fixed order, so results do not depend on the
-thread count.
+parallel region can wait milliseconds for a thread to be scheduled). Larger ones
+whose recurrent weights fit in half a core's level-2 cache split the batch: each
+thread runs blocks of rows through every time step, one parallel region per
+sequence (fn_batch_blocks in fn_base.h; the time loops are in fn_lstm.h and
+fn_rnn.h); otherwise each step's tiles (and the elementwise passes' rows) are split
+over the threads. Every value is computed by one thread in a fixed order, so
+results do not depend on the thread count.
 
 State and gradient arrays come from fastnn's buffer cache (fastnn/_arena.py), so
 the tens of megabytes of a large call are not faulted in afresh every time.
@@ -49,9 +52,8 @@ from libc.string cimport memcpy, memset
 
 from ._fn_dense cimport column_sums_mt
 from ._fn cimport (any_scratch, fn_alloc, fn_free, fn_lstm_steps_d, fn_lstm_steps_f, gemm_any_mt, gemm_nn_mt,
-                   gemm_tn2_mt, gru_backward_out_rows, gru_backward_reset_rows, gru_gates_rows, gru_output_rows,
-                   lstm_backward_steps, lstm_pack, lstm_packed_size, pack, pack_t, packed_size, rnn_backward_rows,
-                   rnn_forward_rows)
+                   gemm_tn2_mt, gru_backward_steps, gru_forward_steps, lstm_backward_steps, lstm_pack,
+                   lstm_packed_size, pack, pack_t, packed_size, rnn_backward_steps, rnn_forward_steps)
 
 
 include "_module.pxi"
@@ -210,7 +212,7 @@ def _rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const fl
                  floating[:, :, ::1] hs, bint relu, floating[::1] packed, floating[::1] packed_x):
     """hs[0] holds h0 on entry; hs[t + 1] = h<t> on exit."""
     cdef int T = <int>x.shape[0], m = <int>x.shape[1], n_x = <int>x.shape[2], n_a = <int>hs.shape[2]
-    cdef Py_ssize_t step = <Py_ssize_t>m * n_a, t
+    cdef Py_ssize_t step = <Py_ssize_t>m * n_a
     cdef floating* ph = &hs[0, 0, 0]
     cdef const floating* pW = &W[0, 0]
     cdef bint serial = _serial(T, m, 1, n_a, n_x)
@@ -218,10 +220,7 @@ def _rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const fl
     with nogil:
         _pack(pW, n_a + n_x, True, n_a, n_a, &packed[0])
         _input_projection(&x[0, 0, 0], pW, &b[0], T * m, n_x, n_a, n_a, ph + step, &packed_x[0], serial)
-        for t in range(T):
-            gemm_nn_mt(m, n_a, n_a, ph + t * step, n_a, &packed[0], NULL, ph + (t + 1) * step, n_a, True,
-                       _threads(serial))
-            rnn_forward_rows(m, n_a, ph + (t + 1) * step, relu, threads)
+        rnn_forward_steps(T, m, n_a, ph, &packed[0], relu, threads, _threads(serial))
 
 
 def _rnn_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
@@ -229,7 +228,7 @@ def _rnn_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                   floating[:, :, ::1] dz, floating[:, :, ::1] dx, floating[:, ::1] dh0,
                   floating[:, ::1] dW, floating[::1] db, floating[::1] packed):
     cdef int T = <int>x.shape[0], m = <int>x.shape[1], n_x = <int>x.shape[2], n_a = <int>hs.shape[2]
-    cdef Py_ssize_t step = <Py_ssize_t>m * n_a, t
+    cdef Py_ssize_t step = <Py_ssize_t>m * n_a
     cdef const floating* pW = &W[0, 0]
     cdef const floating* pdh = &dh[0, 0, 0]
     cdef const floating* ph = &hs[0, 0, 0]
@@ -240,12 +239,7 @@ def _rnn_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef bint ok
     with nogil:
         _pack(pW, n_a + n_x, False, n_a, n_a, &packed[0])
-        memcpy(acc, pdh + (T - 1) * step, step * sizeof(floating))
-        for t in range(T - 1, -1, -1):
-            rnn_backward_rows(m, n_a, ph + (t + 1) * step, acc, pdz + t * step, relu, threads)
-            if t > 0:
-                memcpy(acc, pdh + (t - 1) * step, step * sizeof(floating))
-            gemm_nn_mt(m, n_a, n_a, pdz + t * step, n_a, &packed[0], NULL, acc, n_a, t > 0, _threads(serial))
+        rnn_backward_steps(T, m, n_a, ph, pdh, pdz, acc, &packed[0], relu, threads, _threads(serial))
         ok = _weight_gradients(pdz, ph, &x[0, 0, 0], T * m, n_x, n_a, 1, &dW[0, 0], &db[0],
                                &dx[0, 0, 0], pW, serial)
     _check(ok, "rnn_backward")
@@ -295,7 +289,7 @@ def _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const fl
     rh[t] = Γr * h<t-1> of every step."""
     cdef int T = <int>x.shape[0], m = <int>x.shape[1], n_x = <int>x.shape[2], n_a = <int>hs.shape[2]
     cdef int ld = n_a + n_x
-    cdef Py_ssize_t step = <Py_ssize_t>m * n_a, gstep = 3 * step, t
+    cdef Py_ssize_t step = <Py_ssize_t>m * n_a, gstep = 3 * step
     cdef floating* ph = &hs[0, 0, 0]
     cdef floating* pg = &g[0, 0, 0]
     cdef floating* prh = &rh[0, 0, 0]
@@ -306,13 +300,8 @@ def _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] W, const fl
         _pack(pW, ld, True, n_a, 2 * n_a, &packed_gates[0])
         _pack(pW + 2 * n_a * ld, ld, True, n_a, n_a, &packed_candidate[0])
         _input_projection(&x[0, 0, 0], pW, &b[0], T * m, n_x, n_a, 3 * n_a, pg, &packed_x[0], serial)
-        for t in range(T):
-            gemm_nn_mt(m, 2 * n_a, n_a, ph + t * step, n_a, &packed_gates[0], NULL, pg + t * gstep, 3 * n_a,
-                       True, _threads(serial))
-            gru_gates_rows(m, n_a, pg + t * gstep, ph + t * step, prh + t * step, threads)
-            gemm_nn_mt(m, n_a, n_a, prh + t * step, n_a, &packed_candidate[0], NULL, pg + t * gstep + 2 * n_a,
-                       3 * n_a, True, _threads(serial))
-            gru_output_rows(m, n_a, pg + t * gstep, ph + t * step, ph + (t + 1) * step, threads)
+        gru_forward_steps(T, m, n_a, pg, ph, prh, &packed_gates[0], &packed_candidate[0], threads,
+                          _threads(serial))
 
 
 def _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
@@ -323,7 +312,7 @@ def _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                   floating[::1] packed_gates, floating[::1] packed_candidate):
     cdef int T = <int>x.shape[0], m = <int>x.shape[1], n_x = <int>x.shape[2], n_a = <int>hs.shape[2]
     cdef int ld = n_a + n_x
-    cdef Py_ssize_t step = <Py_ssize_t>m * n_a, gstep = 3 * step, t
+    cdef Py_ssize_t step = <Py_ssize_t>m * n_a, gstep = 3 * step
     cdef const floating* pW = &W[0, 0]
     cdef const floating* pdh = &dh[0, 0, 0]
     cdef const floating* ph = &hs[0, 0, 0]
@@ -332,7 +321,6 @@ def _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef floating* pdrh = &drh[0, 0]
     cdef floating* acc = &dh0[0, 0]        # dLoss/dh<t>
     cdef floating* nxt = &acc_next[0, 0]   # dLoss/dh<t-1>, being accumulated
-    cdef floating* swap
     cdef floating* pdW = &dW[0, 0]
     cdef bint serial = _serial(T, m, 3, n_a, n_x)
     cdef int threads = _row_threads(m, gstep, serial)
@@ -340,23 +328,8 @@ def _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     with nogil:
         _pack(pW, ld, False, 2 * n_a, n_a, &packed_gates[0])
         _pack(pW + 2 * n_a * ld, ld, False, n_a, n_a, &packed_candidate[0])
-        memcpy(acc, pdh + (T - 1) * step, step * sizeof(floating))
-        for t in range(T - 1, -1, -1):
-            if t > 0:
-                memcpy(nxt, pdh + (t - 1) * step, step * sizeof(floating))
-            else:
-                memset(nxt, 0, step * sizeof(floating))
-            gru_backward_out_rows(m, n_a, pg + t * gstep, ph + t * step, acc, nxt, pdz + t * gstep, threads)
-            gemm_nn_mt(m, n_a, n_a, pdz + t * gstep + 2 * n_a, 3 * n_a, &packed_candidate[0], NULL, pdrh, n_a,
-                       False, _threads(serial))
-            gru_backward_reset_rows(m, n_a, pg + t * gstep, ph + t * step, pdrh, nxt, pdz + t * gstep, threads)
-            gemm_nn_mt(m, n_a, 2 * n_a, pdz + t * gstep, 3 * n_a, &packed_gates[0], NULL, nxt, n_a, True,
-                       _threads(serial))
-            swap = acc
-            acc = nxt
-            nxt = swap
-        if acc != &dh0[0, 0]:
-            memcpy(&dh0[0, 0], acc, step * sizeof(floating))
+        gru_backward_steps(T, m, n_a, pg, ph, pdh, pdz, pdrh, nxt, acc, &packed_gates[0], &packed_candidate[0],
+                           threads, _threads(serial))
         # dW_h of the update and reset gates sees h_prev, the candidate's sees Γr * h_prev
         ok = _gemm_any(serial, True, False, 2 * n_a, n_a, T * m, pdz, 3 * n_a, ph, n_a, False, pdW, ld)
         ok = ok and _gemm_any(serial, True, False, n_a, n_a, T * m, pdz + 2 * n_a, 3 * n_a, &rh[0, 0, 0], n_a,
@@ -454,7 +427,7 @@ def _lstm_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                    floating[:, ::1] dW, floating[::1] db, floating[::1] packed):
     """dc holds dLoss/dc<T> on entry and dc0 on exit."""
     cdef int T = <int>x.shape[0], m = <int>x.shape[1], n_x = <int>x.shape[2], n_a = <int>hs.shape[2]
-    cdef Py_ssize_t step = <Py_ssize_t>m * n_a, gstep = 4 * step, t
+    cdef Py_ssize_t step = <Py_ssize_t>m * n_a, gstep = 4 * step
     cdef const floating* pW = &W[0, 0]
     cdef const floating* pdh = &dh[0, 0, 0]
     cdef const floating* pg = &g[0, 0, 0]

@@ -161,6 +161,34 @@ FN_UNUSED static void FN_D(lstm_backward_steps, FN_TS)(ptrdiff_t T, ptrdiff_t m,
     FN_PICK(, lstm_backward_steps, FN_TS, (T, m, n_a, g, c, tanh_c, dh, dc, dz, dh_prev, P, row_threads, threads))
 }
 
+FN_UNUSED static void FN_D(rnn_forward_steps, FN_TS)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, FN_T *h, const FN_T *P,
+                                                     int relu, int row_threads, int threads)
+{
+    FN_PICK(, rnn_forward_steps, FN_TS, (T, m, n_a, h, P, relu, row_threads, threads))
+}
+
+FN_UNUSED static void FN_D(rnn_backward_steps, FN_TS)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, const FN_T *h,
+                                                      const FN_T *dh, FN_T *dz, FN_T *dh_prev, const FN_T *P,
+                                                      int relu, int row_threads, int threads)
+{
+    FN_PICK(, rnn_backward_steps, FN_TS, (T, m, n_a, h, dh, dz, dh_prev, P, relu, row_threads, threads))
+}
+
+FN_UNUSED static void FN_D(gru_forward_steps, FN_TS)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, FN_T *g, FN_T *h,
+                                                     FN_T *rh, const FN_T *Pg, const FN_T *Pc, int row_threads,
+                                                     int threads)
+{
+    FN_PICK(, gru_forward_steps, FN_TS, (T, m, n_a, g, h, rh, Pg, Pc, row_threads, threads))
+}
+
+FN_UNUSED static void FN_D(gru_backward_steps, FN_TS)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, const FN_T *g,
+                                                      const FN_T *h, const FN_T *dh, FN_T *dz, FN_T *drh,
+                                                      FN_T *nxt, FN_T *dh_prev, const FN_T *Pg, const FN_T *Pc,
+                                                      int row_threads, int threads)
+{
+    FN_PICK(, gru_backward_steps, FN_TS, (T, m, n_a, g, h, dh, dz, drh, nxt, dh_prev, Pg, Pc, row_threads, threads))
+}
+
 FN_UNUSED static void FN_D(gru_gates_rows, FN_TS)(ptrdiff_t rows, ptrdiff_t n, FN_T *g, const FN_T *h_prev,
                                                   FN_T *rh, int threads)
 {

@@ -70,62 +70,6 @@ FN_TARGET FN_UNUSED static void FN(lstm_backward_rows)(ptrdiff_t rows, ptrdiff_t
     );
 }
 
-/* The LSTM's backward time loop, steps T - 1 down to 0 over m rows of n_a units: g,
- * c (c_prev of step t at c + t * m * n_a: the forward's c_0 .. c_{T-1}), tanh_c and
- * dh (every step's dLoss/dh from above) as the forward left them, dc holding
- * dLoss/dc_T on entry and dc_0 on exit, dz getting every step's pre-activation
- * gradient and dh_prev dLoss/dh_0; P is W_h packed by FN(pack) as the right operand
- * (K = 4 n_a, N = n_a). Each step is the elementwise pass, then dh_prev = dh_{t-1} +
- * dz_t @ W_h. Split by batch rows when fn_batch_blocks says so (a block of rows
- * through every step, no synchronisation between the steps), else each step's pass
- * over row_threads threads and its product over `threads`. */
-FN_TARGET FN_UNUSED static void FN(lstm_backward_steps)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, const FN_T *g,
-                                                        const FN_T *c, const FN_T *tanh_c, const FN_T *dh,
-                                                        FN_T *dc, FN_T *dz, FN_T *dh_prev, const FN_T *P,
-                                                        int row_threads, int threads)
-{
-    const ptrdiff_t step = m * n_a, gstep = 4 * step, K = 4 * n_a;
-    const ptrdiff_t blocks = fn_batch_blocks(m, FN_MR, FN(packed_size)(K, n_a) * sizeof(FN_T), threads);
-    const FN(panels) src = FN(packed_panels)(P, K, n_a);
-    ptrdiff_t t;
-    if (T <= 0 || m <= 0 || n_a <= 0)
-        return;
-    if (blocks > 0) {
-        const ptrdiff_t tiles = (m + FN_MR - 1) / FN_MR, panels = (n_a + FN_NR - 1) / FN_NR;
-        FN_AFFINE_TASKS(blocks,
-            const ptrdiff_t r0 = task * tiles / blocks * FN_MR, r1 = (task + 1) * tiles / blocks * FN_MR;
-            const ptrdiff_t rows = (r1 < m ? r1 : m) - r0;
-            FN_T *acc = dh_prev + r0 * n_a;
-            ptrdiff_t s, p;
-            memcpy(acc, dh + (T - 1) * step + r0 * n_a, (size_t)(rows * n_a) * sizeof(FN_T));
-            for (s = T - 1; s >= 0; s--) {
-                FN_T *dzs = dz + s * gstep + r0 * K;
-                FN(lstm_backward_rows)(rows, n_a, g + s * gstep + r0 * K, c + s * step + r0 * n_a,
-                                       tanh_c + s * step + r0 * n_a, acc, dc + r0 * n_a, dzs, 1);
-                if (s > 0)
-                    memcpy(acc, dh + (s - 1) * step + r0 * n_a, (size_t)(rows * n_a) * sizeof(FN_T));
-                /* the product by panels, as FN(gemm_src_mt) runs a whole step's
-                 * (never the one-row kernel: its sums differ) */
-                for (p = 0; p < panels; p++) {
-                    const int width = (int)(n_a - p * FN_NR < FN_NR ? n_a - p * FN_NR : FN_NR);
-                    const int full = p < n_a / FN_NR;
-                    FN(gemm_panel)(rows, K, dzs, K, full ? src.B + p * src.step : src.tail,
-                                   full ? src.ld : src.tail_ld, width, NULL, acc + p * FN_NR, n_a, s > 0);
-                }
-            }
-        );
-        return;
-    }
-    memcpy(dh_prev, dh + (T - 1) * step, (size_t)step * sizeof(FN_T));
-    for (t = T - 1; t >= 0; t--) {
-        FN(lstm_backward_rows)(m, n_a, g + t * gstep, c + t * step, tanh_c + t * step, dh_prev, dc, dz + t * gstep,
-                               row_threads);
-        if (t > 0)
-            memcpy(dh_prev, dh + (t - 1) * step, (size_t)step * sizeof(FN_T));
-        FN(gemm_nn_mt)(m, n_a, K, dz + t * gstep, K, P, NULL, dh_prev, n_a, t > 0, threads);
-    }
-}
-
 /* g rows [u, r, c~] of pre-activations: the gates u and r in place, and
  * rh = r * h_prev (the candidate's input) */
 FN_TARGET FN_UNUSED static void FN(gru_gates_rows)(ptrdiff_t rows, ptrdiff_t n, FN_T *g,
@@ -208,6 +152,185 @@ FN_TARGET FN_UNUSED static void FN(activate)(int kind, ptrdiff_t n, const FN_T *
         );
     );
 }
+
+/* ---- the time loops ----
+ * A sequence's rows are independent sequences: when fn_batch_blocks says so, each
+ * task is a block of rows (whole tiles of FN_MR) that runs every time step on one
+ * thread, one parallel region per sequence; else each step's passes and products
+ * are split over the threads (row_threads for the elementwise passes, `threads`
+ * for the products). BODY sees its rows as r0_ (first) and rows_, and th_ / rth_:
+ * the threads of its products and passes (1 in a block); split_ says which. */
+#define FN_SEQUENCE_ROWS(m, weight_bytes, ...) \
+    do { \
+        const ptrdiff_t blocks_ = fn_batch_blocks((m), FN_MR, (weight_bytes), threads); \
+        if (blocks_ > 0) { \
+            const ptrdiff_t tiles_ = ((m) + FN_MR - 1) / FN_MR; \
+            FN_AFFINE_TASKS(blocks_, \
+                const ptrdiff_t r0_ = task * tiles_ / blocks_ * FN_MR; \
+                const ptrdiff_t r1_ = (task + 1) * tiles_ / blocks_ * FN_MR; \
+                const ptrdiff_t rows_ = (r1_ < (m) ? r1_ : (m)) - r0_; \
+                const int split_ = 1, th_ = 1, rth_ = 1; \
+                (void)split_; (void)th_; (void)rth_; \
+                { __VA_ARGS__ }); \
+        } else { \
+            const ptrdiff_t r0_ = 0, rows_ = (m); \
+            const int split_ = 0, th_ = threads, rth_ = row_threads; \
+            (void)split_; (void)th_; (void)rth_; \
+            { __VA_ARGS__ } \
+        } \
+    } while (0)
+
+/* C (M, N) (+)= A (M, K) @ P (FN(pack)'s) for a time loop: split_, one thread, panel
+ * by panel on the tiles FN(gemm_nn_mt) runs for the same rows in a whole batch
+ * (never its one-row kernel, whose sums differ); else FN(gemm_nn_mt) on th_. */
+FN_TARGET FN_INLINE void FN(gemm_seq)(int split, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A,
+                                      ptrdiff_t lda, const FN_T *P, FN_T *C, ptrdiff_t ldc, int accumulate,
+                                      int threads)
+{
+    if (split) {
+        const FN(panels) src = FN(packed_panels)(P, K, N);
+        const ptrdiff_t panels = (N + FN_NR - 1) / FN_NR, full = N / FN_NR;
+        ptrdiff_t p;
+        for (p = 0; p < panels; p++)
+            FN(gemm_panel)(M, K, A, lda, p < full ? src.B + p * src.step : src.tail, p < full ? src.ld : src.tail_ld,
+                           (int)(N - p * FN_NR < FN_NR ? N - p * FN_NR : FN_NR), NULL, C + p * FN_NR, ldc,
+                           accumulate);
+    } else {
+        FN(gemm_nn_mt)(M, N, K, A, lda, P, NULL, C, ldc, accumulate, threads);
+    }
+}
+
+/* The RNN's forward: h holds T + 1 blocks of m x n_a, h_0 first, then each step's
+ * input projection (bias included), which becomes h_t: += h_{t-1} @ W_h^T (P:
+ * W_h^T packed), then tanh or ReLU. */
+FN_TARGET FN_UNUSED static void FN(rnn_forward_steps)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, FN_T *h,
+                                                      const FN_T *P, int relu, int row_threads, int threads)
+{
+    const ptrdiff_t step = m * n_a;
+    if (T <= 0 || m <= 0 || n_a <= 0)
+        return;
+    FN_SEQUENCE_ROWS(m, FN(packed_size)(n_a, n_a) * sizeof(FN_T),
+        ptrdiff_t t;
+        for (t = 0; t < T; t++) {
+            FN_T *hn = h + (t + 1) * step + r0_ * n_a;
+            FN(gemm_seq)(split_, rows_, n_a, n_a, h + t * step + r0_ * n_a, n_a, P, hn, n_a, 1, th_);
+            FN(rnn_forward_rows)(rows_, n_a, hn, relu, rth_);
+        });
+}
+
+/* The RNN's backward time loop: h the forward's (T + 1 blocks), dh every step's
+ * dLoss/dh from above; dz gets every step's pre-activation gradient, dh_prev
+ * dLoss/dh_0; P is W_h packed (K = N = n_a). */
+FN_TARGET FN_UNUSED static void FN(rnn_backward_steps)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, const FN_T *h,
+                                                       const FN_T *dh, FN_T *dz, FN_T *dh_prev, const FN_T *P,
+                                                       int relu, int row_threads, int threads)
+{
+    const ptrdiff_t step = m * n_a;
+    if (T <= 0 || m <= 0 || n_a <= 0)
+        return;
+    FN_SEQUENCE_ROWS(m, FN(packed_size)(n_a, n_a) * sizeof(FN_T),
+        FN_T *acc = dh_prev + r0_ * n_a;
+        const size_t bytes = (size_t)(rows_ * n_a) * sizeof(FN_T);
+        ptrdiff_t t;
+        memcpy(acc, dh + (T - 1) * step + r0_ * n_a, bytes);
+        for (t = T - 1; t >= 0; t--) {
+            FN_T *dzt = dz + t * step + r0_ * n_a;
+            FN(rnn_backward_rows)(rows_, n_a, h + (t + 1) * step + r0_ * n_a, acc, dzt, relu, rth_);
+            if (t > 0)
+                memcpy(acc, dh + (t - 1) * step + r0_ * n_a, bytes);
+            FN(gemm_seq)(split_, rows_, n_a, n_a, dzt, n_a, P, acc, n_a, t > 0, th_);
+        });
+}
+
+/* The GRU's forward: g (T blocks of m x 3 n_a) holds each step's input projection
+ * (bias included) and gets [u, r, c~]; h (T + 1 blocks, h_0 first) every state, rh
+ * (T blocks) r * h_prev. Pg: W_h^T of the gates u and r packed (n_a x 2 n_a), Pc:
+ * the candidate's (n_a x n_a). */
+FN_TARGET FN_UNUSED static void FN(gru_forward_steps)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, FN_T *g, FN_T *h,
+                                                      FN_T *rh, const FN_T *Pg, const FN_T *Pc, int row_threads,
+                                                      int threads)
+{
+    const ptrdiff_t step = m * n_a, gstep = 3 * step, G = 3 * n_a;
+    if (T <= 0 || m <= 0 || n_a <= 0)
+        return;
+    FN_SEQUENCE_ROWS(m, (FN(packed_size)(n_a, 2 * n_a) + FN(packed_size)(n_a, n_a)) * sizeof(FN_T),
+        ptrdiff_t t;
+        for (t = 0; t < T; t++) {
+            FN_T *gt = g + t * gstep + r0_ * G, *rht = rh + t * step + r0_ * n_a;
+            const FN_T *hp = h + t * step + r0_ * n_a;
+            FN(gemm_seq)(split_, rows_, 2 * n_a, n_a, hp, n_a, Pg, gt, G, 1, th_);
+            FN(gru_gates_rows)(rows_, n_a, gt, hp, rht, rth_);
+            FN(gemm_seq)(split_, rows_, n_a, n_a, rht, n_a, Pc, gt + 2 * n_a, G, 1, th_);
+            FN(gru_output_rows)(rows_, n_a, gt, hp, h + (t + 1) * step + r0_ * n_a, rth_);
+        });
+}
+
+/* The GRU's backward time loop: g, h as the forward left them, dh every step's
+ * dLoss/dh; dz gets every step's pre-activation gradient, dh_prev dLoss/dh_0; drh
+ * and nxt are m x n_a of scratch. Pg: W_h of the gates packed (K = 2 n_a, N = n_a),
+ * Pc: the candidate's (n_a x n_a). */
+FN_TARGET FN_UNUSED static void FN(gru_backward_steps)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, const FN_T *g,
+                                                       const FN_T *h, const FN_T *dh, FN_T *dz, FN_T *drh,
+                                                       FN_T *nxt, FN_T *dh_prev, const FN_T *Pg, const FN_T *Pc,
+                                                       int row_threads, int threads)
+{
+    const ptrdiff_t step = m * n_a, gstep = 3 * step, G = 3 * n_a;
+    if (T <= 0 || m <= 0 || n_a <= 0)
+        return;
+    FN_SEQUENCE_ROWS(m, (FN(packed_size)(2 * n_a, n_a) + FN(packed_size)(n_a, n_a)) * sizeof(FN_T),
+        FN_T *acc = dh_prev + r0_ * n_a, *next = nxt + r0_ * n_a, *dr = drh + r0_ * n_a;
+        const size_t bytes = (size_t)(rows_ * n_a) * sizeof(FN_T);
+        ptrdiff_t t;
+        memcpy(acc, dh + (T - 1) * step + r0_ * n_a, bytes);
+        for (t = T - 1; t >= 0; t--) {
+            const FN_T *gt = g + t * gstep + r0_ * G, *hp = h + t * step + r0_ * n_a;
+            FN_T *dzt = dz + t * gstep + r0_ * G, *swap;
+            if (t > 0)
+                memcpy(next, dh + (t - 1) * step + r0_ * n_a, bytes);
+            else
+                memset(next, 0, bytes);
+            FN(gru_backward_out_rows)(rows_, n_a, gt, hp, acc, next, dzt, rth_);
+            FN(gemm_seq)(split_, rows_, n_a, n_a, dzt + 2 * n_a, G, Pc, dr, n_a, 0, th_);
+            FN(gru_backward_reset_rows)(rows_, n_a, gt, hp, dr, next, dzt, rth_);
+            FN(gemm_seq)(split_, rows_, n_a, 2 * n_a, dzt, G, Pg, next, n_a, 1, th_);
+            swap = acc;
+            acc = next;
+            next = swap;
+        }
+        if (acc != dh_prev + r0_ * n_a)
+            memcpy(dh_prev + r0_ * n_a, acc, bytes);
+        );
+}
+
+/* The LSTM's backward time loop: g, c (c_prev of step t at c + t m n_a: the
+ * forward's c_0 .. c_{T-1}) and tanh_c as the forward left them, dh every step's
+ * dLoss/dh from above; dc holds dLoss/dc_T on entry and dc_0 on exit, dz gets every
+ * step's pre-activation gradient and dh_prev dLoss/dh_0; P is W_h packed by
+ * FN(pack) (K = 4 n_a, N = n_a). Per step the elementwise pass, then dh_prev =
+ * dh_{t-1} + dz_t @ W_h. */
+FN_TARGET FN_UNUSED static void FN(lstm_backward_steps)(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, const FN_T *g,
+                                                        const FN_T *c, const FN_T *tanh_c, const FN_T *dh,
+                                                        FN_T *dc, FN_T *dz, FN_T *dh_prev, const FN_T *P,
+                                                        int row_threads, int threads)
+{
+    const ptrdiff_t step = m * n_a, gstep = 4 * step, K = 4 * n_a;
+    if (T <= 0 || m <= 0 || n_a <= 0)
+        return;
+    FN_SEQUENCE_ROWS(m, FN(packed_size)(K, n_a) * sizeof(FN_T),
+        FN_T *acc = dh_prev + r0_ * n_a;
+        const size_t bytes = (size_t)(rows_ * n_a) * sizeof(FN_T);
+        ptrdiff_t t;
+        memcpy(acc, dh + (T - 1) * step + r0_ * n_a, bytes);
+        for (t = T - 1; t >= 0; t--) {
+            FN_T *dzt = dz + t * gstep + r0_ * K;
+            FN(lstm_backward_rows)(rows_, n_a, g + t * gstep + r0_ * K, c + t * step + r0_ * n_a,
+                                   tanh_c + t * step + r0_ * n_a, acc, dc + r0_ * n_a, dzt, rth_);
+            if (t > 0)
+                memcpy(acc, dh + (t - 1) * step + r0_ * n_a, bytes);
+            FN(gemm_seq)(split_, rows_, n_a, K, dzt, K, P, acc, n_a, t > 0, th_);
+        });
+}
+#undef FN_SEQUENCE_ROWS
 
 #undef FN_GET
 #undef FN_PUT
