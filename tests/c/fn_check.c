@@ -43,8 +43,9 @@
  *     7, 13, 50; n_a 0, 1, VL - 1, VL + 3, 2 VL + 1, 32; stream.
  *   lstm_steps: T steps against lstm_step_mt called step by step (x in the step and
  *     the projection in g, stream or not, T = 0), bitwise, on 2 threads.
- *   lstm_backward_steps: against lstm_backward_rows and gemm_nn_mt called step by
- *     step, bitwise, on 1 and 2 threads (split by rows and by steps; T = 0, m = 0).
+ *   lstm_backward_steps, rnn_forward_steps, rnn_backward_steps, gru_forward_steps,
+ *     gru_backward_steps: against their passes and gemm_nn_mt called step by step,
+ *     bitwise, on 1 and 2 threads (split by rows and by steps; T = 0, m = 0).
  *   rnn_forward_rows, rnn_backward_rows (tanh, relu; a NaN, ReLU' at 0),
  *     lstm_backward_rows, gru_gates_rows, gru_output_rows, gru_backward_out_rows,
  *     gru_backward_reset_rows: their formulas, derived here, and that the parts of
@@ -2045,6 +2046,230 @@ static void run_rows(ptrdiff_t rows, ptrdiff_t n)
     bfree(&dz3);
 }
 
+/* ======================= the RNN's and GRU's time loops ======================= */
+
+/* Each loop against the documented composition of its passes and products (checked
+ * on their own above), called step by step here on one thread, bitwise, with the
+ * loop on one thread and on two (split by batch rows where the weights are small,
+ * by steps where not); nothing written but its outputs. */
+typedef struct {
+    const char *name;
+    Buf got, want;
+} Pair;
+
+static Pair pair_of(const char *name, Buf b)
+{
+    Pair p;
+    p.name = name;
+    p.got = buf_copy(b);
+    p.want = buf_copy(b);
+    return p;
+}
+static void pair_free(Pair *p)
+{
+    bfree(&p->got);
+    bfree(&p->want);
+}
+
+static void run_rnn_steps(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a, int relu)
+{
+    const ptrdiff_t step = m * n_a;
+    Buf W = bnew(n_a * n_a), P = bnew((ptrdiff_t)CALL(packed_size, n_a, n_a));
+    Buf h = bnew((T + 1) * step), dh = bnew(T * step), dz = bnew(T * step), dhp = bnew(step);
+    Snap sP, sh, sdh;
+    ptrdiff_t t;
+    int th;
+    snprintf(g_ctx, sizeof g_ctx, "T=%ld m=%ld n_a=%ld %s", (long)T, (long)m, (long)n_a, relu ? "relu" : "tanh");
+    fill(W, 0, n_a, n_a, n_a, -1, 1);
+    CALL(pack, n_a, n_a, W.p, n_a, 1, P.p);
+    sP = snap(P);
+    for (th = 1; th <= 2; th++) {
+        /* forward: h_0, then each step's projection, in h */
+        Pair hp;
+        fill(h, 0, n_a, (T + 1) * m, n_a, -1, 1);
+        hp = pair_of("h", h);
+        for (t = 0; t < T && m > 0; t++) {
+            CALL(gemm_nn_mt, m, n_a, n_a, at(hp.want, t * step), n_a, P.p, NULL, at(hp.want, (t + 1) * step), n_a,
+                 1, 1);
+            CALL(rnn_forward_rows, m, n_a, at(hp.want, (t + 1) * step), relu, 1);
+        }
+        CALL(rnn_forward_steps, T, m, n_a, hp.got.p, P.p, relu, th, th);
+        same("rnn_forward_steps", "h", hp.got, hp.want, 0, n_a, (T + 1) * m, n_a);
+        {
+            Snap sw = snap(hp.want);
+            guards("rnn_forward_steps", "h", hp.got, sw);
+            sfree(&sw);
+        }
+        pair_free(&hp);
+    }
+    for (th = 1; th <= 2; th++) {
+        Pair zp, ap;
+        fill(h, 0, n_a, (T + 1) * m, n_a, -0.99, 0.99);
+        fill(dh, 0, n_a, T * m, n_a, -1, 1);
+        fill_value(dz, 0, n_a, T * m, n_a, NAN);
+        fill_value(dhp, 0, n_a, m, n_a, NAN);
+        sh = snap(h);
+        sdh = snap(dh);
+        zp = pair_of("dz", dz);
+        ap = pair_of("dh_prev", dhp);
+        if (T > 0 && m > 0)
+            memcpy(ap.want.p, at(dh, (T - 1) * step), (size_t)step * ES);
+        for (t = T - 1; t >= 0 && m > 0; t--) {
+            CALL(rnn_backward_rows, m, n_a, at(h, (t + 1) * step), ap.want.p, at(zp.want, t * step), relu, 1);
+            if (t > 0)
+                memcpy(ap.want.p, at(dh, (t - 1) * step), (size_t)step * ES);
+            CALL(gemm_nn_mt, m, n_a, n_a, at(zp.want, t * step), n_a, P.p, NULL, ap.want.p, n_a, t > 0, 1);
+        }
+        CALL(rnn_backward_steps, T, m, n_a, h.p, dh.p, zp.got.p, ap.got.p, P.p, relu, th, th);
+        same("rnn_backward_steps", "dz", zp.got, zp.want, 0, n_a, T * m, n_a);
+        same("rnn_backward_steps", "dh_prev", ap.got, ap.want, 0, n_a, m, n_a);
+        untouched("rnn_backward_steps", "h", h, sh);
+        untouched("rnn_backward_steps", "dh", dh, sdh);
+        sfree(&sh);
+        sfree(&sdh);
+        pair_free(&zp);
+        pair_free(&ap);
+    }
+    untouched("rnn_forward_steps", "P", P, sP);
+    sfree(&sP);
+    bfree(&W);
+    bfree(&P);
+    bfree(&h);
+    bfree(&dh);
+    bfree(&dz);
+    bfree(&dhp);
+}
+
+static void run_gru_steps(ptrdiff_t T, ptrdiff_t m, ptrdiff_t n_a)
+{
+    const ptrdiff_t step = m * n_a, G = 3 * n_a, gstep = m * G;
+    Buf Wg = bnew(2 * n_a * n_a), Wc = bnew(n_a * n_a);
+    Buf Pg = bnew((ptrdiff_t)CALL(packed_size, n_a, 2 * n_a)), Pc = bnew((ptrdiff_t)CALL(packed_size, n_a, n_a));
+    Buf Pgb = bnew((ptrdiff_t)CALL(packed_size, 2 * n_a, n_a));
+    Buf g = bnew(T * gstep), h = bnew((T + 1) * step), rh = bnew(T * step), dh = bnew(T * step);
+    Buf dz = bnew(T * gstep), drh = bnew(step), nxt = bnew(step), dhp = bnew(step);
+    Snap sPg, sPc, sPgb, sg, sh, sdh;
+    ptrdiff_t t, r;
+    int th;
+    snprintf(g_ctx, sizeof g_ctx, "T=%ld m=%ld n_a=%ld", (long)T, (long)m, (long)n_a);
+    fill(Wg, 0, 2 * n_a, n_a, 2 * n_a, -1, 1);
+    fill(Wc, 0, n_a, n_a, n_a, -1, 1);
+    CALL(pack, n_a, 2 * n_a, Wg.p, 2 * n_a, 1, Pg.p);
+    CALL(pack, n_a, n_a, Wc.p, n_a, 1, Pc.p);
+    CALL(pack, 2 * n_a, n_a, Wg.p, n_a, 1, Pgb.p);
+    sPg = snap(Pg);
+    sPc = snap(Pc);
+    sPgb = snap(Pgb);
+    for (th = 1; th <= 2; th++) {
+        Pair gp, hp, rp;
+        fill(g, 0, G, T * m, G, -2, 2);
+        fill_value(h, 0, n_a, (T + 1) * m, n_a, NAN);
+        fill(h, 0, n_a, m, n_a, -1, 1);
+        fill_value(rh, 0, n_a, T * m, n_a, NAN);
+        gp = pair_of("g", g);
+        hp = pair_of("h", h);
+        rp = pair_of("rh", rh);
+        for (t = 0; t < T && m > 0; t++) {
+            void *gt = at(gp.want, t * gstep), *hpv = at(hp.want, t * step), *rt = at(rp.want, t * step);
+            CALL(gemm_nn_mt, m, 2 * n_a, n_a, hpv, n_a, Pg.p, NULL, gt, G, 1, 1);
+            CALL(gru_gates_rows, m, n_a, gt, hpv, rt, 1);
+            CALL(gemm_nn_mt, m, n_a, n_a, rt, n_a, Pc.p, NULL, at(gp.want, t * gstep + 2 * n_a), G, 1, 1);
+            CALL(gru_output_rows, m, n_a, gt, hpv, at(hp.want, (t + 1) * step), 1);
+        }
+        CALL(gru_forward_steps, T, m, n_a, gp.got.p, hp.got.p, rp.got.p, Pg.p, Pc.p, th, th);
+        same("gru_forward_steps", "g", gp.got, gp.want, 0, G, T * m, G);
+        same("gru_forward_steps", "h", hp.got, hp.want, 0, n_a, (T + 1) * m, n_a);
+        same("gru_forward_steps", "rh", rp.got, rp.want, 0, n_a, T * m, n_a);
+        pair_free(&gp);
+        pair_free(&hp);
+        pair_free(&rp);
+    }
+    for (th = 1; th <= 2; th++) {
+        Pair zp, ap;
+        Buf acc, next, dr, swap;
+        fill(g, 0, G, T * m, G, 0.01, 0.99);
+        for (r = 0; r < T * m; r++)
+            fill(g, r * G + 2 * n_a, 1, 1, n_a, -0.99, 0.99);  /* c~ = tanh(.) */
+        fill(h, 0, n_a, (T + 1) * m, n_a, -1, 1);
+        fill(dh, 0, n_a, T * m, n_a, -1, 1);
+        fill_value(dz, 0, G, T * m, G, NAN);
+        fill_value(dhp, 0, n_a, m, n_a, NAN);
+        sg = snap(g);
+        sh = snap(h);
+        sdh = snap(dh);
+        zp = pair_of("dz", dz);
+        ap = pair_of("dh_prev", dhp);
+        acc = buf_copy(dhp);
+        next = buf_copy(dhp);
+        dr = buf_copy(dhp);
+        if (T > 0 && m > 0)
+            memcpy(acc.p, at(dh, (T - 1) * step), (size_t)step * ES);
+        for (t = T - 1; t >= 0 && m > 0; t--) {
+            void *gt = at(g, t * gstep), *hpv = at(h, t * step), *dzt = at(zp.want, t * gstep);
+            if (t > 0)
+                memcpy(next.p, at(dh, (t - 1) * step), (size_t)step * ES);
+            else
+                memset(next.p, 0, (size_t)step * ES);
+            CALL(gru_backward_out_rows, m, n_a, gt, hpv, acc.p, next.p, dzt, 1);
+            CALL(gemm_nn_mt, m, n_a, n_a, at(zp.want, t * gstep + 2 * n_a), G, Pc.p, NULL, dr.p, n_a, 0, 1);
+            CALL(gru_backward_reset_rows, m, n_a, gt, hpv, dr.p, next.p, dzt, 1);
+            CALL(gemm_nn_mt, m, n_a, 2 * n_a, dzt, G, Pgb.p, NULL, next.p, n_a, 1, 1);
+            swap = acc;
+            acc = next;
+            next = swap;
+        }
+        if (T > 0 && m > 0)
+            memcpy(ap.want.p, acc.p, (size_t)step * ES);
+        CALL(gru_backward_steps, T, m, n_a, g.p, h.p, dh.p, zp.got.p, drh.p, nxt.p, ap.got.p, Pgb.p, Pc.p, th, th);
+        same("gru_backward_steps", "dz", zp.got, zp.want, 0, G, T * m, G);
+        same("gru_backward_steps", "dh_prev", ap.got, ap.want, 0, n_a, m, n_a);
+        untouched("gru_backward_steps", "g", g, sg);
+        untouched("gru_backward_steps", "h", h, sh);
+        untouched("gru_backward_steps", "dh", dh, sdh);
+        sfree(&sg);
+        sfree(&sh);
+        sfree(&sdh);
+        pair_free(&zp);
+        pair_free(&ap);
+        bfree(&acc);
+        bfree(&next);
+        bfree(&dr);
+    }
+    untouched("gru_forward_steps", "Pg", Pg, sPg);
+    untouched("gru_forward_steps", "Pc", Pc, sPc);
+    untouched("gru_backward_steps", "Pg", Pgb, sPgb);
+    sfree(&sPg);
+    sfree(&sPc);
+    sfree(&sPgb);
+    bfree(&Wg);
+    bfree(&Wc);
+    bfree(&Pg);
+    bfree(&Pc);
+    bfree(&Pgb);
+    bfree(&g);
+    bfree(&h);
+    bfree(&rh);
+    bfree(&dh);
+    bfree(&dz);
+    bfree(&drh);
+    bfree(&nxt);
+    bfree(&dhp);
+}
+
+static void check_recurrent_loops(void)
+{
+    const ptrdiff_t VL = vec_len();
+    /* split by rows on two threads (13 = 6 + 6 + 1 rows, 50), by steps (2 rows: one
+     * tile; 600 units: weights larger than half any level-2 cache), nothing to do */
+    const ptrdiff_t cases[][3] = {{5, 13, 0}, {3, 50, 1}, {4, 2, 9}, {2, 7, 600}, {0, 7, 8}, {3, 0, 8}};
+    int i;
+    for (i = 0; i < 6; i++) {
+        const ptrdiff_t n_a = cases[i][2] == 0 ? VL + 3 : (cases[i][2] == 1 ? 2 * VL + 1 : cases[i][2]);
+        run_rnn_steps(cases[i][0], cases[i][1], n_a, i % 2);
+        run_gru_steps(cases[i][0], cases[i][1], n_a);
+    }
+}
+
 static void check_rows(void)
 {
     const ptrdiff_t VL = vec_len();
@@ -2997,6 +3222,7 @@ int main(int argc, char **argv)
             check_conv1();
             check_lstm();
             check_rows();
+            check_recurrent_loops();
             check_activate();
             check_dense();
             check_loss();
