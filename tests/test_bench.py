@@ -528,6 +528,34 @@ def test_main_reexecutes_for_a_lower_tier(monkeypatch):
     assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["NUMBA_CPU_NAME"] == "haswell"
 
 
+def test_end_to_end_cases_run_at_the_tier_asked_for(monkeypatch, capsys):
+    """`--cases E --isa avx2` re-executes like the suite does (it once ran the epochs at
+    the CPU's own tier, PyTorch unlimited, and labelled them avx2), after refusing a bad
+    argument in this process."""
+    for name in ("FASTNN_ISA", tier.REEXEC_GUARD, *tier.EMULATION_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(tier, "cpu_isa", lambda: "avx512")
+    seen = []
+
+    class Reexecuted(Exception):
+        pass
+
+    def fake_reexec(env, argv):
+        seen.append((env, argv))
+        raise Reexecuted
+
+    monkeypatch.setattr(cli, "reexec", fake_reexec)
+    with pytest.raises(Reexecuted):
+        cli.main(["--cases", "E2", "--isa", "avx2", "--threads", "1,2"])
+    (env, argv), = seen
+    assert argv == ["--cases", "E2", "--isa", "avx2", "--threads", "1,2"]
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["FASTNN_ISA"] == "avx2"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--cases", "E2", "--isa", "avx2", "--threads", "0"])
+    assert exc.value.code == 2 and len(seen) == 1
+    capsys.readouterr()
+
+
 def test_tier_report_and_header_lines():
     info = {"isa": "avx2", "isa_max": "avx512", "isa_forced": "avx2"}
     environ = dict(tier.required_environment("avx2", "avx512"))

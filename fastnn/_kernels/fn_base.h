@@ -126,15 +126,17 @@ FN_UNUSED static ptrdiff_t fn_l2_bytes(void)
  * wrote to the others (a 32 x 128 LSTM step is 30-50 us of work: 1.2-1.4x from 1 to
  * 2 threads that way). Each thread then reads all of a step's weights at every
  * step, so this holds only while they fit in half of a core's level-2 cache (the
- * rows' state shares it). Returns the row blocks to hand out, a tile of `tile` rows
- * each (the tiles a whole-batch step would run, so no sum depends on the split), or
- * 0: split each step. */
+ * rows' state shares it). Returns the row blocks to hand out, whole tiles of `tile`
+ * rows each (the tiles a whole-batch step would run, so no sum depends on the
+ * split): up to 4 per thread, so a thread slowed by a busy core leaves some of its
+ * share to the others, and no more, so a block's tiles share each panel of the
+ * weights while it is in the level-1 cache. 0: split each step instead. */
 FN_UNUSED static inline ptrdiff_t fn_batch_blocks(ptrdiff_t m, ptrdiff_t tile, size_t weight_bytes, int threads)
 {
     const ptrdiff_t tiles = tile > 0 ? (m + tile - 1) / tile : 0;
     if (threads < 2 || tiles < 2 || weight_bytes > (size_t)fn_l2_bytes() / 2)
         return 0;
-    return tiles;
+    return tiles < 4 * (ptrdiff_t)threads ? tiles : 4 * (ptrdiff_t)threads;
 }
 
 /* Cache lines to fetch ahead: up to three regions (a batch's next product's

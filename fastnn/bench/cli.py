@@ -136,7 +136,15 @@ def _main(argv):
     use_rich = _have("rich") and not args.markdown
     end_to_end, args.cases = e2e.split_spec(args.cases)
     if end_to_end and not args.cases:
-        return _end_to_end(parser, args, end_to_end)
+        # the epochs run at the tier asked for too, the libraries limited alike
+        try:
+            threads = parse_threads(args.threads)
+            env = tier_environment(args.isa)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if env is not None:
+            reexec(env, argv)
+        return _end_to_end(args, end_to_end, threads)
     if args.from_json:
         report = load_json(args.from_json)
     else:
@@ -174,19 +182,15 @@ def _main(argv):
     if args.json:
         print(f"results written to {args.json}", file=sys.stderr)
     if end_to_end:
-        return _end_to_end(parser, args, end_to_end)
+        return _end_to_end(args, end_to_end, parse_threads(args.threads))
     return 0
 
 
-def _end_to_end(parser, args, case_ids):
+def _end_to_end(args, case_ids, threads):
     """Cases E1-E3 (``--cases E``): their own table, after the suite's when both ran;
     ``--json`` gets FILE.e2e.json beside the suite's report (or FILE alone)."""
     import datetime
     import json
-    try:
-        threads = parse_threads(args.threads)
-    except ValueError as exc:
-        parser.error(str(exc))
     torch = None if args.no_torch else load_torch()
     load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     out = e2e.run(case_ids, threads, torch, quick=args.quick,
