@@ -507,52 +507,47 @@ def test_reexec_runs_this_fastnn_with_the_same_arguments():
     assert "fastnn.bench.cli import main" in argv[2]
 
 
-def test_main_reexecutes_for_a_lower_tier(monkeypatch):
+class Reexecuted(Exception):
+    pass
+
+
+@pytest.fixture
+def reexecs(monkeypatch):
+    """cli.main on an AVX-512 CPU, no tier asked for by the environment: each
+    re-execution is recorded as (env, argv) and ends the call with Reexecuted."""
     for name in ("FASTNN_ISA", tier.REEXEC_GUARD, *tier.EMULATION_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(tier, "cpu_isa", lambda: "avx512")
     seen = []
-
-    class Reexecuted(Exception):
-        pass
 
     def fake_reexec(env, argv):
         seen.append((env, argv))
         raise Reexecuted
 
     monkeypatch.setattr(cli, "reexec", fake_reexec)
+    return seen
+
+
+def test_main_reexecutes_for_a_lower_tier(reexecs):
     with pytest.raises(Reexecuted):
         cli.main(["--quick", "--isa", "avx2", "--cases", "B1"])
-    (env, argv), = seen
+    (env, argv), = reexecs
     assert argv == ["--quick", "--isa", "avx2", "--cases", "B1"]
     assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["NUMBA_CPU_NAME"] == "haswell"
 
 
-def test_end_to_end_cases_run_at_the_tier_asked_for(monkeypatch, capsys):
+def test_end_to_end_cases_run_at_the_tier_asked_for(reexecs, capsys):
     """`--cases E --isa avx2` re-executes like the suite does (it once ran the epochs at
     the CPU's own tier, PyTorch unlimited, and labelled them avx2), after refusing a bad
     argument in this process."""
-    for name in ("FASTNN_ISA", tier.REEXEC_GUARD, *tier.EMULATION_VARIABLES):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(tier, "cpu_isa", lambda: "avx512")
-    seen = []
-
-    class Reexecuted(Exception):
-        pass
-
-    def fake_reexec(env, argv):
-        seen.append((env, argv))
-        raise Reexecuted
-
-    monkeypatch.setattr(cli, "reexec", fake_reexec)
     with pytest.raises(Reexecuted):
         cli.main(["--cases", "E2", "--isa", "avx2", "--threads", "1,2"])
-    (env, argv), = seen
+    (env, argv), = reexecs
     assert argv == ["--cases", "E2", "--isa", "avx2", "--threads", "1,2"]
     assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["FASTNN_ISA"] == "avx2"
     with pytest.raises(SystemExit) as exc:
         cli.main(["--cases", "E2", "--isa", "avx2", "--threads", "0"])
-    assert exc.value.code == 2 and len(seen) == 1
+    assert exc.value.code == 2 and len(reexecs) == 1
     capsys.readouterr()
 
 

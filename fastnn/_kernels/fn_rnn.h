@@ -200,6 +200,25 @@ FN_TARGET FN_INLINE void FN(gemm_seq)(int split, ptrdiff_t M, ptrdiff_t N, ptrdi
     }
 }
 
+/* The backward time loop of the RNN and the LSTM (`gates` blocks of n_a per row of
+ * dz): dh_prev (acc, the rows' share) starts as dh_{T-1}; per step t, PASS writes
+ * dz_t (dzt) from acc, then acc = dh_{t-1} + dz_t @ W_h (P: W_h packed, K = gates
+ * n_a, N = n_a), which ends as dLoss/dh_0. Needs T, m, n_a, dh, dz, dh_prev, P,
+ * step (m n_a), row_threads and threads. */
+#define FN_BACKWARD_STEPS(gates, ...) \
+    FN_SEQUENCE_ROWS(m, FN(packed_size)((gates) * n_a, n_a) * sizeof(FN_T), \
+        FN_T *acc = dh_prev + r0_ * n_a; \
+        const size_t bytes = (size_t)(rows_ * n_a) * sizeof(FN_T); \
+        ptrdiff_t t; \
+        memcpy(acc, dh + (T - 1) * step + r0_ * n_a, bytes); \
+        for (t = T - 1; t >= 0; t--) { \
+            FN_T *dzt = dz + t * (gates) * step + r0_ * (gates) * n_a; \
+            __VA_ARGS__; \
+            if (t > 0) \
+                memcpy(acc, dh + (t - 1) * step + r0_ * n_a, bytes); \
+            FN(gemm_seq)(split_, rows_, n_a, (gates) * n_a, dzt, (gates) * n_a, P, acc, n_a, t > 0, th_); \
+        })
+
 /* The RNN's forward: h holds T + 1 blocks of m x n_a, h_0 first, then each step's
  * input projection (bias included), which becomes h_t: += h_{t-1} @ W_h^T (P:
  * W_h^T packed), then tanh or ReLU. */
@@ -228,18 +247,7 @@ FN_TARGET FN_UNUSED static void FN(rnn_backward_steps)(ptrdiff_t T, ptrdiff_t m,
     const ptrdiff_t step = m * n_a;
     if (T <= 0 || m <= 0 || n_a <= 0)
         return;
-    FN_SEQUENCE_ROWS(m, FN(packed_size)(n_a, n_a) * sizeof(FN_T),
-        FN_T *acc = dh_prev + r0_ * n_a;
-        const size_t bytes = (size_t)(rows_ * n_a) * sizeof(FN_T);
-        ptrdiff_t t;
-        memcpy(acc, dh + (T - 1) * step + r0_ * n_a, bytes);
-        for (t = T - 1; t >= 0; t--) {
-            FN_T *dzt = dz + t * step + r0_ * n_a;
-            FN(rnn_backward_rows)(rows_, n_a, h + (t + 1) * step + r0_ * n_a, acc, dzt, relu, rth_);
-            if (t > 0)
-                memcpy(acc, dh + (t - 1) * step + r0_ * n_a, bytes);
-            FN(gemm_seq)(split_, rows_, n_a, n_a, dzt, n_a, P, acc, n_a, t > 0, th_);
-        });
+    FN_BACKWARD_STEPS(1, FN(rnn_backward_rows)(rows_, n_a, h + (t + 1) * step + r0_ * n_a, acc, dzt, relu, rth_));
 }
 
 /* The GRU's forward: g (T blocks of m x 3 n_a) holds each step's input projection
@@ -316,20 +324,10 @@ FN_TARGET FN_UNUSED static void FN(lstm_backward_steps)(ptrdiff_t T, ptrdiff_t m
     const ptrdiff_t step = m * n_a, gstep = 4 * step, K = 4 * n_a;
     if (T <= 0 || m <= 0 || n_a <= 0)
         return;
-    FN_SEQUENCE_ROWS(m, FN(packed_size)(K, n_a) * sizeof(FN_T),
-        FN_T *acc = dh_prev + r0_ * n_a;
-        const size_t bytes = (size_t)(rows_ * n_a) * sizeof(FN_T);
-        ptrdiff_t t;
-        memcpy(acc, dh + (T - 1) * step + r0_ * n_a, bytes);
-        for (t = T - 1; t >= 0; t--) {
-            FN_T *dzt = dz + t * gstep + r0_ * K;
-            FN(lstm_backward_rows)(rows_, n_a, g + t * gstep + r0_ * K, c + t * step + r0_ * n_a,
-                                   tanh_c + t * step + r0_ * n_a, acc, dc + r0_ * n_a, dzt, rth_);
-            if (t > 0)
-                memcpy(acc, dh + (t - 1) * step + r0_ * n_a, bytes);
-            FN(gemm_seq)(split_, rows_, n_a, K, dzt, K, P, acc, n_a, t > 0, th_);
-        });
+    FN_BACKWARD_STEPS(4, FN(lstm_backward_rows)(rows_, n_a, g + t * gstep + r0_ * K, c + t * step + r0_ * n_a,
+                                                tanh_c + t * step + r0_ * n_a, acc, dc + r0_ * n_a, dzt, rth_));
 }
+#undef FN_BACKWARD_STEPS
 #undef FN_SEQUENCE_ROWS
 
 #undef FN_GET
