@@ -50,6 +50,7 @@ def test_recurrent_inf_input_saturates_not_nan(backend, sign):
     np.testing.assert_array_equal(h, [[[float(sign)]]])
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # silently, in every backend
 def test_conv_backward_inf_reaches_only_the_affected_gradients(backend):
     need(backend, "conv2d_forward", "conv2d_backward")
     rng = np.random.default_rng(6)

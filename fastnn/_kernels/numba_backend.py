@@ -21,9 +21,13 @@ else:
         "numba_conv", "numba_pool", "numba_matmul", "numba_recurrent",
         "numba_dense", "numba_loss", "numba_norm", "numba_dropout", "numba_embedding", "numba_optim"))
 
+    import numpy as np
+
     def _run(threads, module, kernel, args, kwargs):
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        with blas_limited(threads):
+        # an infinite or NaN input gives infinite or NaN results silently, as in the
+        # cython backend, not NumPy's "invalid value encountered in matmul"
+        with blas_limited(threads), np.errstate(all="ignore"):
             return kernel(*args, **kwargs)
 
     export(globals(), KERNELS, _run)

@@ -342,6 +342,13 @@ _pool = None
 _pool_lock = threading.Lock()
 
 
+def _quiet(work, s):
+    """work(s) on a pool thread with NumPy's floating-point warnings off, as on the
+    calling thread (numba_backend.py): the pool's threads do not share its errstate."""
+    with np.errstate(all="ignore"):
+        work(s)
+
+
 def _run_slots(work, nslots):
     """work(s) for s < nslots, slot 0 on the calling thread, the others on the pool."""
     global _pool
@@ -354,7 +361,7 @@ def _run_slots(work, nslots):
                 _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(max_workers=nslots - 1, thread_name_prefix="fastnn-numba-conv")
         pool = _pool
-    futures = [pool.submit(work, s) for s in range(1, nslots)]
+    futures = [pool.submit(_quiet, work, s) for s in range(1, nslots)]
     try:
         work(0)
     finally:
