@@ -136,18 +136,6 @@ cdef extern from "fn_kernels.h":
     void fn_lstm_steps_d(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_x, Py_ssize_t n_a, const double* x,
                          const double* b, double* g, double* h, double* c, double* tanh_c, const double* P,
                          int x_in_step, int stream, int threads) noexcept nogil
-    void fn_rnn_forward_rows_f(Py_ssize_t rows, Py_ssize_t n, float* h, int relu, int threads) noexcept nogil
-    void fn_rnn_forward_rows_d(Py_ssize_t rows, Py_ssize_t n, double* h, int relu, int threads) noexcept nogil
-    void fn_rnn_backward_rows_f(Py_ssize_t rows, Py_ssize_t n, const float* h, const float* dh, float* dz,
-                                int relu, int threads) noexcept nogil
-    void fn_rnn_backward_rows_d(Py_ssize_t rows, Py_ssize_t n, const double* h, const double* dh, double* dz,
-                                int relu, int threads) noexcept nogil
-    void fn_lstm_backward_rows_f(Py_ssize_t rows, Py_ssize_t n, const float* g, const float* c_prev,
-                                 const float* tanh_c, const float* dh, float* dc, float* dz,
-                                 int threads) noexcept nogil
-    void fn_lstm_backward_rows_d(Py_ssize_t rows, Py_ssize_t n, const double* g, const double* c_prev,
-                                 const double* tanh_c, const double* dh, double* dc, double* dz,
-                                 int threads) noexcept nogil
     void fn_lstm_backward_steps_f(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, const float* g, const float* c,
                                   const float* tanh_c, const float* dh, float* dc, float* dz, float* dh_prev,
                                   const float* P, int row_threads, int threads) noexcept nogil
@@ -174,22 +162,6 @@ cdef extern from "fn_kernels.h":
     void fn_gru_backward_steps_d(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, const double* g, const double* h,
                                  const double* dh, double* dz, double* drh, double* nxt, double* dh_prev, const double* Pg,
                                  const double* Pc, int row_threads, int threads) noexcept nogil
-    void fn_gru_gates_rows_f(Py_ssize_t rows, Py_ssize_t n, float* g, const float* h_prev, float* rh,
-                             int threads) noexcept nogil
-    void fn_gru_gates_rows_d(Py_ssize_t rows, Py_ssize_t n, double* g, const double* h_prev, double* rh,
-                             int threads) noexcept nogil
-    void fn_gru_output_rows_f(Py_ssize_t rows, Py_ssize_t n, float* g, const float* h_prev, float* h_next,
-                              int threads) noexcept nogil
-    void fn_gru_output_rows_d(Py_ssize_t rows, Py_ssize_t n, double* g, const double* h_prev, double* h_next,
-                              int threads) noexcept nogil
-    void fn_gru_backward_out_rows_f(Py_ssize_t rows, Py_ssize_t n, const float* g, const float* h_prev,
-                                    const float* dh, float* dh_prev, float* dz, int threads) noexcept nogil
-    void fn_gru_backward_out_rows_d(Py_ssize_t rows, Py_ssize_t n, const double* g, const double* h_prev,
-                                    const double* dh, double* dh_prev, double* dz, int threads) noexcept nogil
-    void fn_gru_backward_reset_rows_f(Py_ssize_t rows, Py_ssize_t n, const float* g, const float* h_prev,
-                                      const float* drh, float* dh_prev, float* dz, int threads) noexcept nogil
-    void fn_gru_backward_reset_rows_d(Py_ssize_t rows, Py_ssize_t n, const double* g, const double* h_prev,
-                                      const double* drh, double* dh_prev, double* dz, int threads) noexcept nogil
     void fn_activate_f(int kind, Py_ssize_t n, const float* x, float* y, int threads) noexcept nogil
     void fn_activate_d(int kind, Py_ssize_t n, const double* x, double* y, int threads) noexcept nogil
 
@@ -323,30 +295,6 @@ cdef inline void lstm_pack(Py_ssize_t n_a, Py_ssize_t K, const floating* W, Py_s
         fn_lstm_pack_d(n_a, K, W, ldw, P)
 
 
-cdef inline void rnn_forward_rows(Py_ssize_t rows, Py_ssize_t n, floating* h, bint relu, int threads) noexcept nogil:
-    if floating is float:
-        fn_rnn_forward_rows_f(rows, n, h, relu, threads)
-    else:
-        fn_rnn_forward_rows_d(rows, n, h, relu, threads)
-
-
-cdef inline void rnn_backward_rows(Py_ssize_t rows, Py_ssize_t n, const floating* h, const floating* dh,
-                                   floating* dz, bint relu, int threads) noexcept nogil:
-    if floating is float:
-        fn_rnn_backward_rows_f(rows, n, h, dh, dz, relu, threads)
-    else:
-        fn_rnn_backward_rows_d(rows, n, h, dh, dz, relu, threads)
-
-
-cdef inline void lstm_backward_rows(Py_ssize_t rows, Py_ssize_t n, const floating* g, const floating* c_prev,
-                                    const floating* tanh_c, const floating* dh, floating* dc, floating* dz,
-                                    int threads) noexcept nogil:
-    if floating is float:
-        fn_lstm_backward_rows_f(rows, n, g, c_prev, tanh_c, dh, dc, dz, threads)
-    else:
-        fn_lstm_backward_rows_d(rows, n, g, c_prev, tanh_c, dh, dc, dz, threads)
-
-
 cdef inline void lstm_backward_steps(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, const floating* g,
                                      const floating* c, const floating* tanh_c, const floating* dh, floating* dc,
                                      floating* dz, floating* dh_prev, const floating* P, int row_threads,
@@ -391,39 +339,6 @@ cdef inline void gru_backward_steps(Py_ssize_t T, Py_ssize_t m, Py_ssize_t n_a, 
         fn_gru_backward_steps_f(T, m, n_a, g, h, dh, dz, drh, nxt, dh_prev, Pg, Pc, row_threads, threads)
     else:
         fn_gru_backward_steps_d(T, m, n_a, g, h, dh, dz, drh, nxt, dh_prev, Pg, Pc, row_threads, threads)
-
-
-cdef inline void gru_gates_rows(Py_ssize_t rows, Py_ssize_t n, floating* g, const floating* h_prev, floating* rh,
-                                int threads) noexcept nogil:
-    if floating is float:
-        fn_gru_gates_rows_f(rows, n, g, h_prev, rh, threads)
-    else:
-        fn_gru_gates_rows_d(rows, n, g, h_prev, rh, threads)
-
-
-cdef inline void gru_output_rows(Py_ssize_t rows, Py_ssize_t n, floating* g, const floating* h_prev,
-                                 floating* h_next, int threads) noexcept nogil:
-    if floating is float:
-        fn_gru_output_rows_f(rows, n, g, h_prev, h_next, threads)
-    else:
-        fn_gru_output_rows_d(rows, n, g, h_prev, h_next, threads)
-
-
-cdef inline void gru_backward_out_rows(Py_ssize_t rows, Py_ssize_t n, const floating* g, const floating* h_prev,
-                                       const floating* dh, floating* dh_prev, floating* dz, int threads) noexcept nogil:
-    if floating is float:
-        fn_gru_backward_out_rows_f(rows, n, g, h_prev, dh, dh_prev, dz, threads)
-    else:
-        fn_gru_backward_out_rows_d(rows, n, g, h_prev, dh, dh_prev, dz, threads)
-
-
-cdef inline void gru_backward_reset_rows(Py_ssize_t rows, Py_ssize_t n, const floating* g, const floating* h_prev,
-                                         const floating* drh, floating* dh_prev, floating* dz,
-                                         int threads) noexcept nogil:
-    if floating is float:
-        fn_gru_backward_reset_rows_f(rows, n, g, h_prev, drh, dh_prev, dz, threads)
-    else:
-        fn_gru_backward_reset_rows_d(rows, n, g, h_prev, drh, dh_prev, dz, threads)
 
 
 cdef inline void activate(int kind, Py_ssize_t n, const floating* x, floating* y, int threads) noexcept nogil:
