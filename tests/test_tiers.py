@@ -405,6 +405,12 @@ BMM_CASES = [
     pytest.param((4, 40, 96), (1, 96, 70), False, False, id="b-broadcast"),
     pytest.param((2, 3, 5, 7), (7, 9), False, True, id="tall-shared-b"),
     pytest.param((9, 4, 4), (9, 4, 4), True, False, id="tiny"),
+    # a few columns: dot products along K (fn_gemm.h's gemm_dot) where they pay,
+    # the panels where the reduction is too short for them
+    pytest.param((3, 100, 300), (3, 300, 1), False, False, id="narrow-one-column"),
+    pytest.param((2, 57, 64), (2, 64, 3), True, True, id="narrow-both-transposed"),
+    pytest.param((2, 50, 777), (2, 777, 9), False, True, id="narrow-nine-columns"),
+    pytest.param((4, 165, 26), (4, 26, 9), False, False, id="narrow-short-reduction"),
 ]
 
 
@@ -455,6 +461,65 @@ def test_bmm_threads_agree_and_repeat(tier, rng):
         return (c, *fastnn.bmm_backward(dc, a, b, backend="cython"), fastnn.bmm(*single, backend="cython"))
 
     run_on_threads(run, (1, 2, 2, 1))
+
+
+NARROW_LINEAR = [  # (batch, n_out, n_in): a logistic regression, a classifier's head, ...
+    pytest.param(209, 1, 1200, id="logistic-regression"),
+    pytest.param(100, 10, 784, id="ten-classes"),
+    pytest.param(57, 3, 64, id="three-outputs"),
+    pytest.param(50, 2, 5, id="short-reduction"),
+    pytest.param(1, 4, 300, id="one-row"),
+]
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "sigmoid"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n_out, n_in", NARROW_LINEAR)
+def test_narrow_linear_against_float64(m, n_out, n_in, dtype, activation, tier, rng):
+    """A linear layer with a few outputs (dot products along n_in where they pay):
+    forward and gradients against float64 NumPy, and the same bits on 1 and 2 threads."""
+    x, w, b = randn(rng, (m, n_in), dtype), randn(rng, (n_out, n_in), dtype), randn(rng, (n_out,), dtype)
+    dy = randn(rng, (m, n_out), dtype)
+    z64 = f64(x) @ f64(w).T + f64(b)
+    y64 = {None: z64, "relu": np.maximum(z64, 0), "sigmoid": 1 / (1 + np.exp(-z64))}[activation]
+    d64 = {None: 1.0, "relu": (z64 > 0).astype(np.float64), "sigmoid": y64 * (1 - y64)}[activation] * f64(dy)
+    out = {}
+    for threads in (1, 2, 1):
+        fastnn.set_num_threads(threads)
+        y, cache = fastnn.linear_forward(x, w, b, activation=activation, backend="cython")
+        got = (y, *fastnn.linear_backward(dy, cache))
+        if threads in out:
+            for a, e in zip(got, out[threads]):
+                np.testing.assert_array_equal(a, e)
+        out[threads] = got
+    for a, e in zip(out[1], out[2]):
+        np.testing.assert_array_equal(a, e)  # a choice by the sizes alone: the same sums
+    y, dx, dw, db = out[1]
+    assert y.dtype == dtype and y.shape == (m, n_out)
+    assert_close(y, y64, dtype, f"y ({tier})")
+    assert_close(dx, d64 @ f64(w), dtype, f"dx ({tier})")
+    assert_close(dw, d64.T @ f64(x), dtype, f"dw ({tier})")
+    assert_close(db, d64.sum(axis=0), dtype, f"db ({tier})")
+
+
+def test_narrow_products_float32_against_torch(tier, rng):
+    """bmm and the linear layer with one to nine output columns, against PyTorch."""
+    torch = pytest.importorskip("torch")
+    for (bsz, m, k, n) in [(3, 100, 300, 1), (2, 57, 64, 3), (2, 50, 777, 9)]:
+        a, b = randn(rng, (bsz, m, k), np.float32), randn(rng, (bsz, k, n), np.float32)
+        at, bt = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+        ct = torch.bmm(at, bt)
+        c = fastnn.bmm(a, b, backend="cython")
+        assert_close(c, ct.detach().numpy(), np.float32, f"bmm {a.shape} @ {b.shape} vs PyTorch ({tier})")
+        dc = randn(rng, c.shape, np.float32)
+        ct.backward(torch.tensor(dc))
+        da, db = fastnn.bmm_backward(dc, a, b, backend="cython")
+        assert_close(da, at.grad.numpy(), np.float32, f"da vs PyTorch ({tier})")
+        assert_close(db, bt.grad.numpy(), np.float32, f"db vs PyTorch ({tier})")
+        x, w = a[0], np.ascontiguousarray(b[0].T)
+        y, _ = fastnn.linear_forward(x, w, None, backend="cython")
+        yt = torch.nn.functional.linear(torch.tensor(x), torch.tensor(w))
+        assert_close(y, yt.numpy(), np.float32, f"linear ({m}, {k}) -> {n} vs PyTorch ({tier})")
 
 
 # --------------------------------------------------------------------------- PyTorch and gradients

@@ -377,6 +377,19 @@ FN_TARGET FN_UNUSED static void FN(dense_linear_forward)(ptrdiff_t M, ptrdiff_t 
 {
     if ((double)M * (double)N * (double)(K + 1) < FN_DENSE_SERIAL_MACS)
         threads = 1;
+    if (FN(dot_pays)(N, K) && M > 0) {
+        /* a few outputs: dot products of x's rows with w's, as they lie (fn_gemm.h) */
+        const ptrdiff_t tasks = (M + FN_DOT_TASK_ROWS - 1) / FN_DOT_TASK_ROWS;
+        if (tasks < 2)
+            threads = 1;
+        FN_TASKS(tasks,
+            const ptrdiff_t r0 = task * FN_DOT_TASK_ROWS;
+            const ptrdiff_t r1 = M - r0 < FN_DOT_TASK_ROWS ? M : r0 + FN_DOT_TASK_ROWS;
+            FN(gemm_dot)(r1 - r0, N, K, x + r0 * K, K, w, K, bias, y + r0 * N, N, 0);
+            FN(dense_act_strip)(kind, alpha, r0, r1, 0, (int)N, N, y, keep, mask);
+        );
+        return;
+    }
     FN(dense_gemm)(M, N, K, x, K, 1, w, K, bias, kind, alpha, y, keep, mask, slots, threads);
 }
 

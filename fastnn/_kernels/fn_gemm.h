@@ -492,6 +492,160 @@ FN_TARGET FN_UNUSED static int FN(gemm_tn_mt)(ptrdiff_t M, ptrdiff_t N, ptrdiff_
     return FN(gemm_tn2_mt)(M, N, 0, R, A, lda, B, ldb, B, ldb, C, ldc, accumulate, threads);
 }
 
+/* Narrow products: C (M, N) = A (M, K) @ S^T with S (N, K) and N a few columns (a
+ * classifier's last layer, a logistic regression, a batch of products with a
+ * handful of outputs). A panel of FN_NR / 2 columns would spend most of its
+ * multiply-adds on columns of zeros (31 of 32 for one output column on AVX-512), so
+ * each value is a dot product along K instead: a tile of R rows of A by G rows of S
+ * (every column of a group of up to 8) holds R G vector sums, the last step's
+ * vectors partial, and the lanes of each sum are added by halves at the end
+ * (FN(hsum)). One tile per G = 1 .. 8, with R = FN_DOT_ACC / G rows (at most 8),
+ * so the sums fill half the vector registers; all of a group's columns in one tile
+ * read each row of A once. Every value is one tile's sum in a fixed order, whatever
+ * the rows, blocks or threads. */
+#define FN_DOT_ACC (FN_VBYTES == 64 ? 16 : 8)
+#define FN_DOT_ROWS(G) (FN_DOT_ACC / (G) > 8 ? 8 : (FN_DOT_ACC / (G) < 1 ? 1 : FN_DOT_ACC / (G)))
+#define FN_DEFINE_DOT(G) \
+    FN_TARGET FN_UNUSED static void FN(dot_##G)(ptrdiff_t K, const FN_T *const *a, const FN_T *const *s, \
+                                                const FN_T *bias, FN_T *c, ptrdiff_t ldc, int mr, \
+                                                int accumulate, const char *pf, ptrdiff_t pf_n) \
+    { \
+        enum { R = FN_DOT_ROWS(G) }; \
+        FN_V acc[R][G]; \
+        ptrdiff_t k = 0, step = 0; \
+        int r, g; \
+        _Pragma("GCC unroll 8") \
+        for (r = 0; r < R; r++) \
+            _Pragma("GCC unroll 8") \
+            for (g = 0; g < (G); g++) \
+                acc[r][g] = FN(bc)(0); \
+        for (; k + FN_VL <= K; k += FN_VL, step++) { \
+            FN_V av[R]; \
+            if (2 * step < pf_n) { /* the next rows' lines, two a step */ \
+                __builtin_prefetch(pf + 128 * step, 0, 3); \
+                __builtin_prefetch(pf + 128 * step + 64, 0, 3); \
+            } \
+            _Pragma("GCC unroll 8") \
+            for (r = 0; r < R; r++) \
+                av[r] = FN(ld)(a[r] + k); \
+            _Pragma("GCC unroll 8") \
+            for (g = 0; g < (G); g++) { \
+                const FN_V sv = FN(ld)(s[g] + k); \
+                _Pragma("GCC unroll 8") \
+                for (r = 0; r < R; r++) \
+                    acc[r][g] = FN(fma)(av[r], sv, acc[r][g]); \
+            } \
+        } \
+        if (k < K) { \
+            const int n = (int)(K - k); \
+            FN_V av[R]; \
+            _Pragma("GCC unroll 8") \
+            for (r = 0; r < R; r++) \
+                av[r] = FN(ldn)(a[r] + k, n); \
+            _Pragma("GCC unroll 8") \
+            for (g = 0; g < (G); g++) { \
+                const FN_V sv = FN(ldn)(s[g] + k, n); \
+                _Pragma("GCC unroll 8") \
+                for (r = 0; r < R; r++) \
+                    acc[r][g] = FN(fma)(av[r], sv, acc[r][g]); \
+            } \
+        } \
+        _Pragma("GCC unroll 8") \
+        for (r = 0; r < R; r++) \
+            if (r < mr) \
+                _Pragma("GCC unroll 8") \
+                for (g = 0; g < (G); g++) { \
+                    FN_T v = FN(hsum)(acc[r][g]); \
+                    if (bias != NULL) \
+                        v = bias[g] + v; \
+                    if (accumulate) \
+                        v += c[r * ldc + g]; \
+                    c[r * ldc + g] = v; \
+                } \
+    }
+FN_DEFINE_DOT(1)
+FN_DEFINE_DOT(2)
+FN_DEFINE_DOT(3)
+FN_DEFINE_DOT(4)
+FN_DEFINE_DOT(5)
+FN_DEFINE_DOT(6)
+FN_DEFINE_DOT(7)
+FN_DEFINE_DOT(8)
+#undef FN_DEFINE_DOT
+
+/* Whether a product of N columns and a reduction of K takes the dot-product tiles
+ * rather than the panels. A narrow product's panel tile is W = FN_NR / 2 columns
+ * wide whatever N, so it costs about W K per row; the dot tiles about 1.5 K per
+ * column (their rows of A are loaded, not broadcast) plus the adding of lanes,
+ * about 1.25 VL^2 per column. Fitted to both paths timed on every tier and type
+ * (N 1 .. 16, K 16 .. 784: the crossovers, e.g. N 4 at K 64 on AVX-512, fall where
+ * the model puts them within a step of the grid). A choice by the sizes alone, so
+ * the sums do not depend on the rows, blocks or threads. */
+FN_INLINE int FN(dot_pays)(ptrdiff_t N, ptrdiff_t K)
+{
+    const double W = FN_NR / 2, vl = FN_VL;
+    return N >= 1 && K >= 1 && (double)N * (6.0 * (double)K + 5.0 * vl * vl) < 4.0 * W * (double)K;
+}
+
+/* Rows 0 .. M of C (+)= A @ S^T (+ bias, N values, or NULL), one thread; see above.
+ * The columns go in groups of 8 (the last one what is left), the rows in blocks of
+ * 8 through every group (a block's rows of A stay cached across them). */
+#define FN_DOT_CALL(G) \
+    FN(dot_##G)(K, a, s, bias != NULL ? bias + j : NULL, C + i * ldc + j, ldc, mr, accumulate, pf, pf_n)
+FN_TARGET FN_UNUSED static void FN(gemm_dot)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A, ptrdiff_t lda,
+                                             const FN_T *S, ptrdiff_t ls, const FN_T *bias, FN_T *C,
+                                             ptrdiff_t ldc, int accumulate)
+{
+    const FN_T *a[8], *s[8];
+    ptrdiff_t i0, i, j;
+    int r, g;
+    for (i0 = 0; i0 < M; i0 += 8) {
+        const ptrdiff_t i1 = M - i0 < 8 ? M : i0 + 8;
+        /* the next block's rows are fetched along this block's tiles: a row of A is
+         * read in one short pass, too short for the prefetchers to get ahead */
+        const char *pf = (const char *)(A + i1 * lda), *pf_end = (const char *)(A + (M - i1 < 8 ? M : i1 + 8) * lda);
+        for (j = 0; j < N; j += 8) {
+            const int G = (int)(N - j < 8 ? N - j : 8), R = FN_DOT_ROWS(G);
+            for (g = 0; g < G; g++)
+                s[g] = S + (j + g) * ls;
+            for (i = i0; i < i1; i += R) {
+                const int mr = (int)(i1 - i < R ? i1 - i : R);
+                const ptrdiff_t pf_n = pf < pf_end ? (pf_end - pf + 63) / 64 : 0;
+                for (r = 0; r < R; r++)
+                    a[r] = A + (i + (r < mr ? r : mr - 1)) * lda;
+                switch (G) {
+                case 1: FN_DOT_CALL(1); break;
+                case 2: FN_DOT_CALL(2); break;
+                case 3: FN_DOT_CALL(3); break;
+                case 4: FN_DOT_CALL(4); break;
+                case 5: FN_DOT_CALL(5); break;
+                case 6: FN_DOT_CALL(6); break;
+                case 7: FN_DOT_CALL(7); break;
+                default: FN_DOT_CALL(8); break;
+                }
+                pf += 128 * (K / FN_VL);
+            }
+        }
+    }
+}
+#undef FN_DOT_CALL
+
+/* FN(gemm_dot) on `threads` threads: tasks of blocks of rows. */
+#define FN_DOT_TASK_ROWS 48
+FN_TARGET FN_UNUSED static void FN(gemm_dot_mt)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A,
+                                                ptrdiff_t lda, const FN_T *S, ptrdiff_t ls, const FN_T *bias,
+                                                FN_T *C, ptrdiff_t ldc, int accumulate, int threads)
+{
+    const ptrdiff_t tasks = (M + FN_DOT_TASK_ROWS - 1) / FN_DOT_TASK_ROWS;
+    if (tasks < 2)
+        threads = 1;
+    FN_TASKS(tasks,
+        const ptrdiff_t r0 = task * FN_DOT_TASK_ROWS;
+        const ptrdiff_t r1 = M - r0 < FN_DOT_TASK_ROWS ? M : r0 + FN_DOT_TASK_ROWS;
+        FN(gemm_dot)(r1 - r0, N, K, A + r0 * lda, lda, S, ls, bias, C + r0 * ldc, ldc, accumulate);
+    );
+}
+
 /* Elements of scratch FN(gemm_any_mt) needs. */
 FN_UNUSED static inline size_t FN(any_scratch)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, int trans_a)
 {
@@ -513,6 +667,24 @@ FN_TARGET FN_UNUSED static void FN(gemm_any_ahead)(int trans_a, int trans_b, ptr
 {
     const FN_T *P = scratch;
     const ptrdiff_t full = N / FN_NR;
+    if (FN(dot_pays)(N, K) && M > 0) {
+        /* a few columns: dot products along K against the rows of op(B)^T */
+        const FN_T *S = B;
+        ptrdiff_t ls = ldb;
+        if (!trans_b) {
+            FN(transpose_matrix)(K, N, B, ldb, scratch, K);
+            S = scratch;
+            ls = K;
+        }
+        if (trans_a) {
+            FN_T *At = scratch + FN(packed_size)(K, N);
+            FN(transpose_matrix)(K, M, A, lda, At, K);
+            A = At;
+            lda = K;
+        }
+        FN(gemm_dot_mt)(M, N, K, A, lda, S, ls, NULL, C, ldc, accumulate, threads);
+        return;
+    }
     /* on one thread, the full panels of a B used as it lies are packed by their first
      * tiles (FN(ukr_nn_packing)); only a partial last panel here */
     const int lazy = !trans_b && threads <= 1 && full > 0 && M > 1 && K > 0 && !(ldb == N && N == FN_NR);

@@ -156,16 +156,6 @@ FN_UNUSED static inline void fn_bn_finish(double mu, double m2, double naive, pt
         } \
     } while (0)
 
-/* the sum of a vector's lanes, in lane order */
-FN_TARGET FN_INLINE FN_T FN(bn_hsum)(FN_V v)
-{
-    FN_T s = v[0];
-    int l;
-    for (l = 1; l < FN_VL; l++)
-        s += v[l];
-    return s;
-}
-
 /* ---- statistics: the chunks' partial moments ---- */
 
 /* Rows: the chunk of `rows` rows (stride ld) at x, U vectors of n channels: its
@@ -255,15 +245,15 @@ FN_TARGET FN_INLINE void FN(bn_plane_moments)(const fn_bn_geom *g, const FN_T *x
 #define FN_BN_SA(v) (st += (v) * inv)
 #define FN_BN_A(off, len) FN_BN_RUN_SUM(x + (off), (len), FN_BN_VA, FN_BN_SA, 0)
     FN_BN_RUNS(g, c, lo, hi, FN_BN_A);
-    m = FN(bn_hsum)((s[0] + s[1]) + (s[2] + s[3])) + st;
+    m = FN(hsum)((s[0] + s[1]) + (s[2] + s[3])) + st;
     vm = FN(bc)(m);
 #define FN_BN_VB(u, v) do { const FN_V e_ = (v) - vm; d[u] += e_; q[u] = FN(fma)(e_, e_, q[u]); } while (0)
 #define FN_BN_SB(v) do { const FN_T e_ = (v) - m; dt += e_; qt += e_ * e_; } while (0)
 #define FN_BN_B(off, len) FN_BN_RUN_SUM(x + (off), (len), FN_BN_VB, FN_BN_SB, ahead)
     FN_BN_RUNS(g, c, lo, hi, FN_BN_B);
     *pm = m;
-    *pd = FN(bn_hsum)((d[0] + d[1]) + (d[2] + d[3])) + dt;
-    *pq = FN(bn_hsum)((q[0] + q[1]) + (q[2] + q[3])) + qt;
+    *pd = FN(hsum)((d[0] + d[1]) + (d[2] + d[3])) + dt;
+    *pq = FN(hsum)((q[0] + q[1]) + (q[2] + q[3])) + qt;
 #undef FN_BN_VA
 #undef FN_BN_SA
 #undef FN_BN_A
@@ -547,8 +537,8 @@ FN_TARGET FN_INLINE void FN(bn_plane_grad_sums)(const fn_bn_geom *g, const FN_T 
     } while (0)
     FN_BN_RUNS(g, c, lo, hi, FN_BN_RUN);
 #undef FN_BN_RUN
-    *pg = FN(bn_hsum)((sg[0] + sg[1]) + (sg[2] + sg[3])) + gt;
-    *pxg = FN(bn_hsum)((sx[0] + sx[1]) + (sx[2] + sx[3])) + xt;
+    *pg = FN(hsum)((sg[0] + sg[1]) + (sg[2] + sg[3])) + gt;
+    *pxg = FN(hsum)((sx[0] + sx[1]) + (sx[2] + sx[3])) + xt;
 }
 
 /* dx = a (dy - md) + b (x - m) + e per channel (rows: U vectors of n channels) */

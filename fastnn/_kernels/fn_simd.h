@@ -30,6 +30,20 @@ FN_TARGET FN_INLINE FN_V FN(ld)(const FN_T *p) { return *(const FN(vu) *)p; }
 FN_TARGET FN_INLINE void FN(st)(FN_T *p, FN_V v) { *(FN(vu) *)p = v; }
 /* every lane x (x - 0 is x for every x, -0 and NaN included, so it folds away) */
 FN_TARGET FN_INLINE FN_V FN(bc)(FN_T x) { return x - (FN_V){0}; }
+/* the sum of a vector's lanes, by halves (lanes l and l + w added, w = VL / 2, VL / 4,
+ * .. 1): a fixed order on every tier, and a chain of log2(VL) additions, not VL - 1 */
+FN_TARGET FN_INLINE FN_T FN(hsum)(FN_V v)
+{
+    FN_T t[FN_VL];
+    int w, l;
+    FN(st)(t, v);
+#pragma GCC unroll 4
+    for (w = FN_VL / 2; w >= 1; w /= 2)
+#pragma GCC unroll 8
+        for (l = 0; l < w; l++)
+            t[l] += t[l + w];
+    return t[0];
+}
 /* a where the mask lane is all ones, else b */
 FN_TARGET FN_INLINE FN_V FN(sel)(FN_VI mask, FN_V a, FN_V b)
 {

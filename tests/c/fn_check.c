@@ -30,7 +30,8 @@
  *     one row, K = 0, M = 0, none, too large to fetch ahead: bitwise gemm_any_mt's.
  *   gemm_any_mt: the four trans_a / trans_b forms, rows with gaps or tight (a B of
  *     one full or half panel used in place), scratch of any_scratch's size (nothing
- *     written past it), M = 0, K = 0.
+ *     written past it), M = 0, K = 0; narrow products (N 1 .. 9, K 5 .. 700) on the
+ *     dot-product tiles and the panels.
  *   gemm_tn2_mt, gemm_tn_mt: R of 513, 600 and 1100 (chunks of 512), N1 = 0,
  *     N2 = 0, R = 0, M = 0, more columns than a transpose block; returns 1.
  *   transpose_matrix: rows and cols 0, 1, VL - 1, VL, VL + 1, 2 VL + 3, 33.
@@ -756,6 +757,18 @@ static void check_gemm_any(void)
     run_gemm_any(0, 0, 100, NR / 2, 65, 1, 1);
     run_gemm_any(1, 1, 100, 2 * NR + 1, 65, 0, 0);
     run_gemm_any(0, 0, 100, NR + NR / 2, 65, 1, 0);
+    /* narrow products, on the dot-product tiles where they pay (N of 1 .. 9 and a
+     * K of whole and partial vectors; every column-group width, a row block's last
+     * rows, two tasks of rows) and on the panels where they do not (K short) */
+    {
+        const ptrdiff_t nn_[] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, kk_[] = {5, 64, 100, 301}, mm_[] = {1, 7, 9, 100};
+        int i, j;
+        for (i = 0; i < 9; i++)
+            for (j = 0; j < 4; j++)
+                run_gemm_any(i & 1, (i >> 1) & 1, mm_[(i + j) % 4], nn_[i], kk_[j], j & 1, i % 3 == 0);
+        run_gemm_any(0, 0, 100, 1, 700, 1, 1);
+        run_gemm_any(1, 1, 57, 3, 256, 0, 0);
+    }
 }
 
 /* gemm_list over `count` products: operand i is A[i % na] and B[i % nb] (so some
@@ -2653,6 +2666,13 @@ static void check_dense(void)
         run_dense(1, 2 * VL + 1, 33, kind, kind % 2);
     }
     run_dense(40, 9, 70, FN_ACT_RELU, 1);   /* more than one chunk of db's rows */
+    /* a few outputs: the dot-product tiles (N up to 9, K whole and partial vectors,
+     * more than one task of 48 rows), or the panels where K is too short for them */
+    for (kind = 0; kind <= FN_ACT_IDENTITY; kind++) {
+        run_dense(100, 1 + kind, 300, kind, kind % 2);
+        run_dense(9, 3 + 2 * kind, 64 + kind, kind, 1);
+    }
+    run_dense(50, 1, 5, FN_ACT_IDENTITY, 1);
     run_dense(0, 5, 4, FN_ACT_TANH, 1);     /* M = 0: dw and db zero */
     run_dense(6, 5, 0, FN_ACT_IDENTITY, 1); /* K = 0 */
     run_dense_softmax(3, 1);
