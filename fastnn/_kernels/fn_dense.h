@@ -270,6 +270,70 @@ FN_TARGET FN_INLINE void FN(dense_panel)(ptrdiff_t M, ptrdiff_t K, const FN_T *A
         FN(gemm_panel)(M, K, A, lda, bp, ldbp, width, bias, C, ldc, 0);
 }
 
+/* The first n (0 .. FN_VL) elements at p as a vector, zeros past them. */
+FN_TARGET FN_INLINE FN_V FN(dense_ldpart)(const FN_T *p, int n)
+{
+    return n >= FN_VL ? FN(ld)(p) : (n > 0 ? FN(ldn)(p, n) : FN(bc)(0));
+}
+
+/* One row of C (width <= FN_NR columns) = a (K) @ S[:, 0 : width] (+ bias), S's rows
+ * ls apart read where they lie: FN(ukr_row)'s sums (even and odd k in two chains,
+ * added at the end), lane for lane, without packing the panel first. A one-row
+ * product whose right operand is a wide matrix as it lies (dW = dz^T x of a layer
+ * with one output) copied all of x panel by panel to read it once. The rows are
+ * fetched FN_DENSE_AHEAD ahead: each is a new page to the prefetchers. */
+FN_TARGET FN_UNUSED static void FN(dense_row_inplace)(ptrdiff_t K, const FN_T *a, const FN_T *S, ptrdiff_t ls,
+                                                      const FN_T *bias, FN_T *c, int width)
+{
+    FN_V cc[FN_NV], dd[FN_NV];
+    ptrdiff_t k = 0;
+    int v;
+    for (v = 0; v < FN_NV; v++) {
+        cc[v] = bias != NULL ? FN(dense_ldpart)(bias + v * FN_VL, width - v * FN_VL) : FN(bc)(0);
+        dd[v] = FN(bc)(0);
+    }
+#define FN_ROW_STEP(LOAD) \
+    for (; k + 1 < K; k += 2) { \
+        const FN_V a0 = FN(bc)(a[k]), a1 = FN(bc)(a[k + 1]); \
+        const FN_T *r0 = S + k * ls, *r1 = r0 + ls; \
+        if (k + FN_DENSE_AHEAD + 1 < K) { \
+            int j_; \
+            for (j_ = 0; j_ < width; j_ += 64 / (int)sizeof(FN_T)) { \
+                __builtin_prefetch(r0 + FN_DENSE_AHEAD * ls + j_); \
+                __builtin_prefetch(r1 + FN_DENSE_AHEAD * ls + j_); \
+            } \
+        } \
+        _Pragma("GCC unroll 4") \
+        for (v = 0; v < FN_NV; v++) { \
+            cc[v] = FN(fma)(a0, LOAD(r0, v), cc[v]); \
+            dd[v] = FN(fma)(a1, LOAD(r1, v), dd[v]); \
+        } \
+    } \
+    if (k < K) { \
+        const FN_V a0 = FN(bc)(a[k]); \
+        _Pragma("GCC unroll 4") \
+        for (v = 0; v < FN_NV; v++) \
+            cc[v] = FN(fma)(a0, LOAD(S + k * ls, v), cc[v]); \
+    }
+#define FN_ROW_FULL(r, v) FN(ld)((r) + (v) * FN_VL)
+#define FN_ROW_PART(r, v) FN(dense_ldpart)((r) + (v) * FN_VL, width - (v) * FN_VL)
+    if (width == FN_NR) {
+        FN_ROW_STEP(FN_ROW_FULL)
+    } else {
+        FN_ROW_STEP(FN_ROW_PART)
+    }
+#undef FN_ROW_FULL
+#undef FN_ROW_PART
+#undef FN_ROW_STEP
+    for (v = 0; v < FN_NV; v++) {
+        const int w = width - v * FN_VL;
+        if (w >= FN_VL)
+            FN(st)(c + v * FN_VL, cc[v] + dd[v]);
+        else if (w > 0)
+            FN(stn)(c + v * FN_VL, w, cc[v] + dd[v]);
+    }
+}
+
 /* the calling thread's number in a parallel region (0 outside one) */
 FN_TARGET FN_INLINE int FN(dense_thread)(void)
 {
@@ -343,6 +407,16 @@ FN_TARGET FN_UNUSED static void FN(dense_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff
             FN_T *slot = slots + (ptrdiff_t)FN(dense_thread)() * group * K * FN_NR;
             if (r1 > M)
                 r1 = M;
+            if (row_kernel && !trans) {
+                /* one row: S's panels read where they lie, not copied */
+                for (p = p0; p < p1; p++) {
+                    const ptrdiff_t n0 = p * FN_NR;
+                    const int width = (int)(N - n0 < FN_NR ? N - n0 : FN_NR);
+                    FN(dense_row_inplace)(K, A, S + n0, ls, bias != NULL ? bias + n0 : NULL, y + n0, width);
+                    FN(dense_act_strip)(kind, alpha, 0, 1, n0, width, N, y, keep, mask);
+                }
+                r1 = r0;  /* done */
+            }
             if (r1 > r0) {
                 if (trans)
                     FN(dense_pack_t)(K, N - p0 * FN_NR < FN_NR ? N - p0 * FN_NR : FN_NR, S + p0 * FN_NR * ls, ls,
