@@ -451,15 +451,19 @@ FN_TARGET FN_UNUSED static void FN(dense_linear_forward)(ptrdiff_t M, ptrdiff_t 
 {
     if ((double)M * (double)N * (double)(K + 1) < FN_DENSE_SERIAL_MACS)
         threads = 1;
-    if (FN(dot_pays)(N, K) && M > 0) {
-        /* a few outputs: dot products of x's rows with w's, as they lie (fn_gemm.h) */
+    const int path = M > 0 ? FN(narrow_path)(N, K) : FN_NARROW_PANELS;
+    if (path != FN_NARROW_PANELS) {
+        /* a few outputs (fn_gemm.h): dot products of x's rows with w's as they lie, or
+         * the one-vector tile on w^T packed FN_VL wide into the first slot */
         const ptrdiff_t tasks = (M + FN_DOT_TASK_ROWS - 1) / FN_DOT_TASK_ROWS;
+        if (path == FN_NARROW_VTILE)
+            FN(pack_v)(K, N, w, K, 1, slots);
         if (tasks < 2)
             threads = 1;
         FN_TASKS(tasks,
             const ptrdiff_t r0 = task * FN_DOT_TASK_ROWS;
             const ptrdiff_t r1 = M - r0 < FN_DOT_TASK_ROWS ? M : r0 + FN_DOT_TASK_ROWS;
-            FN(gemm_dot)(r1 - r0, N, K, x + r0 * K, K, w, K, bias, y + r0 * N, N, 0);
+            FN(gemm_narrow_mt)(path, r1 - r0, N, K, x + r0 * K, K, w, K, slots, bias, y + r0 * N, N, 0, 1);
             FN(dense_act_strip)(kind, alpha, r0, r1, 0, (int)N, N, y, keep, mask);
         );
         return;

@@ -182,6 +182,28 @@ FN_DEFINE_ROW_ACC(row_acc_h, FN_NV / 2)
 #undef FN_TNV
 #undef FN_TILE
 #undef FN_TMR
+#undef FN_HAVE_VTILE
+#undef FN_MRV
+#if FN_NV == 4
+/* the one-vector tile FN(ukr_nn_v) (AVX-512): FN_MRV rows by FN_VL columns, for a
+ * product of at most FN_VL columns, which a half-width panel (2 FN_VL) would run
+ * with at least half its multiply-adds on columns of zeros; its B is a panel FN_VL
+ * wide (FN(gemm_vtile)). The 16-register tiers' half-width panel is one vector
+ * already. */
+#define FN_HAVE_VTILE 1
+#define FN_MRV 12
+#define FN_TMR FN_MRV
+#define FN_TNV 1
+#define FN_TILE(name) FN(name##_v)
+#define FN_TILE_NN_ONLY
+#include "fn_tile.h"
+#undef FN_TILE_NN_ONLY
+#undef FN_TNV
+#undef FN_TILE
+#undef FN_TMR
+#else
+#define FN_HAVE_VTILE 0
+#endif
 
 /* C[0:mr, 0:nr] (+)= ... (see ukr_nn in fn_tile.h) on the tile that fits the rows
  * and the panel: half height when mr <= FN_MR / 2, FN_MR - 2 rows when mr is that
@@ -573,19 +595,67 @@ FN_DEFINE_DOT(7)
 FN_DEFINE_DOT(8)
 #undef FN_DEFINE_DOT
 
-/* Whether a product of N columns and a reduction of K takes the dot-product tiles
- * rather than the panels. A narrow product's panel tile is W = FN_NR / 2 columns
- * wide whatever N, so it costs about W K per row; the dot tiles about 1.5 K per
- * column (their rows of A are loaded, not broadcast) plus the adding of lanes,
- * about 1.25 VL^2 per column. Fitted to both paths timed on every tier and type
- * (N 1 .. 16, K 16 .. 784: the crossovers, e.g. N 4 at K 64 on AVX-512, fall where
- * the model puts them within a step of the grid). A choice by the sizes alone, so
- * the sums do not depend on the rows, blocks or threads. */
-FN_INLINE int FN(dot_pays)(ptrdiff_t N, ptrdiff_t K)
+/* How a product of N columns and a reduction of K runs: FN_NARROW_PANELS (the
+ * usual panels), FN_NARROW_VTILE (at most FN_VL columns on AVX-512: the one-vector
+ * tile on a panel FN_VL wide) or FN_NARROW_DOT (the dot-product tiles). The panel
+ * tile for a narrow product is W columns wide whatever N (FN_NR / 2, or FN_VL for
+ * the one-vector tile), so it costs about W K per row; the dot tiles cost about
+ * 1.5 K per column (their rows of A are loaded, not broadcast) plus about
+ * 1.25 VL^2 per column for adding the lanes. Fitted to both paths timed on every
+ * tier and type (N 1 .. 16, K 16 .. 784: the crossovers, e.g. N 4 at K 64 on
+ * AVX-512 against the half-width panel, fall where the model puts them within a
+ * step of the grid). A choice by the sizes alone, so the sums do not depend on the
+ * rows, blocks or threads. */
+#define FN_NARROW_PANELS 0
+#define FN_NARROW_VTILE 1
+#define FN_NARROW_DOT 2
+FN_INLINE int FN(narrow_path)(ptrdiff_t N, ptrdiff_t K)
 {
-    const double W = FN_NR / 2, vl = FN_VL;
-    return N >= 1 && K >= 1 && (double)N * (6.0 * (double)K + 5.0 * vl * vl) < 4.0 * W * (double)K;
+    const int vtile = FN_HAVE_VTILE && N <= FN_VL;
+    const double W = vtile ? FN_VL : FN_NR / 2, vl = FN_VL;
+    if (N < 1 || K < 1 || N > FN_NR / 2)
+        return FN_NARROW_PANELS;
+    if ((double)N * (6.0 * (double)K + 5.0 * vl * vl) < 4.0 * W * (double)K)
+        return FN_NARROW_DOT;
+    return vtile ? FN_NARROW_VTILE : FN_NARROW_PANELS;
 }
+
+/* P (K, FN_VL) = op(B)'s N <= FN_VL columns, zeros past them: B (K, N) rows ldb apart,
+ * or, when trans, B = S^T with S (N, K) rows ldb apart (register transposes). The
+ * panel of FN(gemm_vtile). */
+FN_TARGET FN_UNUSED static void FN(pack_v)(ptrdiff_t K, ptrdiff_t N, const FN_T *B, ptrdiff_t ldb, int trans,
+                                           FN_T *P)
+{
+    ptrdiff_t k, j;
+    if (trans) {
+        for (k = 0; k < K; k += FN_VL)
+            FN(transpose)(B + k, ldb, (int)N, (int)(K - k < FN_VL ? K - k : FN_VL), P + k * FN_VL, FN_VL);
+        return;
+    }
+    for (k = 0; k < K; k++)
+        for (j = 0; j < FN_VL; j++)
+            P[k * FN_VL + j] = j < N ? B[k * ldb + j] : (FN_T)0;
+}
+
+#if FN_HAVE_VTILE
+/* Rows 0 .. M of C (N <= FN_VL columns) (+)= A @ P (+ bias) on the one-vector tile,
+ * P from FN(pack_v); one thread. */
+FN_TARGET FN_UNUSED static void FN(gemm_vtile)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A, ptrdiff_t lda,
+                                               const FN_T *P, const FN_T *bias, FN_T *C, ptrdiff_t ldc,
+                                               int accumulate)
+{
+    const FN_T *rows[FN_MRV];
+    const ptrdiff_t zero = 0;
+    ptrdiff_t i;
+    int r;
+    for (i = 0; i < M; i += FN_MRV) {
+        const int mr = (int)(M - i < FN_MRV ? M - i : FN_MRV);
+        for (r = 0; r < FN_MRV; r++)
+            rows[r] = A + (i + (r < mr ? r : mr - 1)) * lda;
+        FN(ukr_nn_v)(1, K, rows, 0, &zero, P, FN_VL, bias, C + i * ldc, ldc, mr, (int)N, accumulate, NULL, 0);
+    }
+}
+#endif
 
 /* Rows 0 .. M of C (+)= A @ S^T (+ bias, N values, or NULL), one thread; see above.
  * The columns go in groups of 8 (the last one what is left), the rows in blocks of
@@ -630,19 +700,30 @@ FN_TARGET FN_UNUSED static void FN(gemm_dot)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t
 }
 #undef FN_DOT_CALL
 
-/* FN(gemm_dot) on `threads` threads: tasks of blocks of rows. */
+/* Rows 0 .. M of C (N columns) (+)= A @ op(B) (+ bias, N values, or NULL) on the
+ * narrow path `path` (FN(narrow_path)'s, not FN_NARROW_PANELS) on `threads` threads,
+ * in tasks of blocks of rows. op(B) is S^T, S (N, K) with rows ls apart, for the dot
+ * tiles; P from FN(pack_v) for the one-vector tile. */
 #define FN_DOT_TASK_ROWS 48
-FN_TARGET FN_UNUSED static void FN(gemm_dot_mt)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FN_T *A,
-                                                ptrdiff_t lda, const FN_T *S, ptrdiff_t ls, const FN_T *bias,
-                                                FN_T *C, ptrdiff_t ldc, int accumulate, int threads)
+FN_TARGET FN_UNUSED static void FN(gemm_narrow_mt)(int path, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                                                   const FN_T *A, ptrdiff_t lda, const FN_T *S, ptrdiff_t ls,
+                                                   const FN_T *P, const FN_T *bias, FN_T *C, ptrdiff_t ldc,
+                                                   int accumulate, int threads)
 {
     const ptrdiff_t tasks = (M + FN_DOT_TASK_ROWS - 1) / FN_DOT_TASK_ROWS;
     if (tasks < 2)
         threads = 1;
+    (void)P;
+    (void)path;
     FN_TASKS(tasks,
         const ptrdiff_t r0 = task * FN_DOT_TASK_ROWS;
         const ptrdiff_t r1 = M - r0 < FN_DOT_TASK_ROWS ? M : r0 + FN_DOT_TASK_ROWS;
-        FN(gemm_dot)(r1 - r0, N, K, A + r0 * lda, lda, S, ls, bias, C + r0 * ldc, ldc, accumulate);
+#if FN_HAVE_VTILE
+        if (path == FN_NARROW_VTILE)
+            FN(gemm_vtile)(r1 - r0, N, K, A + r0 * lda, lda, P, bias, C + r0 * ldc, ldc, accumulate);
+        else
+#endif
+            FN(gemm_dot)(r1 - r0, N, K, A + r0 * lda, lda, S, ls, bias, C + r0 * ldc, ldc, accumulate);
     );
 }
 
@@ -667,11 +748,15 @@ FN_TARGET FN_UNUSED static void FN(gemm_any_ahead)(int trans_a, int trans_b, ptr
 {
     const FN_T *P = scratch;
     const ptrdiff_t full = N / FN_NR;
-    if (FN(dot_pays)(N, K) && M > 0) {
-        /* a few columns: dot products along K against the rows of op(B)^T */
+    const int path = M > 0 ? FN(narrow_path)(N, K) : FN_NARROW_PANELS;
+    if (path != FN_NARROW_PANELS) {
+        /* a few columns: dot products along K against the rows of op(B)^T, or the
+         * one-vector tile on op(B) packed FN_VL wide */
         const FN_T *S = B;
         ptrdiff_t ls = ldb;
-        if (!trans_b) {
+        if (path == FN_NARROW_VTILE)
+            FN(pack_v)(K, N, B, ldb, trans_b, scratch);
+        else if (!trans_b) {
             FN(transpose_matrix)(K, N, B, ldb, scratch, K);
             S = scratch;
             ls = K;
@@ -682,7 +767,7 @@ FN_TARGET FN_UNUSED static void FN(gemm_any_ahead)(int trans_a, int trans_b, ptr
             A = At;
             lda = K;
         }
-        FN(gemm_dot_mt)(M, N, K, A, lda, S, ls, NULL, C, ldc, accumulate, threads);
+        FN(gemm_narrow_mt)(path, M, N, K, A, lda, S, ls, scratch, NULL, C, ldc, accumulate, threads);
         return;
     }
     /* on one thread, the full panels of a B used as it lies are packed by their first
