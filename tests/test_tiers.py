@@ -502,6 +502,42 @@ def test_narrow_linear_against_float64(m, n_out, n_in, dtype, activation, tier, 
     assert_close(db, d64.sum(axis=0), dtype, f"db ({tier})")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [2, 10, 37, 128, 129])
+def test_softmax_cross_entropy_few_classes(C, dtype, tier, rng):
+    """Up to 128 classes with class indices run a row per vector lane (register
+    transposes of the logits); more, row by row: losses and gradients against float64
+    NumPy, PyTorch in float32, and the same bits on 1 and 2 threads (5000 rows: two
+    tasks)."""
+    x = randn(rng, (5000, C), dtype) * 4
+    t = rng.integers(0, C, 5000)
+    x64 = f64(x)
+    z = x64 - x64.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    want = -logp[np.arange(5000), t]
+    grad = np.exp(logp)
+    grad[np.arange(5000), t] -= 1
+    out = {}
+    for threads in (1, 2, 1):
+        fastnn.set_num_threads(threads)
+        loss, cache = fastnn.softmax_cross_entropy_forward(x, t, reduction="none", backend="cython")
+        got = (loss, fastnn.softmax_cross_entropy_backward(cache, np.ones(5000, dtype)))
+        if threads in out:
+            for a, e in zip(got, out[threads]):
+                np.testing.assert_array_equal(a, e)
+        out[threads] = got
+    for a, e in zip(out[1], out[2]):
+        np.testing.assert_array_equal(a, e)
+    loss, dx = out[1]
+    assert loss.dtype == dtype and dx.dtype == dtype
+    assert_close(loss, want, dtype, f"loss ({tier})")
+    assert_close(dx, grad, dtype, f"dx ({tier})")
+    if dtype == np.float32:
+        torch = pytest.importorskip("torch")
+        ref = torch.nn.functional.cross_entropy(torch.tensor(x), torch.tensor(t), reduction="none")
+        assert_close(loss, ref.numpy(), np.float32, f"loss vs PyTorch ({tier})")
+
+
 def test_narrow_products_float32_against_torch(tier, rng):
     """bmm and the linear layer with one to nine output columns, against PyTorch."""
     torch = pytest.importorskip("torch")

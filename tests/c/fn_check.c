@@ -2835,6 +2835,16 @@ static void check_loss(void)
     run_softmax_xent(5, VL + 3, 1);
     run_softmax_xent(4, 2 * VL + 1, 0);
     run_softmax_xent(3, 1, 1);
+    /* a few classes with indices: a row per lane (VL rows at a time, a last partial
+     * block, one transpose or several, the most classes that take it and one more) */
+    run_softmax_xent(2 * VL + 5, 2, 1);
+    run_softmax_xent(VL + 1, 3, 1);
+    run_softmax_xent(3 * VL - 1, VL, 1);
+    run_softmax_xent(VL, VL + 1, 1);
+    run_softmax_xent(VL + 2, 4 * VL + 1, 1);
+    run_softmax_xent(VL + 3, 128, 1);
+    run_softmax_xent(7, 129, 1);
+    run_softmax_xent(5000, 2, 1);           /* more than one task */
     run_softmax_xent(9, 300, 1);
     run_sigmoid_xent(VL + 1);
     run_sigmoid_xent(2 * FN_XENT_CHUNK + 37);  /* three chunks of the partial sums */
