@@ -538,24 +538,15 @@ def test_softmax_cross_entropy_few_classes(C, dtype, tier, rng):
         assert_close(loss, ref.numpy(), np.float32, f"loss vs PyTorch ({tier})")
 
 
-def test_narrow_products_float32_against_torch(tier, rng):
-    """bmm and the linear layer with one to nine output columns, against PyTorch."""
+@pytest.mark.parametrize("m, k, n", [(100, 300, 1), (57, 64, 3), (50, 777, 9), (40, 100, 16)])
+def test_narrow_linear_float32_against_torch(m, k, n, tier, rng):
+    """The linear layer with one to sixteen outputs against PyTorch (bmm's narrow
+    products: test_bmm_float32_against_torch)."""
     torch = pytest.importorskip("torch")
-    for (bsz, m, k, n) in [(3, 100, 300, 1), (2, 57, 64, 3), (2, 50, 777, 9)]:
-        a, b = randn(rng, (bsz, m, k), np.float32), randn(rng, (bsz, k, n), np.float32)
-        at, bt = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
-        ct = torch.bmm(at, bt)
-        c = fastnn.bmm(a, b, backend="cython")
-        assert_close(c, ct.detach().numpy(), np.float32, f"bmm {a.shape} @ {b.shape} vs PyTorch ({tier})")
-        dc = randn(rng, c.shape, np.float32)
-        ct.backward(torch.tensor(dc))
-        da, db = fastnn.bmm_backward(dc, a, b, backend="cython")
-        assert_close(da, at.grad.numpy(), np.float32, f"da vs PyTorch ({tier})")
-        assert_close(db, bt.grad.numpy(), np.float32, f"db vs PyTorch ({tier})")
-        x, w = a[0], np.ascontiguousarray(b[0].T)
-        y, _ = fastnn.linear_forward(x, w, None, backend="cython")
-        yt = torch.nn.functional.linear(torch.tensor(x), torch.tensor(w))
-        assert_close(y, yt.numpy(), np.float32, f"linear ({m}, {k}) -> {n} vs PyTorch ({tier})")
+    x, w, b = randn(rng, (m, k), np.float32), randn(rng, (n, k), np.float32), randn(rng, (n,), np.float32)
+    y, _ = fastnn.linear_forward(x, w, b, backend="cython")
+    yt = torch.nn.functional.linear(torch.tensor(x), torch.tensor(w), torch.tensor(b))
+    assert_close(y, yt.numpy(), np.float32, f"linear ({m}, {k}) -> {n} vs PyTorch ({tier})")
 
 
 # --------------------------------------------------------------------------- PyTorch and gradients
@@ -624,9 +615,13 @@ def test_lstm_float32_against_torch(tier, rng):
     assert_close(db, blocks(layer.bias_ih_l0.grad.numpy()), np.float32, f"db vs PyTorch ({tier})")
 
 
-def test_bmm_float32_against_torch(tier, rng):
+@pytest.mark.parametrize("bsz, m, k, n", [
+    (5, 37, 70, 45),
+    (3, 100, 300, 1), (2, 57, 64, 3), (2, 50, 777, 9),  # narrow: dot products, one-vector tile
+])
+def test_bmm_float32_against_torch(bsz, m, k, n, tier, rng):
     torch = pytest.importorskip("torch")
-    a, b = randn(rng, (5, 37, 70), np.float32), randn(rng, (5, 70, 45), np.float32)
+    a, b = randn(rng, (bsz, m, k), np.float32), randn(rng, (bsz, k, n), np.float32)
     at, bt = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
     ct = torch.bmm(at, bt)
     c = fastnn.bmm(a, b, backend="cython")
