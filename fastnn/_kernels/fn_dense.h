@@ -454,18 +454,13 @@ FN_TARGET FN_UNUSED static void FN(dense_linear_forward)(ptrdiff_t M, ptrdiff_t 
     const int path = M > 0 ? FN(narrow_path)(N, K) : FN_NARROW_PANELS;
     if (path != FN_NARROW_PANELS) {
         /* a few outputs (fn_gemm.h): dot products of x's rows with w's as they lie, or
-         * the one-vector tile on w^T packed FN_VL wide into the first slot */
-        const ptrdiff_t tasks = (M + FN_DOT_TASK_ROWS - 1) / FN_DOT_TASK_ROWS;
+         * the one-vector tile on w^T packed FN_VL wide into the slots; then the
+         * activation over y (M N values, still in cache) */
         if (path == FN_NARROW_VTILE)
             FN(pack_v)(K, N, w, K, 1, slots);
-        if (tasks < 2)
-            threads = 1;
-        FN_TASKS(tasks,
-            const ptrdiff_t r0 = task * FN_DOT_TASK_ROWS;
-            const ptrdiff_t r1 = M - r0 < FN_DOT_TASK_ROWS ? M : r0 + FN_DOT_TASK_ROWS;
-            FN(gemm_narrow_mt)(path, r1 - r0, N, K, x + r0 * K, K, w, K, slots, bias, y + r0 * N, N, 0, 1);
-            FN(dense_act_strip)(kind, alpha, r0, r1, 0, (int)N, N, y, keep, mask);
-        );
+        FN(gemm_narrow_mt)(path, M, N, K, x, K, w, K, slots, bias, y, N, 0, threads);
+        if (kind != FN_ACT_IDENTITY)
+            FN(dense_act_mt)(kind, alpha, M * N, y, y, keep, mask, threads);
         return;
     }
     FN(dense_gemm)(M, N, K, x, K, 1, w, K, bias, kind, alpha, y, keep, mask, slots, threads);

@@ -749,6 +749,12 @@ FN_TARGET FN_UNUSED static void FN(gemm_any_ahead)(int trans_a, int trans_b, ptr
     const FN_T *P = scratch;
     const ptrdiff_t full = N / FN_NR;
     const int path = M > 0 ? FN(narrow_path)(N, K) : FN_NARROW_PANELS;
+    if (trans_a) {  /* op(A) = A^T, transposed after the space of op(B)'s packed form */
+        FN_T *At = scratch + FN(packed_size)(K, N);
+        FN(transpose_matrix)(K, M, A, lda, At, K);
+        A = At;
+        lda = K;
+    }
     if (path != FN_NARROW_PANELS) {
         /* a few columns: dot products along K against the rows of op(B)^T, or the
          * one-vector tile on op(B) packed FN_VL wide */
@@ -760,12 +766,6 @@ FN_TARGET FN_UNUSED static void FN(gemm_any_ahead)(int trans_a, int trans_b, ptr
             FN(transpose_matrix)(K, N, B, ldb, scratch, K);
             S = scratch;
             ls = K;
-        }
-        if (trans_a) {
-            FN_T *At = scratch + FN(packed_size)(K, N);
-            FN(transpose_matrix)(K, M, A, lda, At, K);
-            A = At;
-            lda = K;
         }
         FN(gemm_narrow_mt)(path, M, N, K, A, lda, S, ls, scratch, NULL, C, ldc, accumulate, threads);
         return;
@@ -782,12 +782,6 @@ FN_TARGET FN_UNUSED static void FN(gemm_any_ahead)(int trans_a, int trans_b, ptr
         FN(pack)(K, N - full * FN_NR, B + full * FN_NR, ldb, 1, scratch + full * K * FN_NR);
     else if (!lazy)
         FN(pack)(K, N, B, ldb, 1, scratch);
-    if (trans_a) {
-        FN_T *At = scratch + FN(packed_size)(K, N);
-        FN(transpose_matrix)(K, M, A, lda, At, K);
-        A = At;
-        lda = K;
-    }
     src = FN(packed_panels)(P, K, N);
     if (lazy) {
         src.raw = B;
