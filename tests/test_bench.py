@@ -20,6 +20,26 @@ import fastnn
 from fastnn.bench import cli, load, machine, render, run, suite, tier, timing, workloads
 from fastnn.bench import report as model
 
+
+REEXEC = cli.reexec  # the real one, for the test of what it starts
+
+
+@pytest.fixture(autouse=True)
+def _no_tier_asked_and_no_reexecution(monkeypatch):
+    """cli.main in these tests runs as if no tier were asked for (the suite may run under
+    FASTNN_ISA=avx2 or generic to test those tiers' kernels, which the re-execution
+    check would otherwise answer by replacing the test process with a new benchmark
+    run), and a re-execution fails the test instead of ending the run; the tests of
+    the re-execution itself replace cli.reexec again (the reexecs fixture)."""
+    for name in ("FASTNN_ISA", tier.REEXEC_GUARD, *tier.EMULATION_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+
+    def refuse(env, argv):
+        pytest.fail(f"cli.main re-executed the process: {argv}")
+
+    monkeypatch.setattr(cli, "reexec", refuse)
+
+
 # --- a made-up run ----------------------------------------------------------------------
 
 BACKENDS = ["cython", "numba"]
@@ -499,7 +519,7 @@ def test_tier_environment_from_the_option_or_fastnn_isa():
 
 def test_reexec_runs_this_fastnn_with_the_same_arguments():
     calls = []
-    cli.reexec({"A": "1"}, ["--quick", "--cases", "C2"], execve=lambda *args: calls.append(args))
+    REEXEC({"A": "1"}, ["--quick", "--cases", "C2"], execve=lambda *args: calls.append(args))
     (path, argv, env), = calls
     assert path == sys.executable and argv[0] == sys.executable and argv[1] == "-c"
     assert argv[3] == str(pathlib.Path(fastnn.__file__).resolve().parent.parent)
